@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs the Debian packages Parley runs and tests with, when missing.
+# Kamailio is the SIP edge; sipp, espeak-ng, flite and sox are test tools.
+set -euo pipefail
+need=()
+command -v kamailio >/dev/null 2>&1 || [ -x /usr/sbin/kamailio ] || need+=(kamailio)
+command -v sipp >/dev/null 2>&1 || need+=(sip-tester)
+command -v espeak-ng >/dev/null 2>&1 || need+=(espeak-ng)
+command -v flite >/dev/null 2>&1 || need+=(flite)
+command -v sox >/dev/null 2>&1 || need+=(sox)
+[ ${#need[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "parley: installing system packages: ${need[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+else
+    echo "parley: missing system packages: ${need[*]}" >&2
+    echo "parley: install them with: sudo apt-get install ${need[*]}" >&2
+    exit 1
+fi

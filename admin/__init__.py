@@ -1,0 +1,1 @@
+"""Wiring: settings, the CLI, the process supervisor, the API and persistence."""

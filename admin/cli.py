@@ -1,0 +1,239 @@
+"""The `parley` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+log = logging.getLogger("parley")
+
+
+def _settings(args: argparse.Namespace) -> Any:
+    from admin.settings import get_settings
+
+    if getattr(args, "config", None):
+        os.environ["PARLEY_CONFIG"] = str(Path(args.config).resolve())
+    try:
+        return get_settings()
+    except (ValidationError, FileNotFoundError, ValueError) as error:
+        raise SystemExit(f"parley: invalid settings:\n{error}") from None
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from admin.logs import configure
+    from admin.supervisor import ProcessSpec, Supervisor
+    from telephony.edge import EdgeUnavailable, find_kamailio, kamailio_command, write_files
+
+    settings = _settings(args)
+    configure("parley", level=settings.log_level, fmt=settings.log_format)
+    try:
+        find_kamailio()
+    except EdgeUnavailable as error:
+        print(f"parley: {error}", file=sys.stderr)
+        return 2
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    edge = settings.edge_config()
+    cfg_path = write_files(edge)
+    env = {"PARLEY_CONFIG": os.environ["PARLEY_CONFIG"]} if "PARLEY_CONFIG" in os.environ else {}
+    specs = [
+        ProcessSpec(
+            f"worker-{i}",
+            (sys.executable, "-m", "admin.cli", "worker", "--index", str(i)),
+            env,
+        )
+        for i in range(settings.sip.workers)
+    ]
+    specs.append(ProcessSpec("sip-edge", tuple(kamailio_command(edge, cfg_path))))
+    supervisor = Supervisor(specs, backoff_s=settings.restart_backoff_s)
+
+    def stop(signum: int, _frame: object) -> None:
+        supervisor.stop_requested.set()
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    log.info(
+        "parley is starting",
+        extra={
+            "sip": f"{settings.sip.host}:{settings.sip.port}",
+            "workers": settings.sip.workers,
+            "capacity": settings.sip.call_capacity,
+        },
+    )
+    print(
+        f"Parley: SIP on {settings.sip.host}:{settings.sip.port} (UDP+TCP), "
+        f"{settings.sip.workers} media workers x 4 calls. "
+        f"Try: parley dial sip:100@127.0.0.1:{settings.sip.port}. Ctrl-C stops.",
+        file=sys.stderr,
+        flush=True,
+    )
+    return supervisor.run()
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from admin.logs import configure
+    from agent.profiles import create_session
+    from telephony.events import JsonlOutlet
+    from telephony.worker import serve
+
+    settings = _settings(args)
+    configure(f"worker-{args.index}", level=settings.log_level, fmt=settings.log_format)
+    config = settings.worker_config(args.index)
+    outlet = JsonlOutlet(settings.events_dir() / f"worker-{args.index}.jsonl")
+    try:
+        serve(
+            config,
+            router=settings.router(),
+            session_factory=lambda line: create_session(line.agent),
+            outlet=outlet,
+        )
+    except RuntimeError as error:
+        log.error("media worker failed", extra={"error": str(error)})
+        return 1
+    return 0
+
+
+def cmd_edge(args: argparse.Namespace) -> int:
+    from telephony.edge import render_config, render_dispatcher_list
+
+    settings = _settings(args)
+    edge = settings.edge_config()
+    print(render_dispatcher_list(edge) if args.dispatcher else render_config(edge))
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    print(settings.model_dump_json(indent=2))
+    return 0
+
+
+def cmd_dial(args: argparse.Namespace) -> int:
+    from telephony.softphone import (
+        CODEC_CHOICES,
+        DialError,
+        DialPlan,
+        dial,
+        load_wav_16k,
+        save_wav_16k,
+    )
+
+    try:
+        play = load_wav_16k(Path(args.play)) if args.play else b""
+    except (OSError, DialError) as error:
+        print(f"parley dial: {error}", file=sys.stderr)
+        return 2
+    codecs = (CODEC_CHOICES[args.codec],) if args.codec else tuple(CODEC_CHOICES.values())
+    plan = DialPlan(
+        uri=args.uri,
+        play_pcm=play,
+        dtmf=args.dtmf or "",
+        dtmf_at_s=args.dtmf_at,
+        hold_s=args.hold,
+        max_s=args.max,
+        count=args.count,
+        codecs=codecs,
+        hangup=not args.no_bye,
+    )
+    if not args.quiet:
+        print(f"dialling {args.uri} ({args.count} call(s))...", file=sys.stderr, flush=True)
+    try:
+        results = dial(plan)
+    except DialError as error:
+        print(f"parley dial: {error}", file=sys.stderr)
+        return 2
+    summaries = []
+    for result in results:
+        summary = result.summary()
+        if args.record:
+            path = Path(args.record)
+            if len(results) > 1:
+                path = path.with_name(f"{path.stem}-{result.index}{path.suffix}")
+            save_wav_16k(path, result.received_pcm())
+            summary["recording"] = str(path)
+        if args.timeline:
+            summary["frame_times_ns"] = [t for _, t in result.received]
+        summaries.append(summary)
+        if not args.quiet:
+            state = "answered" if result.answered else "not answered"
+            print(
+                f"call {result.index}: {state}, ended {result.status_code} {result.reason}, "
+                f"codec {result.codec or '-'}, "
+                f"{len(result.received) * 20 / 1000:.1f}s audio received",
+                file=sys.stderr,
+            )
+    if args.json:
+        Path(args.json).write_text(json.dumps(summaries, indent=1))
+    sys.stdout.flush()
+    if args.no_bye:
+        os._exit(0)  # leave without BYE, as a caller whose network died would
+    return 0 if all(r.answered for r in results) else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="parley",
+        description="Parley: a self-hosted contact center where a duplex voice model "
+        "answers phone calls.",
+    )
+    parser.add_argument("--config", help="YAML settings file (or set PARLEY_CONFIG)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="start the whole platform (SIP edge + media workers)")
+    run.set_defaults(func=cmd_run)
+
+    worker = sub.add_parser("worker", help="run one media worker (parley run starts these)")
+    worker.add_argument("--index", type=int, required=True, help="worker number, from 0")
+    worker.set_defaults(func=cmd_worker)
+
+    edge = sub.add_parser("edge", help="print the generated Kamailio edge configuration")
+    edge.add_argument("--dispatcher", action="store_true", help="print the dispatcher list instead")
+    edge.set_defaults(func=cmd_edge)
+
+    config = sub.add_parser("config", help="print the effective settings as JSON")
+    config.set_defaults(func=cmd_config)
+
+    dial = sub.add_parser(
+        "dial",
+        help="place a test call: play audio, record the reply, send DTMF",
+        description="Place calls from this process (a softphone) and report what happened.",
+    )
+    dial.add_argument("uri", help="SIP URI to call, e.g. sip:100@127.0.0.1:5060")
+    dial.add_argument("--play", metavar="WAV", help="audio to send (any rate, 16-bit PCM WAV)")
+    dial.add_argument("--record", metavar="WAV", help="write what the far end sent (16 kHz)")
+    dial.add_argument("--dtmf", metavar="DIGITS", help="RFC 4733 digits to send, e.g. 12#")
+    dial.add_argument(
+        "--dtmf-at", type=float, default=0.5, metavar="S", help="seconds after answer"
+    )
+    dial.add_argument("--hold", type=float, default=2.0, metavar="S", help="stay on after playing")
+    dial.add_argument("--max", type=float, default=60.0, metavar="S", help="hang up after this")
+    dial.add_argument("--count", type=int, default=1, help="parallel calls (1-4)")
+    dial.add_argument("--codec", choices=["g722", "pcmu", "pcma"], help="offer only this codec")
+    dial.add_argument("--json", metavar="FILE", help="write a JSON summary of every call")
+    dial.add_argument(
+        "--timeline", action="store_true", help="include frame receive times in --json"
+    )
+    dial.add_argument("--no-bye", action="store_true", help="vanish at the end without BYE")
+    dial.add_argument("-q", "--quiet", action="store_true")
+    dial.set_defaults(func=cmd_dial)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "dial":
+        logging.basicConfig(level=logging.WARNING)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

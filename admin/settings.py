@@ -1,0 +1,157 @@
+"""Parley's settings: one object, read once, from PARLEY_* variables and an optional YAML file.
+
+Precedence (highest first): explicit arguments, environment (PARLEY_SIP__PORT=5070), the YAML
+file named by PARLEY_CONFIG (or `parley --config`), then the defaults below.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from agent.profiles import PROFILES
+from telephony.edge import EdgeConfig, WorkerAddress
+from telephony.lines import Line, LineRouter
+from telephony.worker import WorkerConfig
+
+CALLS_PER_WORKER = 4  # pjsua2's compiled-in limit (FACTS.md)
+
+
+class SipSettings(BaseModel):
+    host: str = "0.0.0.0"
+    port: int = Field(5060, ge=1, le=65535)
+    advertise_host: str | None = None
+    call_capacity: int = Field(8, ge=1, le=4000, description="concurrent calls; 4 per worker")
+    worker_host: str = "127.0.0.1"
+    worker_base_port: int = Field(5071, ge=1024, le=65000)
+    rtp_base_port: int = Field(20000, ge=1024, le=65000)
+    rtp_ports_per_worker: int = Field(40, ge=8)
+    rtp_timeout_s: float = Field(30.0, gt=0)
+    stats_interval_s: float = Field(5.0, ge=0)
+    probe_interval_s: int = Field(2, ge=1)
+    pj_log_level: int = Field(0, ge=0, le=6)
+
+    @property
+    def workers(self) -> int:
+        return -(-self.call_capacity // CALLS_PER_WORKER)
+
+
+class LineSettings(BaseModel):
+    name: str
+    numbers: list[str] = Field(default_factory=list)
+    agent: str = "echo"
+    disclosure: str | None = None
+    queue: str | None = None
+
+    @field_validator("agent")
+    @classmethod
+    def _known_agent(cls, value: str) -> str:
+        if value not in PROFILES:
+            raise ValueError(f"unknown agent profile {value!r}; known: {', '.join(PROFILES)}")
+        return value
+
+
+def _default_lines() -> list[LineSettings]:
+    return [LineSettings(name="main", numbers=["100"], agent="echo")]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="PARLEY_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    data_dir: Path = Path("var")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "text"] = "text"
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(8000, ge=1, le=65535)
+    sip: SipSettings = Field(default_factory=lambda: SipSettings())
+    lines: list[LineSettings] = Field(default_factory=_default_lines)
+    default_line: str | None = "main"
+    restart_backoff_s: float = Field(1.0, gt=0)
+
+    @model_validator(mode="after")
+    def _lines_route(self) -> Settings:
+        self.router()  # raises on duplicate numbers or an unknown default line
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get("PARLEY_CONFIG")
+        if config_file:
+            path = Path(config_file)
+            if not path.is_file():
+                raise FileNotFoundError(f"PARLEY_CONFIG points at {path}, which does not exist")
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=path))
+        return tuple(sources)
+
+    # --- views for the packages that must not import admin -------------------------------
+
+    def lines_config(self) -> tuple[Line, ...]:
+        return tuple(
+            Line(
+                name=line.name,
+                numbers=tuple(line.numbers),
+                agent=line.agent,
+                disclosure=line.disclosure,
+                queue=line.queue,
+            )
+            for line in self.lines
+        )
+
+    def router(self) -> LineRouter:
+        return LineRouter(self.lines_config(), self.default_line)
+
+    def worker_config(self, index: int) -> WorkerConfig:
+        sip = self.sip
+        return WorkerConfig(
+            index=index,
+            sip_host=sip.worker_host,
+            sip_port=sip.worker_base_port + index,
+            rtp_port=sip.rtp_base_port + index * sip.rtp_ports_per_worker,
+            rtp_port_range=sip.rtp_ports_per_worker,
+            max_calls=CALLS_PER_WORKER,
+            rtp_timeout_s=sip.rtp_timeout_s,
+            stats_interval_s=sip.stats_interval_s,
+            pj_log_level=sip.pj_log_level,
+        )
+
+    def edge_config(self) -> EdgeConfig:
+        sip = self.sip
+        return EdgeConfig(
+            listen_host=sip.host,
+            listen_port=sip.port,
+            advertise_host=sip.advertise_host,
+            workers=tuple(
+                WorkerAddress(sip.worker_host, sip.worker_base_port + i) for i in range(sip.workers)
+            ),
+            probe_interval_s=sip.probe_interval_s,
+            run_dir=self.data_dir / "edge",
+        )
+
+    def events_dir(self) -> Path:
+        return self.data_dir / "events"
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """The process's settings, read once."""
+    return Settings()

@@ -1,0 +1,1 @@
+"""The duplex model layer: the session contract, the embedded engine and remote adapters."""

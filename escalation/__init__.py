@@ -1,0 +1,1 @@
+"""Escalation: triggers, queues, supervisor modes and handoff to humans."""

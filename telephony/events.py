@@ -1,0 +1,122 @@
+"""Call events and the one outlet through which they leave a worker process.
+
+Events carry personal data (caller numbers, digits) as fields, never in log text. The outlet
+appends JSON lines to a spool file: it is durable across a crash of whatever consumes it, and
+the persistence layer reads it as an outbox.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Protocol
+
+
+class CallEventKind(enum.StrEnum):
+    STARTED = "call.started"
+    ANSWERED = "call.answered"
+    REJECTED = "call.rejected"
+    DTMF = "call.dtmf"
+    MEDIA_STATS = "call.media_stats"
+    PLAYOUT_FLUSHED = "call.playout_flushed"
+    AGENT = "call.agent_event"
+    SESSION_FAILED = "call.session_failed"
+    ENDED = "call.ended"
+
+
+@dataclass(frozen=True, slots=True)
+class CallEvent:
+    call_id: str
+    kind: CallEventKind
+    data: dict[str, object] = field(default_factory=dict)
+    t_mono_ns: int = field(default_factory=time.monotonic_ns)
+    t_wall: float = field(default_factory=time.time)
+    event_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "event_id": self.event_id,
+                "call_id": self.call_id,
+                "kind": self.kind.value,
+                "t_mono_ns": self.t_mono_ns,
+                "t_wall": self.t_wall,
+                "data": self.data,
+            },
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def from_json(cls, line: str) -> CallEvent:
+        raw = json.loads(line)
+        return cls(
+            call_id=raw["call_id"],
+            kind=CallEventKind(raw["kind"]),
+            data=raw["data"],
+            t_mono_ns=raw["t_mono_ns"],
+            t_wall=raw["t_wall"],
+            event_id=raw["event_id"],
+        )
+
+
+class EventOutlet(Protocol):
+    def emit(self, event: CallEvent) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class JsonlOutlet:
+    """Appends events to a spool file, one JSON object a line; safe to call from any thread."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._lock = threading.Lock()
+        self._file: IO[str] | None = path.open("a", encoding="utf-8")
+
+    def emit(self, event: CallEvent) -> None:
+        line = event.to_json() + "\n"
+        with self._lock:
+            if self._file is None:
+                return
+            self._file.write(line)
+            self._file.flush()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._file is not None:
+                self._file.close()
+                self._file = None
+
+
+class MemoryOutlet:
+    """Keeps events in a list; for in-process use such as the softphone."""
+
+    def __init__(self) -> None:
+        self.events: list[CallEvent] = []
+        self._lock = threading.Lock()
+
+    def emit(self, event: CallEvent) -> None:
+        with self._lock:
+            self.events.append(event)
+
+    def close(self) -> None:
+        return None
+
+
+def read_events(path: Path) -> list[CallEvent]:
+    """Every complete event in a spool file (a torn last line from a crash is skipped)."""
+    if not path.exists():
+        return []
+    events = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            events.append(CallEvent.from_json(line))
+        except (ValueError, KeyError):
+            continue
+    return events

@@ -1,0 +1,168 @@
+"""The per-call media port: 20 ms frames between pjmedia's conference bridge and asyncio.
+
+pjmedia's clock thread calls `onFrameReceived` (caller audio) and `onFrameRequested` (agent
+audio) every 20 ms. Both only copy a frame into or out of a bounded deque and return; the
+bridge on the asyncio side does the rest. Caller frames overflowing the queue drop the oldest
+(counted); an empty playout queue plays silence (an underrun is counted only mid-utterance).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pjsua2 as pj
+
+from agent.session import FRAME_BYTES, FRAME_MS, SAMPLE_RATE
+from telephony.framecopy import read_bytes, write_bytes
+
+SILENCE = bytes(FRAME_BYTES)
+
+
+@dataclass(frozen=True, slots=True)
+class PortCounters:
+    frames_in: int
+    frames_out: int
+    underruns: int
+    rx_overflow_drops: int
+    tx_overflow_drops: int
+
+
+@dataclass(slots=True)
+class _Playing:
+    utterance_id: str
+    played_frames: int = 0
+
+
+class MediaPort(pj.AudioMediaPort):  # type: ignore[misc]
+    """One call's audio tap; create and register it on the pjsua2 thread only."""
+
+    def __init__(
+        self,
+        *,
+        rx_capacity: int = 50,
+        tx_capacity: int = 1500,
+        on_rx: Callable[[], None] | None = None,
+    ) -> None:
+        super().__init__()
+        # (pcm, monotonic ns at capture)
+        self.rx: collections.deque[tuple[bytes, int]] = collections.deque()
+        self._rx_capacity = rx_capacity
+        # (utterance id, pcm)
+        self.tx: collections.deque[tuple[str, bytes]] = collections.deque()
+        self._tx_capacity = tx_capacity
+        self._on_rx = on_rx
+        self._lock = threading.Lock()
+        self._playing: _Playing | None = None
+        self._played: dict[str, int] = {}
+        self.frames_in = 0
+        self.frames_out = 0
+        self.underruns = 0
+        self.rx_overflow_drops = 0
+        self.tx_overflow_drops = 0
+        self.last_tx_mono_ns = 0
+
+    def create(self, name: str) -> None:
+        fmt = pj.MediaFormatAudio()
+        fmt.init(pj.PJMEDIA_FORMAT_PCM, SAMPLE_RATE, 1, FRAME_MS * 1000, 16)
+        self.createPort(name, fmt)
+
+    # --- pjmedia clock thread: copy and return -------------------------------------------
+
+    def onFrameReceived(self, frame: Any) -> None:  # noqa: N802 (pjsua2's name)
+        if frame.type != pj.PJMEDIA_FRAME_TYPE_AUDIO:
+            return
+        pcm = read_bytes(frame.buf)
+        if len(pcm) != FRAME_BYTES:
+            return
+        rx = self.rx
+        was_empty = not rx
+        if len(rx) >= self._rx_capacity:
+            rx.popleft()
+            self.rx_overflow_drops += 1
+        rx.append((pcm, time.monotonic_ns()))
+        self.frames_in += 1
+        if was_empty and self._on_rx is not None:
+            self._on_rx()
+
+    def onFrameRequested(self, frame: Any) -> None:  # noqa: N802 (pjsua2's name)
+        with self._lock:
+            try:
+                utterance_id, pcm = self.tx.popleft()
+            except IndexError:
+                if self._playing is not None:
+                    self.underruns += 1
+                pcm = SILENCE
+            else:
+                playing = self._playing
+                if playing is None or playing.utterance_id != utterance_id:
+                    playing = self._playing = _Playing(utterance_id)
+                playing.played_frames += 1
+                self._played[utterance_id] = playing.played_frames
+                self.frames_out += 1
+                self.last_tx_mono_ns = time.monotonic_ns()
+        frame.type = pj.PJMEDIA_FRAME_TYPE_AUDIO
+        write_bytes(frame.buf, pcm)
+        frame.size = FRAME_BYTES
+
+    # --- any thread ----------------------------------------------------------------------
+
+    def queue_playout(self, utterance_id: str, frame_pcm: bytes) -> bool:
+        """Queue one 20 ms frame; returns False (and counts it) when the queue was full."""
+        with self._lock:
+            if len(self.tx) >= self._tx_capacity:
+                self.tx.popleft()
+                self.tx_overflow_drops += 1
+                self.tx.append((utterance_id, frame_pcm))
+                return False
+            self.tx.append((utterance_id, frame_pcm))
+            return True
+
+    def playout_depth(self) -> int:
+        return len(self.tx)
+
+    def flush(self) -> tuple[str | None, int]:
+        """Drops all queued agent audio at once; returns (utterance id, ms of it played)."""
+        with self._lock:
+            self.tx.clear()
+            playing = self._playing
+            self._playing = None
+        if playing is None:
+            return None, 0
+        return playing.utterance_id, playing.played_frames * FRAME_MS
+
+    def played_ms(self, utterance_id: str) -> int:
+        with self._lock:
+            return self._played.get(utterance_id, 0) * FRAME_MS
+
+    def utterance_finished(self) -> None:
+        """The current utterance ended normally: silence from now on is not an underrun."""
+        with self._lock:
+            if not self.tx:
+                self._playing = None
+
+    def counters(self) -> PortCounters:
+        return PortCounters(
+            frames_in=self.frames_in,
+            frames_out=self.frames_out,
+            underruns=self.underruns,
+            rx_overflow_drops=self.rx_overflow_drops,
+            tx_overflow_drops=self.tx_overflow_drops,
+        )
+
+
+def wake_on(loop: asyncio.AbstractEventLoop, event: asyncio.Event) -> Callable[[], None]:
+    """A thread-safe callback that sets an asyncio event on its loop."""
+
+    def wake() -> None:
+        try:
+            loop.call_soon_threadsafe(event.set)
+        except RuntimeError:
+            pass  # the loop closed during shutdown; nobody is waiting any more
+
+    return wake

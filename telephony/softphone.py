@@ -1,0 +1,295 @@
+"""A softphone: places calls from its own process, plays audio, records, sends DTMF.
+
+`parley dial` wraps it for people trying Parley without a phone; the tests use it as the
+caller. Like a media worker, it answers to the 4-calls-per-process limit of pjsua2.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import wave
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pjsua2 as pj
+
+from agent.session import FRAME_BYTES, SAMPLE_RATE
+from telephony.mediaport import MediaPort
+from telephony.pjthread import OFFERED_CODECS, EndpointOptions, PjThread
+
+CODEC_CHOICES = {"g722": "G722/16000/1", "pcmu": "PCMU/8000/1", "pcma": "PCMA/8000/1"}
+
+
+class DialError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class DialPlan:
+    uri: str
+    play_pcm: bytes = b""
+    dtmf: str = ""
+    dtmf_at_s: float = 0.5  # after answer
+    hold_s: float = 2.0  # how long to stay on after the audio finished
+    max_s: float = 60.0
+    count: int = 1
+    codecs: tuple[str, ...] = OFFERED_CODECS
+    hangup: bool = True  # False: vanish without BYE (to test the far end's inactivity timer)
+
+
+@dataclass
+class DialResult:
+    index: int
+    status_code: int = 0
+    reason: str = ""
+    answered: bool = False
+    codec: str = ""
+    answered_mono_ns: int = 0
+    ended_mono_ns: int = 0
+    dtmf_sent_mono_ns: int = 0
+    received: list[tuple[bytes, int]] = field(default_factory=list)
+    rx_packets: int = 0
+    rx_lost: int = 0
+    rx_jitter_ms: float = 0.0
+    tx_packets: int = 0
+
+    def received_pcm(self) -> bytes:
+        return b"".join(pcm for pcm, _ in self.received)
+
+    def summary(self) -> dict[str, object]:
+        return {
+            "index": self.index,
+            "status_code": self.status_code,
+            "reason": self.reason,
+            "answered": self.answered,
+            "codec": self.codec,
+            "answered_mono_ns": self.answered_mono_ns,
+            "ended_mono_ns": self.ended_mono_ns,
+            "dtmf_sent_mono_ns": self.dtmf_sent_mono_ns,
+            "frames_received": len(self.received),
+            "first_frame_mono_ns": self.received[0][1] if self.received else 0,
+            "rx_packets": self.rx_packets,
+            "rx_lost": self.rx_lost,
+            "rx_jitter_ms": round(self.rx_jitter_ms, 2),
+            "tx_packets": self.tx_packets,
+        }
+
+
+def load_wav_16k(path: Path) -> bytes:
+    """A WAV file as 16 kHz mono PCM16 (resampled and downmixed when needed)."""
+    try:
+        with wave.open(str(path), "rb") as wav:
+            channels, width, rate = wav.getnchannels(), wav.getsampwidth(), wav.getframerate()
+            raw = wav.readframes(wav.getnframes())
+    except (wave.Error, EOFError) as error:
+        raise DialError(f"{path}: not a PCM WAV file ({error})") from error
+    if width != 2:
+        raise DialError(f"{path}: need 16-bit PCM, got {8 * width}-bit")
+    samples = np.frombuffer(raw, dtype="<i2").reshape(-1, channels).mean(axis=1)
+    if rate != SAMPLE_RATE:
+        n_out = int(len(samples) * SAMPLE_RATE / rate)
+        samples = np.interp(
+            np.linspace(0, len(samples) - 1, n_out), np.arange(len(samples)), samples
+        )
+    return bytes(np.clip(samples, -32768, 32767).astype("<i2").tobytes())
+
+
+def save_wav_16k(path: Path, pcm: bytes) -> None:
+    with wave.open(str(path), "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(SAMPLE_RATE)
+        wav.writeframes(pcm)
+
+
+class _Leg:
+    def __init__(self, index: int) -> None:
+        self.result = DialResult(index)
+        self.call: Any = None
+        self.port: MediaPort | None = None
+        self.answered_at = 0.0
+        self.play_done_at: float | None = None
+        self.dtmf_sent = False
+        self.done = False
+
+
+class _DialCall(pj.Call):  # type: ignore[misc]
+    def __init__(self, phone: Softphone, leg: _Leg, account: Any) -> None:
+        super().__init__(account)
+        self.phone = phone
+        self.leg = leg
+
+    def onCallState(self, prm: Any) -> None:  # noqa: N802
+        self.phone._state(self.leg, self.getInfo())
+
+    def onCallMediaState(self, prm: Any) -> None:  # noqa: N802
+        self.phone._media(self.leg)
+
+    def onStreamDestroyed(self, prm: Any) -> None:  # noqa: N802
+        self.phone._read_stats(self.leg)
+
+
+class Softphone:
+    def __init__(self, plan: DialPlan) -> None:
+        if not 1 <= plan.count <= 4:
+            raise DialError("a softphone process places 1 to 4 calls (pjsua2's per-process limit)")
+        self.plan = plan
+        self.legs = [_Leg(i) for i in range(plan.count)]
+        self._done = threading.Event()
+        self._account: Any = None
+        self._deadline = 0.0
+        self._thread = PjThread(
+            EndpointOptions(
+                sip_port=0, tcp=False, user_agent="Parley softphone", codecs=plan.codecs
+            ),
+            on_started=self._started,
+            on_tick=self._tick,
+            on_release=self._release,
+            active_calls=self._active_calls,
+            tick_interval_s=0.02,
+            name="softphone",
+        )
+
+    def run(self) -> list[DialResult]:
+        self._deadline = time.monotonic() + self.plan.max_s
+        self._thread.start()
+        self._thread.ready.wait()
+        if self._thread.startup_error is not None:
+            raise DialError(f"softphone could not start: {self._thread.startup_error}")
+        self._done.wait(self.plan.max_s + 5)
+        if not self.plan.hangup:
+            # Leave without BYE: the caller of run() ends the process with os._exit.
+            return [leg.result for leg in self.legs]
+        self._thread.stop()
+        self._thread.finished.wait(10)
+        return [leg.result for leg in self.legs]
+
+    # --- pjsua2 thread -------------------------------------------------------------------
+
+    def _started(self, thread: PjThread) -> None:
+        cfg = pj.AccountConfig()
+        cfg.idUri = f"sip:parley-dial@127.0.0.1:{thread.bound_port}"
+        account = pj.Account()
+        account.create(cfg, True)
+        self._account = account
+        thread.owned.insert(0, account)
+        for leg in self.legs:
+            call = _DialCall(self, leg, account)
+            leg.call = call
+            try:
+                call.makeCall(self.plan.uri, pj.CallOpParam(True))
+            except pj.Error as error:
+                leg.result.reason = f"could not place call: {error.info()}"
+                leg.done = True
+        self._check_done()
+
+    def _media(self, leg: _Leg) -> None:
+        if leg.port is not None:
+            return
+        info = leg.call.getInfo()
+        for index, media in enumerate(info.media):
+            if media.type == pj.PJMEDIA_TYPE_AUDIO and media.status == pj.PJSUA_CALL_MEDIA_ACTIVE:
+                audio = leg.call.getAudioMedia(index)
+                break
+        else:
+            return
+        frames = max(1, len(self.plan.play_pcm) // FRAME_BYTES + 1)
+        port = MediaPort(rx_capacity=10_000_000, tx_capacity=frames + 10)
+        port.create(f"dial-{leg.result.index}")
+        audio.startTransmit(port)
+        port.startTransmit(audio)
+        pcm = self.plan.play_pcm
+        for offset in range(0, len(pcm) - len(pcm) % FRAME_BYTES, FRAME_BYTES):
+            port.queue_playout("caller", pcm[offset : offset + FRAME_BYTES])
+        leg.port = port
+        try:
+            leg.result.codec = str(leg.call.getStreamInfo(0).codecName)
+        except pj.Error:
+            pass
+
+    def _state(self, leg: _Leg, info: Any) -> None:
+        if info.state == pj.PJSIP_INV_STATE_CONFIRMED and not leg.result.answered:
+            leg.result.answered = True
+            leg.result.answered_mono_ns = time.monotonic_ns()
+            leg.answered_at = time.monotonic()
+        elif info.state == pj.PJSIP_INV_STATE_DISCONNECTED and not leg.done:
+            leg.done = True
+            leg.result.status_code = int(info.lastStatusCode)
+            leg.result.reason = str(info.lastReason)
+            leg.result.ended_mono_ns = time.monotonic_ns()
+            self._collect(leg)
+            self._check_done()
+
+    def _read_stats(self, leg: _Leg) -> None:
+        try:
+            stat = leg.call.getStreamStat(0)
+        except pj.Error:
+            return
+        rx = stat.rtcp.rxStat
+        leg.result.rx_packets = int(rx.pkt)
+        leg.result.rx_lost = int(rx.loss)
+        leg.result.rx_jitter_ms = float(rx.jitterUsec.mean) / 1000.0
+        leg.result.tx_packets = int(stat.rtcp.txStat.pkt)
+
+    def _collect(self, leg: _Leg) -> None:
+        if leg.port is not None:
+            leg.result.received = list(leg.port.rx)
+
+    def _tick(self, now: float) -> None:
+        for leg in self.legs:
+            if leg.done or not leg.result.answered:
+                continue
+            since = now - leg.answered_at
+            if self.plan.dtmf and not leg.dtmf_sent and since >= self.plan.dtmf_at_s:
+                leg.dtmf_sent = True
+                leg.result.dtmf_sent_mono_ns = time.monotonic_ns()
+                leg.call.dialDtmf(self.plan.dtmf)
+            if leg.play_done_at is None and leg.port is not None and not leg.port.tx:
+                leg.play_done_at = now
+            if leg.play_done_at is not None and now - leg.play_done_at >= self.plan.hold_s:
+                self._end(leg)
+        if now >= self._deadline:
+            for leg in self.legs:
+                if not leg.done:
+                    self._end(leg)
+        self._check_done()
+
+    def _end(self, leg: _Leg) -> None:
+        if leg.done:
+            return
+        if not self.plan.hangup:
+            # Vanish: stop sending media and never say BYE.
+            self._read_stats(leg)
+            leg.done = True
+            leg.result.reason = "abandoned without BYE"
+            leg.result.ended_mono_ns = time.monotonic_ns()
+            self._collect(leg)
+            return
+        try:
+            leg.call.hangup(pj.CallOpParam(True))
+        except pj.Error:
+            leg.done = True
+            self._collect(leg)
+
+    def _active_calls(self) -> int:
+        return sum(1 for leg in self.legs if leg.call is not None and leg.call.isActive())
+
+    def _release(self) -> None:
+        for leg in self.legs:
+            if not leg.done:
+                self._collect(leg)
+            leg.port = None
+            leg.call = None
+        self._thread.owned.clear()
+        self._account = None
+
+    def _check_done(self) -> None:
+        if all(leg.done for leg in self.legs):
+            self._done.set()
+
+
+def dial(plan: DialPlan) -> list[DialResult]:
+    return Softphone(plan).run()

@@ -1,0 +1,470 @@
+"""A media worker: one pjsua2 endpoint answering up to 4 calls and bridging each to a session.
+
+Threads: the pjsua2 thread (see pjthread.py) owns every SIP and media object; pjmedia's clock
+thread only touches the media ports' deques; the asyncio loop runs the bridges and sessions.
+Hand-offs go one way each: pjsua2 → asyncio with `call_soon_threadsafe`, asyncio → pjsua2 with
+`PjThread.post`.
+
+Teardown of a call happens in one fixed order:
+  1. [pjsua2]  the call is DISCONNECTED; its last stream stats are already captured
+  2. [asyncio] the bridge stops its pumps and closes the session
+  3. [asyncio] `call.ended` is emitted with reason and final media stats
+  4. [pjsua2]  the media port is destroyed (leaving the conference bridge), the call released,
+               and the record removed from the registry
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pjsua2 as pj
+
+from agent.session import DuplexSession, SessionError
+from telephony.bridge import CallBridge
+from telephony.events import CallEvent, CallEventKind, EventOutlet
+from telephony.lines import Line, LineRouter, request_uri_user
+from telephony.mediaport import MediaPort, wake_on
+from telephony.pjthread import EndpointOptions, PjThread
+
+log = logging.getLogger(__name__)
+
+SessionFactory = Callable[[Line], DuplexSession]
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerConfig:
+    index: int = 0
+    sip_host: str = "127.0.0.1"
+    sip_port: int = 5071
+    public_host: str | None = None
+    rtp_port: int = 20000
+    rtp_port_range: int = 40
+    max_calls: int = 4
+    rtp_timeout_s: float = 30.0
+    stats_interval_s: float = 5.0
+    pj_log_level: int = 0
+
+
+@dataclass
+class StreamStats:
+    rx_packets: int = 0
+    rx_lost: int = 0
+    rx_jitter_ms: float = 0.0
+    tx_packets: int = 0
+    codec: str = ""
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "rx_packets": self.rx_packets,
+            "rx_lost": self.rx_lost,
+            "rx_jitter_ms": round(self.rx_jitter_ms, 2),
+            "tx_packets": self.tx_packets,
+            "codec": self.codec,
+        }
+
+
+@dataclass
+class ActiveCall:
+    """A call's record in the registry. pj_* fields belong to the pjsua2 thread."""
+
+    call_id: str
+    line: Line
+    pj_call: Any
+    started_mono: float = field(default_factory=time.monotonic)
+    answered_mono: float | None = None
+    port: MediaPort | None = None
+    rx_ready: asyncio.Event | None = None
+    bridge: CallBridge | None = None
+    stats: StreamStats = field(default_factory=StreamStats)
+    last_rx_mono: float = field(default_factory=time.monotonic)
+    end_reason: str | None = None
+    ended: bool = False
+
+    def media_stats(self) -> dict[str, object]:
+        data = self.stats.as_dict()
+        if self.port is not None:
+            counters = self.port.counters()
+            data.update(
+                frames_in=counters.frames_in,
+                frames_out=counters.frames_out,
+                underruns=counters.underruns,
+                rx_overflow_drops=counters.rx_overflow_drops,
+                tx_overflow_drops=counters.tx_overflow_drops,
+            )
+        return data
+
+
+def _read_stream_stats(pj_call: Any, into: StreamStats) -> None:
+    stat = pj_call.getStreamStat(0)
+    rx = stat.rtcp.rxStat
+    into.rx_packets = int(rx.pkt)
+    into.rx_lost = int(rx.loss)
+    into.rx_jitter_ms = float(rx.jitterUsec.mean) / 1000.0
+    into.tx_packets = int(stat.rtcp.txStat.pkt)
+
+
+class _Call(pj.Call):  # type: ignore[misc]
+    def __init__(self, worker: MediaWorker, account: Any, pj_call_id: int) -> None:
+        super().__init__(account, pj_call_id)
+        self.worker = worker
+        self.record: ActiveCall | None = None
+
+    def onCallState(self, prm: Any) -> None:  # noqa: N802
+        if self.record is not None:
+            self.worker._pj_call_state(self.record, self.getInfo())
+
+    def onCallMediaState(self, prm: Any) -> None:  # noqa: N802
+        if self.record is not None:
+            self.worker._pj_media_state(self.record)
+
+    def onStreamDestroyed(self, prm: Any) -> None:  # noqa: N802
+        # The last moment the stream's RTP statistics can be read.
+        if self.record is not None:
+            try:
+                _read_stream_stats(self, self.record.stats)
+            except pj.Error:
+                pass
+
+    def onDtmfDigit(self, prm: Any) -> None:  # noqa: N802
+        if self.record is not None:
+            self.worker._pj_dtmf(self.record, str(prm.digit))
+
+
+class _Account(pj.Account):  # type: ignore[misc]
+    def __init__(self, worker: MediaWorker) -> None:
+        super().__init__()
+        self.worker = worker
+
+    def onIncomingCall(self, prm: Any) -> None:  # noqa: N802
+        self.worker._pj_incoming(self, prm)
+
+
+class MediaWorker:
+    def __init__(
+        self,
+        config: WorkerConfig,
+        *,
+        router: LineRouter,
+        session_factory: SessionFactory,
+        outlet: EventOutlet,
+    ) -> None:
+        self.config = config
+        self.router = router
+        self.session_factory = session_factory
+        self.outlet = outlet
+        self.calls: dict[str, ActiveCall] = {}  # the registry, keyed by our own UUID
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.pj: PjThread | None = None
+        self._account: Any = None
+        self._released = asyncio.Event()
+
+    # --- pjsua2 thread -------------------------------------------------------------------
+
+    def _pj_started(self, thread: PjThread) -> None:
+        cfg = pj.AccountConfig()
+        host = self.config.public_host or self.config.sip_host
+        cfg.idUri = f"sip:parley@{host}:{thread.bound_port}"
+        cfg.mediaConfig.transportConfig.port = self.config.rtp_port
+        cfg.mediaConfig.transportConfig.portRange = self.config.rtp_port_range
+        cfg.mediaConfig.transportConfig.boundAddress = self.config.sip_host
+        if self.config.public_host:
+            cfg.mediaConfig.transportConfig.publicAddress = self.config.public_host
+        account = _Account(self)
+        account.create(cfg, True)
+        self._account = account
+        thread.owned.insert(0, account)
+
+    def _pj_incoming(self, account: Any, prm: Any) -> None:
+        call = _Call(self, account, prm.callId)
+        try:
+            dialled = request_uri_user(str(prm.rdata.wholeMsg))
+        except ValueError:
+            dialled = ""
+        line = self.router.route(dialled)
+        call_id = uuid.uuid4().hex
+        info = call.getInfo()
+        if line is None:
+            self._emit(CallEvent(call_id, CallEventKind.REJECTED, {"status": 404, "to": dialled}))
+            self._pj_answer(call, 404)
+            self._pj_release_later(call)
+            return
+        record = ActiveCall(call_id=call_id, line=line, pj_call=call)
+        call.record = record
+        self.calls[call_id] = record
+        self._emit(
+            CallEvent(
+                call_id,
+                CallEventKind.STARTED,
+                {
+                    "from": info.remoteUri,
+                    "to": dialled,
+                    "line": line.name,
+                    "sip_call_id": info.callIdString,
+                    "worker": self.config.index,
+                },
+            )
+        )
+        self._pj_answer(call, 200)
+
+    def _pj_answer(self, call: Any, status: int) -> None:
+        prm = pj.CallOpParam(True)
+        prm.statusCode = status
+        try:
+            call.answer(prm)
+        except pj.Error as error:
+            log.warning("answer failed", extra={"status": status, "error": error.info()})
+
+    def _pj_release_later(self, call: Any) -> None:
+        # A rejected call object must outlive its final response; drop it on a later turn.
+        assert self.pj is not None
+        holder = [call]
+        self.pj.post(holder.clear)
+
+    def _pj_media_state(self, record: ActiveCall) -> None:
+        if record.port is not None or record.ended:
+            return
+        call = record.pj_call
+        info = call.getInfo()
+        for index, media in enumerate(info.media):
+            if media.type == pj.PJMEDIA_TYPE_AUDIO and media.status == pj.PJSUA_CALL_MEDIA_ACTIVE:
+                audio = call.getAudioMedia(index)
+                break
+        else:
+            return
+        assert self.loop is not None
+        rx_ready = asyncio.Event()
+        port = MediaPort(on_rx=wake_on(self.loop, rx_ready))
+        port.create(f"call-{record.call_id[:8]}")
+        audio.startTransmit(port)
+        port.startTransmit(audio)
+        record.port = port
+        record.rx_ready = rx_ready
+        try:
+            record.stats.codec = str(call.getStreamInfo(0).codecName)
+        except pj.Error:
+            record.stats.codec = ""
+        record.last_rx_mono = time.monotonic()
+        self.loop.call_soon_threadsafe(self._start_bridge, record)
+
+    def _pj_call_state(self, record: ActiveCall, info: Any) -> None:
+        if info.state == pj.PJSIP_INV_STATE_CONFIRMED and record.answered_mono is None:
+            record.answered_mono = time.monotonic()
+            self._emit(
+                CallEvent(record.call_id, CallEventKind.ANSWERED, {"codec": record.stats.codec})
+            )
+        elif info.state == pj.PJSIP_INV_STATE_DISCONNECTED and not record.ended:
+            record.ended = True
+            if record.end_reason is None:
+                record.end_reason = _disconnect_reason(info)
+            assert self.loop is not None
+            self.loop.call_soon_threadsafe(self._end_call, record)
+
+    def _pj_dtmf(self, record: ActiveCall, digit: str) -> None:
+        self._emit(CallEvent(record.call_id, CallEventKind.DTMF, {"digit": digit}))
+        assert self.loop is not None
+        self.loop.call_soon_threadsafe(self._deliver_dtmf, record, digit)
+
+    def _pj_tick(self, now: float) -> None:
+        for record in list(self.calls.values()):
+            if record.ended or record.port is None:
+                continue
+            previous = record.stats.rx_packets
+            try:
+                _read_stream_stats(record.pj_call, record.stats)
+            except pj.Error:
+                continue
+            if record.stats.rx_packets != previous:
+                record.last_rx_mono = now
+            elif now - record.last_rx_mono > self.config.rtp_timeout_s:
+                log.info("rtp inactivity timeout", extra={"call_id": record.call_id})
+                self._pj_hangup(record, "rtp_timeout", 408)
+                continue
+            interval = self.config.stats_interval_s
+            if interval > 0 and int(now / interval) != int((now - 1.0) / interval):
+                self._emit(
+                    CallEvent(record.call_id, CallEventKind.MEDIA_STATS, record.media_stats())
+                )
+
+    def _pj_hangup(self, record: ActiveCall, reason: str, status: int = 200) -> None:
+        if record.ended:
+            return
+        if record.end_reason is None:
+            record.end_reason = reason
+        prm = pj.CallOpParam(True)
+        prm.statusCode = status
+        try:
+            record.pj_call.hangup(prm)
+        except pj.Error as error:
+            log.warning("hangup failed", extra={"call_id": record.call_id, "error": error.info()})
+
+    def _pj_release(self, record: ActiveCall) -> None:
+        # Step 4 of the teardown: the port leaves the conference bridge before the call goes.
+        port, record.port = record.port, None
+        del port
+        record.pj_call.record = None
+        record.pj_call = None
+        self.calls.pop(record.call_id, None)
+        if not self.calls:
+            assert self.loop is not None
+            self.loop.call_soon_threadsafe(self._released.set)
+
+    def _pj_release_all(self) -> None:
+        for record in list(self.calls.values()):
+            record.port = None
+            if record.pj_call is not None:
+                record.pj_call.record = None
+            record.pj_call = None
+        self.calls.clear()
+        self._account = None
+
+    def _pj_stopping(self) -> None:
+        for record in list(self.calls.values()):
+            self._pj_hangup(record, "shutdown", 503)
+
+    # --- asyncio loop --------------------------------------------------------------------
+
+    def _emit(self, event: CallEvent) -> None:
+        self.outlet.emit(event)
+
+    def _start_bridge(self, record: ActiveCall) -> None:
+        if record.ended or record.port is None or record.rx_ready is None:
+            return
+        try:
+            session = self.session_factory(record.line)
+        except Exception as error:
+            self._session_failed(record, type(error).__name__)
+            return
+        record.bridge = CallBridge(
+            call_id=record.call_id,
+            port=record.port,
+            session=session,
+            outlet=self.outlet,
+            rx_ready=record.rx_ready,
+            on_hangup_requested=lambda reason: self.hangup(record.call_id, f"agent:{reason}"),
+            on_session_failed=lambda why: self._session_failed(record, why),
+        )
+        asyncio.get_running_loop().create_task(self._run_bridge(record, record.bridge))
+
+    async def _run_bridge(self, record: ActiveCall, bridge: CallBridge) -> None:
+        try:
+            await bridge.start()
+        except (SessionError, OSError) as error:
+            self._session_failed(record, str(error))
+
+    def _session_failed(self, record: ActiveCall, why: str) -> None:
+        self._emit(CallEvent(record.call_id, CallEventKind.SESSION_FAILED, {"error": why}))
+        self.hangup(record.call_id, "session_failed")
+
+    def _deliver_dtmf(self, record: ActiveCall, digit: str) -> None:
+        if record.bridge is not None and not record.ended:
+            asyncio.get_running_loop().create_task(record.bridge.dtmf(digit))
+
+    def _end_call(self, record: ActiveCall) -> None:
+        asyncio.get_running_loop().create_task(self._finish(record))
+
+    async def _finish(self, record: ActiveCall) -> None:
+        if record.bridge is not None:
+            await record.bridge.close()
+        now = time.monotonic()
+        self._emit(
+            CallEvent(
+                record.call_id,
+                CallEventKind.ENDED,
+                {
+                    "reason": record.end_reason or "unknown",
+                    "duration_s": round(now - record.started_mono, 3),
+                    "talk_s": round(now - record.answered_mono, 3) if record.answered_mono else 0,
+                    "media": record.media_stats(),
+                },
+            )
+        )
+        assert self.pj is not None
+        self.pj.post(lambda: self._pj_release(record))
+
+    def hangup(self, call_id: str, reason: str) -> None:
+        """Ends a call from any asyncio task."""
+        assert self.pj is not None
+        record = self.calls.get(call_id)
+        if record is not None:
+            self.pj.post(lambda: self._pj_hangup(record, reason))
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Serves calls until `stop` is set, then hangs up every call and shuts down in order."""
+        self.loop = asyncio.get_running_loop()
+        options = EndpointOptions(
+            sip_host=self.config.sip_host,
+            sip_port=self.config.sip_port,
+            public_host=self.config.public_host,
+            user_agent=f"Parley worker {self.config.index}",
+            max_calls=self.config.max_calls,
+            pj_log_level=self.config.pj_log_level,
+        )
+        self.pj = PjThread(
+            options,
+            on_started=self._pj_started,
+            on_tick=self._pj_tick,
+            on_stopping=self._pj_stopping,
+            on_release=self._pj_release_all,
+            active_calls=lambda: len(self.calls),
+        )
+        self.pj.start()
+        await asyncio.to_thread(self.pj.ready.wait)
+        if self.pj.startup_error is not None:
+            raise RuntimeError(
+                f"media worker {self.config.index} could not start SIP on "
+                f"{self.config.sip_host}:{self.config.sip_port}: {self.pj.startup_error}"
+            ) from self.pj.startup_error
+        log.info(
+            "media worker ready", extra={"worker": self.config.index, "port": self.pj.bound_port}
+        )
+        await stop.wait()
+        log.info(
+            "media worker stopping", extra={"worker": self.config.index, "calls": len(self.calls)}
+        )
+        if self.calls:
+            self._released.clear()
+            for call_id in list(self.calls):
+                self.hangup(call_id, "shutdown")
+            try:
+                await asyncio.wait_for(self._released.wait(), timeout=3.0)
+            except TimeoutError:
+                log.warning("calls still up at shutdown", extra={"calls": len(self.calls)})
+        self.pj.stop()
+        await asyncio.to_thread(self.pj.finished.wait)
+
+
+def _disconnect_reason(info: Any) -> str:
+    code = int(info.lastStatusCode)
+    if code in (200, 0):
+        return "hangup"
+    return f"sip_{code}"
+
+
+def serve(
+    config: WorkerConfig,
+    *,
+    router: LineRouter,
+    session_factory: SessionFactory,
+    outlet: EventOutlet,
+) -> None:
+    """Runs a media worker in this process until SIGINT or SIGTERM."""
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        worker = MediaWorker(config, router=router, session_factory=session_factory, outlet=outlet)
+        await worker.run(stop)
+
+    try:
+        asyncio.run(main())
+    finally:
+        outlet.close()
