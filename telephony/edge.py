@@ -372,11 +372,23 @@ failure_route[WORKER_FAILED] {
 }
 
 event_route[dispatcher:dst-down] {
-    xlog("L_WARN", "edge: worker is down ru=$ru du=$du\\n");
+    route(WORKER_NAME);
+    xlog("L_WARN", "edge: worker $var(worker) is down\\n");
 }
 
 event_route[dispatcher:dst-up] {
-    xlog("L_NOTICE", "edge: worker is up ru=$ru du=$du\\n");
+    route(WORKER_NAME);
+    xlog("L_NOTICE", "edge: worker $var(worker) is up\\n");
+}
+
+route[WORKER_NAME] {
+    # A probe result carries the worker in the R-URI; ds_mark_dst() during a
+    # call carries it in the destination URI, while the R-URI is the caller's.
+    if ($du != $null) {
+        $var(worker) = $du;
+    } else {
+        $var(worker) = $ru;
+    }
 }
 """
 

@@ -1,0 +1,30 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support import PlatformConfig, Running, start_worker
+
+
+@pytest.fixture(scope="module")
+def worker_config(tmp_path_factory: pytest.TempPathFactory) -> PlatformConfig:
+    return PlatformConfig(tmp_path_factory.mktemp("worker"), capacity=4, rtp_timeout_s=3.0)
+
+
+@pytest.fixture(scope="module")
+def worker(worker_config: PlatformConfig) -> Iterator[Running]:
+    running = start_worker(worker_config)
+    yield running
+    assert running.stop() == 0, running.log()[-3000:]
+
+
+@pytest.fixture
+def worker_uri(worker: Running, worker_config: PlatformConfig) -> str:
+    return f"sip:100@127.0.0.1:{worker_config.worker_base_port}"
+
+
+@pytest.fixture
+def tmp(tmp_path: Path) -> Path:
+    return tmp_path

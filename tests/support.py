@@ -1,0 +1,239 @@
+"""Shared helpers for tests that run real Parley processes and real SIP calls."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+import wave
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from telephony.events import CallEvent, read_events
+from telephony.sipprobe import wait_answering
+
+ROOT = Path(__file__).resolve().parent.parent
+PARLEY = [sys.executable, "-m", "admin.cli"]
+
+
+def _free(port: int) -> bool:
+    for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+        with socket.socket(socket.AF_INET, kind) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                return False
+    return True
+
+
+def free_port_block(size: int) -> int:
+    """The first port of `size` consecutive ports free on UDP and TCP."""
+    for _ in range(200):
+        base = random.randrange(30000, 60000 - size)
+        if all(_free(port) for port in range(base, base + size)):
+            return base
+    raise RuntimeError("no free port block")
+
+
+@dataclass
+class PlatformConfig:
+    """Settings for a test's own Parley: its own ports, folder and lines."""
+
+    tmp: Path
+    capacity: int = 4
+    rtp_timeout_s: float = 30.0
+    lines: list[dict[str, Any]] = field(
+        default_factory=lambda: [
+            {"name": "main", "numbers": ["100"], "agent": "echo"},
+            {"name": "delayed", "numbers": ["200"], "agent": "echo-delayed"},
+        ]
+    )
+    default_line: str | None = "main"
+
+    def __post_init__(self) -> None:
+        workers = -(-self.capacity // 4)
+        block = free_port_block(2 + workers + workers * 40)
+        self.sip_port = block
+        self.worker_base_port = block + 2
+        self.rtp_base_port = block + 2 + workers
+
+    def write(self) -> Path:
+        settings = {
+            "data_dir": str(self.tmp / "var"),
+            "log_level": "INFO",
+            "sip": {
+                "host": "127.0.0.1",
+                "port": self.sip_port,
+                "call_capacity": self.capacity,
+                "worker_base_port": self.worker_base_port,
+                "rtp_base_port": self.rtp_base_port,
+                "rtp_timeout_s": self.rtp_timeout_s,
+                "stats_interval_s": 1.0,
+                "probe_interval_s": 1,
+            },
+            "lines": self.lines,
+            "default_line": self.default_line,
+            "restart_backoff_s": 0.5,
+        }
+        path = self.tmp / "parley.yaml"
+        path.write_text(yaml.safe_dump(settings))
+        return path
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PARLEY_")}
+        env["PARLEY_CONFIG"] = str(self.write())
+        env["PYTHONPATH"] = str(ROOT)
+        return env
+
+    def events(self) -> list[CallEvent]:
+        events: list[CallEvent] = []
+        for path in sorted((self.tmp / "var" / "events").glob("worker-*.jsonl")):
+            events.extend(read_events(path))
+        return sorted(events, key=lambda e: e.t_mono_ns)
+
+
+class Running:
+    """A Parley process (worker or the whole platform) started by a test."""
+
+    def __init__(self, argv: list[str], config: PlatformConfig, log_name: str) -> None:
+        self.config = config
+        self.log_path = config.tmp / log_name
+        self._log = self.log_path.open("wb")
+        self.proc = subprocess.Popen(
+            argv,
+            env=config.env(),
+            cwd=config.tmp,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, timeout: float = 15.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+                raise AssertionError(f"process did not stop on SIGTERM:\n{self.log()[-3000:]}")
+        self._log.close()
+        return int(self.proc.returncode)
+
+
+def start_worker(config: PlatformConfig, index: int = 0) -> Running:
+    running = Running([*PARLEY, "worker", "--index", str(index)], config, f"worker-{index}.log")
+    try:
+        wait_answering("127.0.0.1", config.worker_base_port + index, timeout_s=20)
+    except TimeoutError:
+        running.stop()
+        raise AssertionError(f"worker did not start:\n{running.log()[-3000:]}") from None
+    return running
+
+
+def start_platform(config: PlatformConfig) -> Running:
+    running = Running([*PARLEY, "run"], config, "platform.log")
+    try:
+        wait_answering("127.0.0.1", config.sip_port, timeout_s=30)
+        for index in range(-(-config.capacity // 4)):
+            wait_answering("127.0.0.1", config.worker_base_port + index, timeout_s=30)
+    except TimeoutError:
+        running.stop()
+        raise AssertionError(f"platform did not start:\n{running.log()[-5000:]}") from None
+    # The edge probes workers every second; give it time to see them all up.
+    time.sleep(2.5)
+    return running
+
+
+def dial(
+    uri: str,
+    tmp: Path,
+    *,
+    play: Path | None = None,
+    dtmf: str = "",
+    dtmf_at: float = 0.5,
+    hold: float = 1.0,
+    count: int = 1,
+    codec: str | None = None,
+    no_bye: bool = False,
+    max_s: float = 30.0,
+    name: str = "dial",
+    background: bool = False,
+) -> Any:
+    """Runs `parley dial` in its own process; returns its JSON summary (or the Popen)."""
+    out = tmp / f"{name}.json"
+    argv = [*PARLEY, "dial", uri, "--json", str(out), "--timeline", "-q", "--hold", str(hold)]
+    argv += ["--max", str(max_s), "--count", str(count), "--record", str(tmp / f"{name}.wav")]
+    if play is not None:
+        argv += ["--play", str(play)]
+    if dtmf:
+        argv += ["--dtmf", dtmf, "--dtmf-at", str(dtmf_at)]
+    if codec:
+        argv += ["--codec", codec]
+    if no_bye:
+        argv += ["--no-bye"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PARLEY_")}
+    env["PYTHONPATH"] = str(ROOT)
+    log = (tmp / f"{name}.log").open("wb")
+    proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
+    if background:
+        return proc
+    return finish_dial(proc, out, timeout=max_s + 30)
+
+
+def finish_dial(proc: subprocess.Popen[bytes], out: Path, timeout: float = 60) -> Any:
+    proc.wait(timeout)
+    log = out.with_suffix(".log")
+    if not out.exists():
+        raise AssertionError(f"parley dial wrote no summary:\n{log.read_text(errors='replace')}")
+    return json.loads(out.read_text())
+
+
+def write_wav(path: Path, samples: np.ndarray) -> Path:
+    with wave.open(str(path), "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(16000)
+        wav.writeframes(np.clip(samples, -32768, 32767).astype("<i2").tobytes())
+    return path
+
+
+def read_wav(path: Path) -> np.ndarray:
+    with wave.open(str(path), "rb") as wav:
+        return np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2").astype(np.float64)
+
+
+def chirp_noise(seconds: float, seed: int = 7) -> np.ndarray:
+    """Speech-band noise: correlates sharply at one lag, unlike a periodic tone."""
+    rng = np.random.default_rng(seed)
+    noise = rng.standard_normal(int(16000 * seconds))
+    spectrum = np.fft.rfft(noise)
+    freqs = np.fft.rfftfreq(len(noise), 1 / 16000)
+    spectrum[(freqs < 300) | (freqs > 3200)] = 0  # survives PCMU's 8 kHz band
+    band = np.fft.irfft(spectrum, len(noise))
+    return band / np.abs(band).max() * 8000
+
+
+def best_correlation(sent: np.ndarray, received: np.ndarray) -> tuple[float, int]:
+    """(normalised correlation, lag in samples) of `sent` found inside `received`."""
+    if len(received) < len(sent):
+        received = np.concatenate([received, np.zeros(len(sent) - len(received))])
+    n = len(received) + len(sent)
+    size = 1 << (n - 1).bit_length()
+    corr = np.fft.irfft(np.fft.rfft(received, size) * np.conj(np.fft.rfft(sent, size)), size)
+    lag = int(np.argmax(corr[: len(received) - len(sent) + 1]))
+    window = received[lag : lag + len(sent)]
+    denom = float(np.linalg.norm(sent) * np.linalg.norm(window)) or 1.0
+    return float(corr[lag] / denom), lag
