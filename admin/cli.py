@@ -141,6 +141,7 @@ def cmd_dial(args: argparse.Namespace) -> int:
         count=args.count,
         codecs=codecs,
         hangup=not args.no_bye,
+        rtp_timeout_s=args.rtp_timeout,
     )
     if not args.quiet:
         print(f"dialling {args.uri} ({args.count} call(s))...", file=sys.stderr, flush=True)
@@ -214,6 +215,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dial.add_argument("--hold", type=float, default=2.0, metavar="S", help="stay on after playing")
     dial.add_argument("--max", type=float, default=60.0, metavar="S", help="hang up after this")
+    dial.add_argument(
+        "--rtp-timeout", type=float, default=15.0, metavar="S", help="hang up after S without RTP"
+    )
     dial.add_argument("--count", type=int, default=1, help="parallel calls (1-4)")
     dial.add_argument("--codec", choices=["g722", "pcmu", "pcma"], help="offer only this codec")
     dial.add_argument("--json", metavar="FILE", help="write a JSON summary of every call")

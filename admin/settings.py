@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import (
@@ -22,6 +22,7 @@ from pydantic_settings import (
 from agent.profiles import PROFILES
 from telephony.edge import EdgeConfig, WorkerAddress
 from telephony.lines import Line, LineRouter
+from telephony.rtpwatch import MIN_TIMEOUT_S
 from telephony.worker import WorkerConfig
 
 CALLS_PER_WORKER = 4  # pjsua2's compiled-in limit (FACTS.md)
@@ -36,7 +37,7 @@ class SipSettings(BaseModel):
     worker_base_port: int = Field(5071, ge=1024, le=65000)
     rtp_base_port: int = Field(20000, ge=1024, le=65000)
     rtp_ports_per_worker: int = Field(40, ge=8)
-    rtp_timeout_s: float = Field(30.0, gt=0)
+    rtp_timeout_s: float = Field(30.0, ge=MIN_TIMEOUT_S)
     stats_interval_s: float = Field(5.0, ge=0)
     probe_interval_s: int = Field(2, ge=1)
     pj_log_level: int = Field(0, ge=0, le=6)
@@ -75,7 +76,7 @@ class Settings(BaseSettings):
     log_format: Literal["json", "text"] = "text"
     http_host: str = "127.0.0.1"
     http_port: int = Field(8000, ge=1, le=65535)
-    sip: SipSettings = Field(default_factory=lambda: SipSettings())
+    sip: SipSettings = Field(default_factory=lambda: SipSettings())  # noqa: PLW0108
     lines: list[LineSettings] = Field(default_factory=_default_lines)
     default_line: str | None = "main"
     restart_backoff_s: float = Field(1.0, gt=0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import signal
@@ -14,6 +15,19 @@ log = logging.getLogger(__name__)
 
 MAX_BACKOFF_S = 30.0
 STABLE_AFTER_S = 30.0  # a process that ran this long starts again with the shortest backoff
+
+
+def _die_with_parent() -> None:
+    # Runs in the child before exec: if the supervisor itself dies (even by SIGKILL), the
+    # kernel sends its children SIGTERM, so no orphaned worker keeps a SIP port bound.
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+
+
+_PR_SET_PDEATHSIG = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,17 +56,19 @@ class Supervisor:
     def _start(self, proc: _Running) -> None:
         env = {**os.environ, **proc.spec.env}
         try:
-            proc.popen = subprocess.Popen(proc.spec.argv, env=env, start_new_session=True)
+            proc.popen = subprocess.Popen(
+                proc.spec.argv, env=env, start_new_session=True, preexec_fn=_die_with_parent
+            )
         except OSError as error:
             log.error(
-                "process could not start", extra={"process": proc.spec.name, "error": str(error)}
+                "process could not start", extra={"child": proc.spec.name, "error": str(error)}
             )
             proc.popen = None
             proc.restart_at = time.monotonic() + proc.backoff_s
             return
         proc.started_at = time.monotonic()
         proc.restart_at = None
-        log.info("process started", extra={"process": proc.spec.name, "pid": proc.popen.pid})
+        log.info("process started", extra={"child": proc.spec.name, "pid": proc.popen.pid})
 
     def pids(self) -> dict[str, int]:
         return {p.spec.name: p.popen.pid for p in self._procs if p.popen and p.popen.poll() is None}
@@ -74,7 +90,7 @@ class Supervisor:
                 proc.restarts += 1
                 log.warning(
                     "restarting process",
-                    extra={"process": proc.spec.name, "restarts": proc.restarts},
+                    extra={"child": proc.spec.name, "restarts": proc.restarts},
                 )
                 self._start(proc)
             return
@@ -88,7 +104,7 @@ class Supervisor:
             proc.backoff_s = self._min_backoff
         log.error(
             "process exited",
-            extra={"process": proc.spec.name, "exit_code": code, "uptime_s": round(uptime, 1)},
+            extra={"child": proc.spec.name, "exit_code": code, "uptime_s": round(uptime, 1)},
         )
         proc.popen = None
         proc.restart_at = now + proc.backoff_s
@@ -108,7 +124,7 @@ class Supervisor:
             try:
                 proc.popen.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                log.warning("process did not stop; killing it", extra={"process": proc.spec.name})
+                log.warning("process did not stop; killing it", extra={"child": proc.spec.name})
                 try:
                     os.killpg(proc.popen.pid, signal.SIGKILL)
                 except ProcessLookupError:
@@ -116,5 +132,5 @@ class Supervisor:
                 proc.popen.wait()
             log.info(
                 "process stopped",
-                extra={"process": proc.spec.name, "exit_code": proc.popen.returncode},
+                extra={"child": proc.spec.name, "exit_code": proc.popen.returncode},
             )

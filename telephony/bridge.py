@@ -51,7 +51,7 @@ class CallBridge:
         on_session_failed: Callable[[str], None],
     ) -> None:
         self.call_id = call_id
-        self.port = port
+        self.port: MediaPort | None = port
         self.session = session
         self.outlet = outlet
         self._rx_ready = rx_ready
@@ -89,6 +89,7 @@ class CallBridge:
         await self.session.send_dtmf(CallerDtmf(digit, time.monotonic_ns()))
 
     async def _pump_caller(self) -> None:
+        assert self.port is not None
         rx = self.port.rx
         ready = self._rx_ready
         send = self.session.send_audio
@@ -140,6 +141,7 @@ class CallBridge:
     async def _pace_playout(self) -> None:
         """Moves agent frames into the port no more than PLAYOUT_AHEAD_FRAMES ahead."""
         port = self.port
+        assert port is not None
         pending = self._pending
         while True:
             while pending and port.playout_depth() < PLAYOUT_AHEAD_FRAMES:
@@ -155,6 +157,8 @@ class CallBridge:
         """Stops the agent at once and reports how much of its utterance the caller heard."""
         self._pending.clear()
         self._partial = b""
+        if self.port is None:
+            return None
         utterance_id, played_ms = self.port.flush()
         self.flushes += 1
         self.outlet.emit(
@@ -178,6 +182,10 @@ class CallBridge:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        # The pjsua2 thread must drop the port's last reference: a pjsua2 object destroyed
+        # on any other thread aborts the process.
+        self.port = None
         try:
             await asyncio.wait_for(self.session.close(), timeout=2.0)
         except (TimeoutError, SessionError) as error:

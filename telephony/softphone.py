@@ -19,6 +19,7 @@ import pjsua2 as pj
 from agent.session import FRAME_BYTES, SAMPLE_RATE
 from telephony.mediaport import MediaPort
 from telephony.pjthread import OFFERED_CODECS, EndpointOptions, PjThread
+from telephony.rtpwatch import RtpInactivity
 
 CODEC_CHOICES = {"g722": "G722/16000/1", "pcmu": "PCMU/8000/1", "pcma": "PCMA/8000/1"}
 
@@ -38,6 +39,7 @@ class DialPlan:
     count: int = 1
     codecs: tuple[str, ...] = OFFERED_CODECS
     hangup: bool = True  # False: vanish without BYE (to test the far end's inactivity timer)
+    rtp_timeout_s: float = 15.0  # hang up when the far end sends no RTP for this long
 
 
 @dataclass
@@ -114,6 +116,9 @@ class _Leg:
         self.play_done_at: float | None = None
         self.dtmf_sent = False
         self.done = False
+        self.rtp_watch: RtpInactivity | None = None
+        self.next_stats_at = 0.0
+        self.rtp_timed_out = False
 
 
 class _DialCall(pj.Call):  # type: ignore[misc]
@@ -172,6 +177,9 @@ class Softphone:
     def _started(self, thread: PjThread) -> None:
         cfg = pj.AccountConfig()
         cfg.idUri = f"sip:parley-dial@127.0.0.1:{thread.bound_port}"
+        # Several softphone processes run at once in tests and load runs; each must pick its
+        # own RTP ports, or two processes would share (and steal) the default range.
+        cfg.mediaConfig.transportConfig.randomizePort = True
         account = pj.Account()
         account.create(cfg, True)
         self._account = account
@@ -218,29 +226,45 @@ class Softphone:
         elif info.state == pj.PJSIP_INV_STATE_DISCONNECTED and not leg.done:
             leg.done = True
             leg.result.status_code = int(info.lastStatusCode)
-            leg.result.reason = str(info.lastReason)
+            leg.result.reason = "rtp_timeout" if leg.rtp_timed_out else str(info.lastReason)
             leg.result.ended_mono_ns = time.monotonic_ns()
             self._collect(leg)
             self._check_done()
 
-    def _read_stats(self, leg: _Leg) -> None:
+    def _read_stats(self, leg: _Leg) -> bool:
         try:
             stat = leg.call.getStreamStat(0)
         except pj.Error:
-            return
+            return False
         rx = stat.rtcp.rxStat
         leg.result.rx_packets = int(rx.pkt)
         leg.result.rx_lost = int(rx.loss)
         leg.result.rx_jitter_ms = float(rx.jitterUsec.mean) / 1000.0
         leg.result.tx_packets = int(stat.rtcp.txStat.pkt)
+        return True
 
     def _collect(self, leg: _Leg) -> None:
         if leg.port is not None:
             leg.result.received = list(leg.port.rx)
 
+    def _check_rtp(self, leg: _Leg, now: float) -> None:
+        if now < leg.next_stats_at:
+            return
+        leg.next_stats_at = now + 0.5
+        if not self._read_stats(leg) or leg.port is None:
+            return
+        if leg.rtp_watch is None:
+            leg.rtp_watch = RtpInactivity(self.plan.rtp_timeout_s, now)
+        if leg.rtp_watch.observe(leg.result.rx_packets, now):
+            leg.rtp_timed_out = True
+            self._end(leg)
+
     def _tick(self, now: float) -> None:
         for leg in self.legs:
             if leg.done or not leg.result.answered:
+                continue
+            self._check_rtp(leg, now)
+            if leg.done:
                 continue
             since = now - leg.answered_at
             if self.plan.dtmf and not leg.dtmf_sent and since >= self.plan.dtmf_at_s:

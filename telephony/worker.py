@@ -32,6 +32,7 @@ from telephony.events import CallEvent, CallEventKind, EventOutlet
 from telephony.lines import Line, LineRouter, request_uri_user
 from telephony.mediaport import MediaPort, wake_on
 from telephony.pjthread import EndpointOptions, PjThread
+from telephony.rtpwatch import RtpInactivity
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,7 @@ class ActiveCall:
     rx_ready: asyncio.Event | None = None
     bridge: CallBridge | None = None
     stats: StreamStats = field(default_factory=StreamStats)
-    last_rx_mono: float = field(default_factory=time.monotonic)
+    rtp_watch: RtpInactivity | None = None
     end_reason: str | None = None
     ended: bool = False
 
@@ -250,7 +251,7 @@ class MediaWorker:
             record.stats.codec = str(call.getStreamInfo(0).codecName)
         except pj.Error:
             record.stats.codec = ""
-        record.last_rx_mono = time.monotonic()
+        record.rtp_watch = RtpInactivity(self.config.rtp_timeout_s, time.monotonic())
         self.loop.call_soon_threadsafe(self._start_bridge, record)
 
     def _pj_call_state(self, record: ActiveCall, info: Any) -> None:
@@ -273,16 +274,13 @@ class MediaWorker:
 
     def _pj_tick(self, now: float) -> None:
         for record in list(self.calls.values()):
-            if record.ended or record.port is None:
+            if record.ended or record.port is None or record.rtp_watch is None:
                 continue
-            previous = record.stats.rx_packets
             try:
                 _read_stream_stats(record.pj_call, record.stats)
             except pj.Error:
                 continue
-            if record.stats.rx_packets != previous:
-                record.last_rx_mono = now
-            elif now - record.last_rx_mono > self.config.rtp_timeout_s:
+            if record.rtp_watch.observe(record.stats.rx_packets, now):
                 log.info("rtp inactivity timeout", extra={"call_id": record.call_id})
                 self._pj_hangup(record, "rtp_timeout", 408)
                 continue
@@ -372,6 +370,7 @@ class MediaWorker:
     async def _finish(self, record: ActiveCall) -> None:
         if record.bridge is not None:
             await record.bridge.close()
+            record.bridge = None
         now = time.monotonic()
         self._emit(
             CallEvent(
@@ -421,6 +420,9 @@ class MediaWorker:
                 f"media worker {self.config.index} could not start SIP on "
                 f"{self.config.sip_host}:{self.config.sip_port}: {self.pj.startup_error}"
             ) from self.pj.startup_error
+        # A safety net: should Python's GC ever finalize a pjsua2 object on this thread, pjlib
+        # must know the thread. Ownership rules keep destruction on the pjsua2 thread.
+        self.pj.endpoint.libRegisterThread("asyncio")
         log.info(
             "media worker ready", extra={"worker": self.config.index, "port": self.pj.bound_port}
         )

@@ -10,7 +10,7 @@ from tests.support import PlatformConfig, Running, start_worker
 
 @pytest.fixture(scope="module")
 def worker_config(tmp_path_factory: pytest.TempPathFactory) -> PlatformConfig:
-    return PlatformConfig(tmp_path_factory.mktemp("worker"), capacity=4, rtp_timeout_s=3.0)
+    return PlatformConfig(tmp_path_factory.mktemp("worker"), capacity=4, rtp_timeout_s=12.0)
 
 
 @pytest.fixture(scope="module")

@@ -128,7 +128,9 @@ class Running:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
-                raise AssertionError(f"process did not stop on SIGTERM:\n{self.log()[-3000:]}")
+                raise AssertionError(
+                    f"process did not stop on SIGTERM:\n{self.log()[-3000:]}"
+                ) from None
         self._log.close()
         return int(self.proc.returncode)
 
@@ -169,13 +171,15 @@ def dial(
     codec: str | None = None,
     no_bye: bool = False,
     max_s: float = 30.0,
+    rtp_timeout_s: float = 15.0,
     name: str = "dial",
     background: bool = False,
 ) -> Any:
     """Runs `parley dial` in its own process; returns its JSON summary (or the Popen)."""
     out = tmp / f"{name}.json"
     argv = [*PARLEY, "dial", uri, "--json", str(out), "--timeline", "-q", "--hold", str(hold)]
-    argv += ["--max", str(max_s), "--count", str(count), "--record", str(tmp / f"{name}.wav")]
+    argv += ["--max", str(max_s), "--count", str(count), "--rtp-timeout", str(rtp_timeout_s)]
+    argv += ["--record", str(tmp / f"{name}.wav")]
     if play is not None:
         argv += ["--play", str(play)]
     if dtmf:

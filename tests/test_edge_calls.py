@@ -1,0 +1,183 @@
+"""Calls through the whole platform: `parley run` = Kamailio edge + supervised media workers."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from telephony.events import CallEventKind
+from telephony.sipprobe import options_ping, wait_answering
+from tests.support import (
+    PlatformConfig,
+    Running,
+    chirp_noise,
+    dial,
+    finish_dial,
+    start_platform,
+    write_wav,
+)
+
+pytestmark = [pytest.mark.sip, pytest.mark.slow]
+
+CAPACITY = 20  # five workers
+
+
+@pytest.fixture(scope="module")
+def edge_config(tmp_path_factory: pytest.TempPathFactory) -> PlatformConfig:
+    return PlatformConfig(tmp_path_factory.mktemp("edge"), capacity=CAPACITY)
+
+
+@pytest.fixture(scope="module")
+def platform(edge_config: PlatformConfig) -> Iterator[Running]:
+    running = start_platform(edge_config)
+    yield running
+    assert running.stop(timeout=30) == 0, running.log()[-3000:]
+
+
+def _uri(config: PlatformConfig, number: str = "100") -> str:
+    return f"sip:{number}@127.0.0.1:{config.sip_port}"
+
+
+def _dial_many(
+    config: PlatformConfig, tmp: Path, calls: int, seconds: float, tag: str
+) -> list[dict[str, Any]]:
+    """`calls` concurrent calls from ceil(calls/4) softphone processes, each playing audio."""
+    play = write_wav(tmp / f"{tag}.wav", chirp_noise(seconds))
+    procs = []
+    for i in range(0, calls, 4):
+        count = min(4, calls - i)
+        proc = dial(
+            _uri(config), tmp, play=play, count=count, hold=0.5, name=f"{tag}-{i}", background=True
+        )
+        procs.append((proc, tmp / f"{tag}-{i}.json"))
+    results: list[dict[str, Any]] = []
+    for proc, out in procs:
+        results.extend(finish_dial(proc, out, timeout=seconds + 60))
+    return results
+
+
+def _worker_of_calls(config: PlatformConfig, since_ns: int) -> Counter[int]:
+    return Counter(
+        int(str(e.data["worker"]))
+        for e in config.events()
+        if e.kind is CallEventKind.STARTED and e.t_mono_ns >= since_ns
+    )
+
+
+def test_edge_answers_options(platform: Running, edge_config: PlatformConfig) -> None:
+    assert options_ping("127.0.0.1", edge_config.sip_port) == 200
+
+
+def test_twenty_concurrent_calls_spread_over_workers(
+    platform: Running, edge_config: PlatformConfig, tmp: Path
+) -> None:
+    since = time.monotonic_ns()
+    results = _dial_many(edge_config, tmp, 20, 4.0, "twenty")
+    assert all(r["answered"] for r in results), [r["status_code"] for r in results]
+    received = sum(r["rx_packets"] for r in results)
+    lost = sum(r["rx_lost"] for r in results)
+    assert received > 20 * 4.0 * 50 * 0.9
+    assert lost / received < 0.01, f"{lost} of {received} frames lost"
+    per_worker = _worker_of_calls(edge_config, since)
+    assert sum(per_worker.values()) == 20
+    assert len(per_worker) == 5 and max(per_worker.values()) == 4, per_worker
+    ended = [
+        e for e in edge_config.events() if e.kind is CallEventKind.ENDED and e.t_mono_ns >= since
+    ]
+    media = [e.data["media"] for e in ended]
+    frames_out = sum(int(m["frames_out"]) for m in media)  # type: ignore[index]
+    underruns = sum(int(m["underruns"]) for m in media)  # type: ignore[index]
+    assert underruns / frames_out < 0.01, f"{underruns} late frames of {frames_out}"
+
+
+def test_full_platform_answers_503_then_recovers(
+    platform: Running, edge_config: PlatformConfig, tmp: Path
+) -> None:
+    play = write_wav(tmp / "hold.wav", chirp_noise(6.0))
+    procs = [
+        (
+            dial(
+                _uri(edge_config), tmp, play=play, count=4, hold=0.2, name=f"f{i}", background=True
+            ),
+            tmp / f"f{i}.json",
+        )
+        for i in range(5)
+    ]
+    time.sleep(3.0)
+    [refused] = dial(_uri(edge_config), tmp, name="extra", max_s=10)
+    assert not refused["answered"]
+    assert refused["status_code"] in (503, 486), refused
+    results = [r for proc, out in procs for r in finish_dial(proc, out)]
+    assert sum(r["answered"] for r in results) == 20
+    [later] = dial(_uri(edge_config), tmp, name="later")
+    assert later["answered"], later
+
+
+def _pid_of(platform: Running, name: str) -> int:
+    pids = re.findall(rf"process started\s+child={name} pid=(\d+)", platform.log())
+    assert pids, f"no pid for {name} in the platform log"
+    return int(pids[-1])
+
+
+def test_killed_worker_is_restarted_and_takes_calls_again(
+    platform: Running, edge_config: PlatformConfig, tmp: Path
+) -> None:
+    since = time.monotonic_ns()
+    play = write_wav(tmp / "long.wav", chirp_noise(25.0))
+    # Fill every worker so the one we kill has calls up.
+    procs = [
+        (
+            dial(
+                _uri(edge_config),
+                tmp,
+                play=play,
+                count=4,
+                hold=0.2,
+                rtp_timeout_s=12.0,
+                name=f"k{i}",
+                background=True,
+            ),
+            tmp / f"k{i}.json",
+        )
+        for i in range(5)
+    ]
+    time.sleep(3.0)
+    victim = 1
+    os.kill(_pid_of(platform, f"worker-{victim}"), signal.SIGKILL)
+    killed_at = time.monotonic()
+    results = [r for proc, out in procs for r in finish_dial(proc, out, timeout=60)]
+    dropped = [r for r in results if r["reason"] == "rtp_timeout"]
+    assert len(dropped) == 4, [r["reason"] for r in results]
+    assert all(r["ended_mono_ns"] / 1e9 - killed_at < 20 for r in dropped)
+    # The supervisor restarts the worker; the edge's probes bring it back into rotation.
+    wait_answering("127.0.0.1", edge_config.worker_base_port + victim, timeout_s=20)
+    assert "restarting process" in platform.log()
+    time.sleep(3.0)
+    since = time.monotonic_ns()
+    results = _dial_many(edge_config, tmp, 10, 1.0, "after-restart")
+    assert all(r["answered"] for r in results)
+    assert _worker_of_calls(edge_config, since)[victim] >= 1
+
+
+def test_calls_while_a_worker_is_dead_go_elsewhere(
+    platform: Running, edge_config: PlatformConfig, tmp: Path
+) -> None:
+    victim = 2
+    pid = _pid_of(platform, f"worker-{victim}")
+    os.kill(pid, signal.SIGSTOP)  # hung, not exited: the supervisor will not restart it
+    try:
+        time.sleep(3.5)  # a few probe intervals
+        since = time.monotonic_ns()
+        results = _dial_many(edge_config, tmp, 12, 1.0, "one-down")
+        assert all(r["answered"] for r in results), [r["status_code"] for r in results]
+        assert _worker_of_calls(edge_config, since)[victim] == 0
+    finally:
+        os.kill(pid, signal.SIGCONT)
