@@ -1,0 +1,200 @@
+"""The bridge and media port in-process: pjmedia's clock is played by the test."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pjsua2 as pj
+import pytest
+
+from agent.session import (
+    FRAME_BYTES,
+    AgentAudio,
+    CallerAudio,
+    CallerDtmf,
+    ClearPlayout,
+    EventKind,
+    PlayoutReport,
+    SessionError,
+    SessionEvent,
+    SessionOutput,
+)
+from telephony.bridge import PLAYOUT_AHEAD_FRAMES, CallBridge
+from telephony.events import CallEventKind, MemoryOutlet
+from telephony.framecopy import read_bytes, write_bytes
+from telephony.mediaport import MediaPort, wake_on
+
+
+@pytest.fixture(scope="module", autouse=True)
+def pjlib() -> Iterator[None]:
+    endpoint = pj.Endpoint()
+    endpoint.libCreate()
+    config = pj.EpConfig()
+    config.logConfig.level = 0
+    config.logConfig.consoleLevel = 0
+    endpoint.libInit(config)
+    yield
+    gc.collect()
+    endpoint.libDestroy()
+
+
+class ScriptedSession:
+    """A session whose outputs the test pushes; records what it was sent."""
+
+    def __init__(self) -> None:
+        self.out: asyncio.Queue[SessionOutput | Exception | None] = asyncio.Queue()
+        self.audio: list[bytes] = []
+        self.reports: list[PlayoutReport] = []
+        self.closed = False
+
+    async def start(self) -> None:
+        return None
+
+    async def send_audio(self, frame: CallerAudio) -> None:
+        self.audio.append(frame.pcm)
+
+    async def send_dtmf(self, digit: CallerDtmf) -> None:
+        return None
+
+    async def send_instruction(self, text: str) -> None:
+        return None
+
+    async def playout_report(self, report: PlayoutReport) -> None:
+        self.reports.append(report)
+
+    async def outputs(self) -> AsyncIterator[SessionOutput]:
+        while True:
+            item = await self.out.get()
+            if item is None:
+                return
+            if isinstance(item, Exception):
+                raise item
+            yield item
+
+    async def close(self) -> None:
+        self.closed = True
+        self.out.put_nowait(None)
+
+
+def _frame(pcm: bytes) -> Any:
+    frame = pj.MediaFrame()
+    frame.type = pj.PJMEDIA_FRAME_TYPE_AUDIO
+    write_bytes(frame.buf, pcm)
+    return frame
+
+
+async def _bridge(
+    session: ScriptedSession, failures: list[str] | None = None, rx_capacity: int = 50
+) -> tuple[CallBridge, MediaPort, MemoryOutlet]:
+    ready = asyncio.Event()
+    port = MediaPort(on_rx=wake_on(asyncio.get_running_loop(), ready), rx_capacity=rx_capacity)
+    outlet = MemoryOutlet()
+    bridge = CallBridge(
+        call_id="c1",
+        port=port,
+        session=session,
+        outlet=outlet,
+        rx_ready=ready,
+        on_hangup_requested=lambda _r: None,
+        on_session_failed=(failures if failures is not None else []).append,
+    )
+    await bridge.start()
+    return bridge, port, outlet
+
+
+def _pull(port: MediaPort, frames: int) -> list[bytes]:
+    """Plays the conference clock: asks the port for `frames` frames of agent audio."""
+    out = []
+    for _ in range(frames):
+        frame = pj.MediaFrame()
+        port.onFrameRequested(frame)
+        out.append(read_bytes(frame.buf))
+    return out
+
+
+def test_caller_frames_reach_the_session_in_order() -> None:
+    async def scenario() -> None:
+        session = ScriptedSession()
+        bridge, port, _ = await _bridge(session)
+        frames = [bytes([i]) * FRAME_BYTES for i in range(30)]
+        for pcm in frames:
+            port.onFrameReceived(_frame(pcm))
+        port.onFrameReceived(_frame(b"\x01" * 10))  # a short frame is not audio: ignored
+        await asyncio.sleep(0.05)
+        assert session.audio == frames
+        await bridge.close()
+        assert session.closed
+
+    asyncio.run(scenario())
+
+
+def test_caller_overflow_drops_oldest_and_counts() -> None:
+    async def scenario() -> None:
+        session = ScriptedSession()
+        bridge, port, _ = await _bridge(session, rx_capacity=5)
+        for i in range(8):  # the loop never runs between these: the queue overflows
+            port.onFrameReceived(_frame(bytes([i]) * FRAME_BYTES))
+        await asyncio.sleep(0.05)
+        assert [pcm[0] for pcm in session.audio] == [3, 4, 5, 6, 7]
+        assert port.counters().rx_overflow_drops == 3
+        await bridge.close()
+
+    asyncio.run(scenario())
+
+
+def test_agent_audio_is_framed_paced_and_padded() -> None:
+    async def scenario() -> None:
+        session = ScriptedSession()
+        bridge, port, _ = await _bridge(session)
+        # 1 s and 10 ms of audio: 50 whole frames and a half frame.
+        session.out.put_nowait(AgentAudio("u1", b"\x05\x00" * (16000 + 160)))
+        await asyncio.sleep(0.02)
+        assert port.playout_depth() == PLAYOUT_AHEAD_FRAMES  # paced, not dumped
+        played = []
+        for _ in range(60):
+            played += _pull(port, 1)
+            await asyncio.sleep(0.011)
+        session.out.put_nowait(SessionEvent(EventKind.AGENT_UTTERANCE_DONE, {"utterance_id": "u1"}))
+        await asyncio.sleep(0.05)
+        played += _pull(port, 2)
+        voiced = [f for f in played if f != bytes(FRAME_BYTES)]
+        assert len(voiced) == 51
+        assert voiced[-1] == b"\x05\x00" * 160 + bytes(FRAME_BYTES - 320)
+        await bridge.close()
+
+    asyncio.run(scenario())
+
+
+def test_flush_empties_playout_and_reports_what_was_heard() -> None:
+    async def scenario() -> None:
+        session = ScriptedSession()
+        bridge, port, outlet = await _bridge(session)
+        session.out.put_nowait(AgentAudio("u7", b"\x09\x00" * 16000 * 3))
+        await asyncio.sleep(0.02)
+        _pull(port, 7)
+        session.out.put_nowait(ClearPlayout(reason="barge-in"))
+        await asyncio.sleep(0.02)
+        assert port.playout_depth() == 0
+        assert _pull(port, 3) == [bytes(FRAME_BYTES)] * 3  # silence at once
+        assert session.reports == [PlayoutReport("u7", 140, interrupted=True)]
+        [flushed] = [e for e in outlet.events if e.kind is CallEventKind.PLAYOUT_FLUSHED]
+        assert flushed.data == {"reason": "barge-in", "utterance_id": "u7", "played_ms": 140}
+        await bridge.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_failing_session_is_reported_not_raised() -> None:
+    async def scenario() -> None:
+        session = ScriptedSession()
+        failures: list[str] = []
+        bridge, _, _ = await _bridge(session, failures)
+        session.out.put_nowait(SessionError("engine went away", retryable=True))
+        await asyncio.sleep(0.05)
+        assert failures == ["engine went away"]
+        await bridge.close()
+
+    asyncio.run(scenario())
