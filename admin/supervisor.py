@@ -57,7 +57,10 @@ class Supervisor:
         env = {**os.environ, **proc.spec.env}
         try:
             proc.popen = subprocess.Popen(
-                proc.spec.argv, env=env, start_new_session=True, preexec_fn=_die_with_parent
+                proc.spec.argv,
+                env=env,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,  # noqa: PLW1509
             )
         except OSError as error:
             log.error(

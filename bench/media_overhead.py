@@ -151,7 +151,8 @@ def main() -> None:
     parser.add_argument("--sip-seconds", type=float, default=20.0)
     args = parser.parse_args()
     print(
-        f"machine: {platform.node()} {platform.machine()} cpus={_cpus()} python={platform.python_version()}"
+        f"machine: {platform.node()} {platform.machine()} cpus={_cpus()} "
+        f"python={platform.python_version()}"
     )
     bench_frame_copy()
     # MediaPort is a pjsua2 object: the library must exist while ports live.
