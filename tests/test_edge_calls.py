@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import subprocess
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from tests.support import (
     chirp_noise,
     dial,
     finish_dial,
+    free_port_block,
     start_platform,
     write_wav,
 )
@@ -181,3 +183,82 @@ def test_calls_while_a_worker_is_dead_go_elsewhere(
         assert _worker_of_calls(edge_config, since)[victim] == 0
     finally:
         os.kill(pid, signal.SIGCONT)
+
+
+def test_sipp_200_calls_at_10_per_second_with_rtp(
+    platform: Running, edge_config: PlatformConfig, tmp: Path
+) -> None:
+    audio = tmp / "caller.wav"
+    subprocess.run(
+        [
+            "sox",
+            "-n",
+            "-r",
+            "8000",
+            "-c",
+            "1",
+            "-e",
+            "u-law",
+            str(audio),
+            "synth",
+            "1",
+            "sine",
+            "300",
+        ],
+        check=True,
+    )
+    scenario = tmp / "uac.xml"
+    template = (Path(__file__).parent / "sipp" / "uac_rtp.xml").read_text()
+    scenario.write_text(template.replace("@AUDIO@", str(audio)))
+    since = time.monotonic_ns()
+    stats = tmp / "stat.csv"
+    sipp = subprocess.run(
+        [
+            "sipp",
+            f"127.0.0.1:{edge_config.sip_port}",
+            "-sf",
+            str(scenario),
+            "-s",
+            "100",
+            "-i",
+            "127.0.0.1",
+            "-p",
+            str(free_port_block(1)),
+            "-m",
+            "200",
+            "-r",
+            "10",
+            "-d",
+            "1000",
+            "-l",
+            "30",
+            "-timeout",
+            "90",
+            "-timeout_error",
+            "-nostdin",
+            "-trace_stat",
+            "-stf",
+            str(stats),
+            "-fd",
+            "1",
+            "-trace_err",
+            "-error_file",
+            str(tmp / "sipp_err.log"),
+        ],
+        cwd=tmp,
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert sipp.returncode == 0, (sipp.stdout + sipp.stderr).decode(errors="replace")[-2000:]
+    header, *rows = stats.read_text().splitlines()
+    final = dict(zip(header.split(";"), rows[-1].split(";"), strict=False))
+    assert int(final["TotalCallCreated"]) == 200, final
+    assert int(final["SuccessfulCall(C)"]) == 200, final
+    assert int(final["FailedCall(C)"]) == 0, final
+    time.sleep(1.0)
+    ended = [
+        e for e in edge_config.events() if e.kind is CallEventKind.ENDED and e.t_mono_ns >= since
+    ]
+    assert len(ended) == 200
+    assert all(int(e.data["media"]["rx_packets"]) >= 40 for e in ended)  # type: ignore[index]
