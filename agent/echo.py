@@ -5,7 +5,8 @@ telephony tests use it to check two-way audio, DTMF and barge-in flushes end to 
 
 - every caller frame comes back `delay_ms` later (paced by the caller's own frames);
 - DTMF `#` clears the agent's playout at once, as a barge-in would;
-- DTMF `*` asks the call to hang up.
+- DTMF `*` asks the call to hang up;
+- any other digit is sent back to the caller as DTMF.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import AsyncIterator
 from agent.session import (
     FRAME_MS,
     AgentAudio,
+    AgentDtmf,
     CallerAudio,
     CallerDtmf,
     ClearPlayout,
@@ -60,6 +62,8 @@ class EchoSession:
             self._utterance += 1
         elif digit.digit == "*":
             self._out.put_nowait(SessionEvent(EventKind.HANGUP_REQUESTED, {"reason": "dtmf"}))
+        else:
+            self._out.put_nowait(AgentDtmf(digit.digit))
 
     async def send_instruction(self, text: str) -> None:
         return None
@@ -72,7 +76,7 @@ class EchoSession:
             item = await self._out.get()
             if item is _CLOSED:
                 return
-            assert isinstance(item, AgentAudio | ClearPlayout | SessionEvent)
+            assert isinstance(item, AgentAudio | AgentDtmf | ClearPlayout | SessionEvent)
             yield item
 
     async def close(self) -> None:

@@ -52,6 +52,13 @@ class ClearPlayout:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class AgentDtmf:
+    """Digits the agent sends down the line (RFC 4733), e.g. to navigate a far-end menu."""
+
+    digits: str
+
+
 class EventKind(enum.StrEnum):
     CALLER_SPEECH_STARTED = "caller_speech_started"
     CALLER_SPEECH_STOPPED = "caller_speech_stopped"
@@ -75,7 +82,7 @@ class SessionEvent:
     data: dict[str, object] = field(default_factory=dict)
 
 
-SessionOutput = AgentAudio | ClearPlayout | SessionEvent
+SessionOutput = AgentAudio | AgentDtmf | ClearPlayout | SessionEvent
 
 
 @dataclass(frozen=True, slots=True)

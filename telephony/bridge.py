@@ -17,6 +17,7 @@ from agent.session import (
     FRAME_BYTES,
     FRAME_MS,
     AgentAudio,
+    AgentDtmf,
     CallerAudio,
     CallerDtmf,
     ClearPlayout,
@@ -49,6 +50,7 @@ class CallBridge:
         rx_ready: asyncio.Event,
         on_hangup_requested: Callable[[str], None],
         on_session_failed: Callable[[str], None],
+        on_send_dtmf: Callable[[str], None] = lambda _digits: None,
     ) -> None:
         self.call_id = call_id
         self.port: MediaPort | None = port
@@ -57,6 +59,7 @@ class CallBridge:
         self._rx_ready = rx_ready
         self._on_hangup_requested = on_hangup_requested
         self._on_session_failed = on_session_failed
+        self._on_send_dtmf = on_send_dtmf
         self._pending: collections.deque[tuple[str, bytes]] = collections.deque()
         self._partial = b""
         self._pending_ready = asyncio.Event()
@@ -105,6 +108,8 @@ class CallBridge:
             async for item in self.session.outputs():
                 if isinstance(item, AgentAudio):
                     self._enqueue(item)
+                elif isinstance(item, AgentDtmf):
+                    self._on_send_dtmf(item.digits)
                 elif isinstance(item, ClearPlayout):
                     await self.flush(item.reason)
                 elif isinstance(item, SessionEvent):

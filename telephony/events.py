@@ -22,6 +22,7 @@ class CallEventKind(enum.StrEnum):
     ANSWERED = "call.answered"
     REJECTED = "call.rejected"
     DTMF = "call.dtmf"
+    DTMF_SENT = "call.dtmf_sent"
     MEDIA_STATS = "call.media_stats"
     PLAYOUT_FLUSHED = "call.playout_flushed"
     AGENT = "call.agent_event"

@@ -52,6 +52,7 @@ class DialResult:
     answered_mono_ns: int = 0
     ended_mono_ns: int = 0
     dtmf_sent_mono_ns: int = 0
+    dtmf_received: str = ""
     received: list[tuple[bytes, int]] = field(default_factory=list)
     rx_packets: int = 0
     rx_lost: int = 0
@@ -71,6 +72,7 @@ class DialResult:
             "answered_mono_ns": self.answered_mono_ns,
             "ended_mono_ns": self.ended_mono_ns,
             "dtmf_sent_mono_ns": self.dtmf_sent_mono_ns,
+            "dtmf_received": self.dtmf_received,
             "frames_received": len(self.received),
             "first_frame_mono_ns": self.received[0][1] if self.received else 0,
             "rx_packets": self.rx_packets,
@@ -135,6 +137,9 @@ class _DialCall(pj.Call):  # type: ignore[misc]
 
     def onStreamDestroyed(self, prm: Any) -> None:  # noqa: N802
         self.phone._read_stats(self.leg)
+
+    def onDtmfDigit(self, prm: Any) -> None:  # noqa: N802
+        self.leg.result.dtmf_received += str(prm.digit)
 
 
 class Softphone:

@@ -302,6 +302,18 @@ class MediaWorker:
         except pj.Error as error:
             log.warning("hangup failed", extra={"call_id": record.call_id, "error": error.info()})
 
+    def _pj_send_dtmf(self, record: ActiveCall, digits: str) -> None:
+        if record.ended or record.pj_call is None:
+            return
+        try:
+            record.pj_call.dialDtmf(digits)
+        except pj.Error as error:
+            log.warning(
+                "dtmf send failed", extra={"call_id": record.call_id, "error": error.info()}
+            )
+            return
+        self._emit(CallEvent(record.call_id, CallEventKind.DTMF_SENT, {"digits": digits}))
+
     def _pj_release(self, record: ActiveCall) -> None:
         # Step 4 of the teardown: the port leaves the conference bridge before the call goes.
         port, record.port = record.port, None
@@ -347,6 +359,7 @@ class MediaWorker:
             rx_ready=record.rx_ready,
             on_hangup_requested=lambda reason: self.hangup(record.call_id, f"agent:{reason}"),
             on_session_failed=lambda why: self._session_failed(record, why),
+            on_send_dtmf=lambda digits: self.send_dtmf(record.call_id, digits),
         )
         asyncio.get_running_loop().create_task(self._run_bridge(record, record.bridge))
 
@@ -386,6 +399,13 @@ class MediaWorker:
         )
         assert self.pj is not None
         self.pj.post(lambda: self._pj_release(record))
+
+    def send_dtmf(self, call_id: str, digits: str) -> None:
+        """Sends RFC 4733 digits to the caller, from any asyncio task."""
+        assert self.pj is not None
+        record = self.calls.get(call_id)
+        if record is not None and digits:
+            self.pj.post(lambda: self._pj_send_dtmf(record, digits))
 
     def hangup(self, call_id: str, reason: str) -> None:
         """Ends a call from any asyncio task."""

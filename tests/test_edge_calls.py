@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import time
 from collections import Counter
@@ -103,7 +104,8 @@ def test_twenty_concurrent_calls_spread_over_workers(
 def test_full_platform_answers_503_then_recovers(
     platform: Running, edge_config: PlatformConfig, tmp: Path
 ) -> None:
-    play = write_wav(tmp / "hold.wav", chirp_noise(6.0))
+    since = time.monotonic_ns()
+    play = write_wav(tmp / "hold.wav", chirp_noise(12.0))
     procs = [
         (
             dial(
@@ -113,7 +115,7 @@ def test_full_platform_answers_503_then_recovers(
         )
         for i in range(5)
     ]
-    time.sleep(3.0)
+    _wait_live_calls(edge_config, since, 20)
     [refused] = dial(_uri(edge_config), tmp, name="extra", max_s=10)
     assert not refused["answered"]
     assert refused["status_code"] in (503, 486), refused
@@ -121,6 +123,23 @@ def test_full_platform_answers_503_then_recovers(
     assert sum(r["answered"] for r in results) == 20
     [later] = dial(_uri(edge_config), tmp, name="later")
     assert later["answered"], later
+
+
+def _wait_live_calls(
+    config: PlatformConfig, since_ns: int, count: int, timeout: float = 30
+) -> None:
+    """Waits until `count` calls started after `since_ns` are answered and not yet ended."""
+    deadline = time.monotonic() + timeout
+    live = 0
+    while time.monotonic() < deadline:
+        events = [e for e in config.events() if e.t_mono_ns >= since_ns]
+        answered = {e.call_id for e in events if e.kind is CallEventKind.ANSWERED}
+        ended = {e.call_id for e in events if e.kind is CallEventKind.ENDED}
+        live = len(answered - ended)
+        if live >= count:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"only {live} of {count} calls came up")
 
 
 def _pid_of(platform: Running, name: str) -> int:
@@ -151,7 +170,7 @@ def test_killed_worker_is_restarted_and_takes_calls_again(
         )
         for i in range(5)
     ]
-    time.sleep(3.0)
+    _wait_live_calls(edge_config, since, 20)
     victim = 1
     os.kill(_pid_of(platform, f"worker-{victim}"), signal.SIGKILL)
     killed_at = time.monotonic()
@@ -262,3 +281,25 @@ def test_sipp_200_calls_at_10_per_second_with_rtp(
     ]
     assert len(ended) == 200
     assert all(int(e.data["media"]["rx_packets"]) >= 40 for e in ended)  # type: ignore[index]
+
+
+def test_garbage_on_the_edge_port_does_not_stop_calls(
+    platform: Running, edge_config: PlatformConfig, tmp: Path
+) -> None:
+    port = edge_config.sip_port
+    junk = [
+        os.urandom(700),
+        b"INVITE sip:100@127.0.0.1 SIP/2.0\r\n\r\n",
+        b"INVITE sip:100@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP x\r\nCSeq: 1\r\n\r\n",
+        b"SIP/2.0 180 Ringing\r\nVia: SIP/2.0/UDP 127.0.0.1:1;branch=z9hG4bKx\r\n\r\n",
+        b"\r\n\r\n",
+    ]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        for datagram in junk * 40:
+            sock.sendto(datagram, ("127.0.0.1", port))
+    with socket.create_connection(("127.0.0.1", port)) as tcp:
+        tcp.sendall(os.urandom(8192))
+    time.sleep(0.5)
+    assert options_ping("127.0.0.1", port) == 200
+    [result] = dial(_uri(edge_config), tmp, play=write_wav(tmp / "a.wav", chirp_noise(1.0)))
+    assert result["answered"]

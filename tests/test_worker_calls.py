@@ -40,9 +40,14 @@ def test_two_way_audio_echoes_back(codec: str, worker_uri: str, tmp: Path) -> No
     assert result["rx_lost"] == 0
 
 
-def test_dtmf_arrives_in_order(worker_uri: str, worker_config: PlatformConfig, tmp: Path) -> None:
+def test_dtmf_arrives_in_order_and_is_sent_back(
+    worker_uri: str, worker_config: PlatformConfig, tmp: Path
+) -> None:
     [result] = dial(worker_uri, tmp, dtmf="1234*", dtmf_at=0.3, hold=2.5)
     assert result["answered"]
+    # The echo session sends every digit but * back as RFC 4733 DTMF; * hangs up.
+    assert result["dtmf_received"] == "1234"
+    assert result["reason"] != "rtp_timeout"
     started = [e for e in worker_config.events() if e.kind is CallEventKind.STARTED]
     call_id = started[-1].call_id
     digits = [
