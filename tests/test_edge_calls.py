@@ -204,9 +204,10 @@ def test_calls_while_a_worker_is_dead_go_elsewhere(
         os.kill(pid, signal.SIGCONT)
 
 
-def test_sipp_200_calls_at_10_per_second_with_rtp(
-    platform: Running, edge_config: PlatformConfig, tmp: Path
-) -> None:
+def _run_sipp(
+    config: PlatformConfig, tmp: Path, *, calls: int, rate: int, extra: tuple[str, ...] = ()
+) -> dict[str, str]:
+    """Runs the RTP-streaming sipp caller through the edge; returns its final statistics."""
     audio = tmp / "caller.wav"
     subprocess.run(
         [
@@ -229,12 +230,11 @@ def test_sipp_200_calls_at_10_per_second_with_rtp(
     scenario = tmp / "uac.xml"
     template = (Path(__file__).parent / "sipp" / "uac_rtp.xml").read_text()
     scenario.write_text(template.replace("@AUDIO@", str(audio)))
-    since = time.monotonic_ns()
     stats = tmp / "stat.csv"
     sipp = subprocess.run(
         [
             "sipp",
-            f"127.0.0.1:{edge_config.sip_port}",
+            f"127.0.0.1:{config.sip_port}",
             "-sf",
             str(scenario),
             "-s",
@@ -244,9 +244,9 @@ def test_sipp_200_calls_at_10_per_second_with_rtp(
             "-p",
             str(free_port_block(1)),
             "-m",
-            "200",
+            str(calls),
             "-r",
-            "10",
+            str(rate),
             "-d",
             "1000",
             "-l",
@@ -263,6 +263,7 @@ def test_sipp_200_calls_at_10_per_second_with_rtp(
             "-trace_err",
             "-error_file",
             str(tmp / "sipp_err.log"),
+            *extra,
         ],
         cwd=tmp,
         capture_output=True,
@@ -271,7 +272,14 @@ def test_sipp_200_calls_at_10_per_second_with_rtp(
     )
     assert sipp.returncode == 0, (sipp.stdout + sipp.stderr).decode(errors="replace")[-2000:]
     header, *rows = stats.read_text().splitlines()
-    final = dict(zip(header.split(";"), rows[-1].split(";"), strict=False))
+    return dict(zip(header.split(";"), rows[-1].split(";"), strict=False))
+
+
+def test_sipp_200_calls_at_10_per_second_with_rtp(
+    platform: Running, edge_config: PlatformConfig, tmp: Path
+) -> None:
+    since = time.monotonic_ns()
+    final = _run_sipp(edge_config, tmp, calls=200, rate=10)
     assert int(final["TotalCallCreated"]) == 200, final
     assert int(final["SuccessfulCall(C)"]) == 200, final
     assert int(final["FailedCall(C)"]) == 0, final
@@ -281,6 +289,14 @@ def test_sipp_200_calls_at_10_per_second_with_rtp(
     ]
     assert len(ended) == 200
     assert all(int(e.data["media"]["rx_packets"]) >= 40 for e in ended)  # type: ignore[index]
+
+
+def test_calls_over_tcp_reach_udp_workers(
+    platform: Running, edge_config: PlatformConfig, tmp: Path
+) -> None:
+    final = _run_sipp(edge_config, tmp, calls=5, rate=5, extra=("-t", "t1"))
+    assert int(final["SuccessfulCall(C)"]) == 5, final
+    assert int(final["FailedCall(C)"]) == 0, final
 
 
 def test_garbage_on_the_edge_port_does_not_stop_calls(
