@@ -17,8 +17,10 @@ import gc
 import platform
 import statistics
 import struct
+import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pjsua2 as pj
@@ -166,7 +168,8 @@ def main() -> None:
     gc.collect()
     endpoint.libDestroy()
     if args.sip:
-        from bench.sip_capacity import run_capacity
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from sip_capacity import run_capacity
 
         run_capacity([int(c) for c in args.sip_calls.split(",")], args.sip_seconds)
 
