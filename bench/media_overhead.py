@@ -169,7 +169,7 @@ def main() -> None:
     endpoint.libDestroy()
     if args.sip:
         sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from sip_capacity import run_capacity
+        from sip_capacity import run_capacity  # type: ignore[import-not-found]
 
         run_capacity([int(c) for c in args.sip_calls.split(",")], args.sip_seconds)
 

@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from telephony.events import CallEventKind, read_events
+from telephony.events import CallEventKind, media_totals, read_events
 from telephony.sipprobe import wait_answering
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -155,12 +155,12 @@ def run_one(calls: int, seconds: float, base_port: int) -> dict[str, object]:
                 for e in read_events(path)
                 if e.kind is CallEventKind.ENDED
             ]
-            media = [e.data["media"] for e in events if isinstance(e.data.get("media"), dict)]
-            frames_out = sum(int(m["frames_out"]) for m in media)  # type: ignore[index]
-            underruns = sum(int(m["underruns"]) for m in media)  # type: ignore[index]
-            overflow = sum(int(m["rx_overflow_drops"]) for m in media)  # type: ignore[index]
-            rx = sum(int(m["rx_packets"]) for m in media)  # type: ignore[index]
-            lost = sum(int(m["rx_lost"]) for m in media)  # type: ignore[index]
+            totals = media_totals(events)
+            frames_out = totals.get("frames_out", 0)
+            underruns = totals.get("underruns", 0)
+            overflow = totals.get("rx_overflow_drops", 0)
+            rx = totals.get("rx_packets", 0)
+            lost = totals.get("rx_lost", 0)
             return {
                 "calls": calls,
                 "ok": int(final.get("SuccessfulCall(C)", 0)),

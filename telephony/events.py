@@ -121,3 +121,16 @@ def read_events(path: Path) -> list[CallEvent]:
         except (ValueError, KeyError):
             continue
     return events
+
+
+def media_totals(events: list[CallEvent]) -> dict[str, int]:
+    """Sums the integer media counters of the `call.ended` events among `events`."""
+    totals: dict[str, int] = {}
+    for event in events:
+        media = event.data.get("media") if event.kind is CallEventKind.ENDED else None
+        if not isinstance(media, dict):
+            continue
+        for key, value in media.items():
+            if isinstance(value, int) and not isinstance(value, bool):
+                totals[key] = totals.get(key, 0) + value
+    return totals

@@ -216,7 +216,9 @@ def write_wav(path: Path, samples: np.ndarray) -> Path:
 
 def read_wav(path: Path) -> np.ndarray:
     with wave.open(str(path), "rb") as wav:
-        return np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2").astype(np.float64)
+        raw = wav.readframes(wav.getnframes())
+    samples: np.ndarray = np.frombuffer(raw, dtype="<i2").astype(np.float64)
+    return samples
 
 
 def chirp_noise(seconds: float, seed: int = 7) -> np.ndarray:
@@ -226,8 +228,9 @@ def chirp_noise(seconds: float, seed: int = 7) -> np.ndarray:
     spectrum = np.fft.rfft(noise)
     freqs = np.fft.rfftfreq(len(noise), 1 / 16000)
     spectrum[(freqs < 300) | (freqs > 3200)] = 0  # survives PCMU's 8 kHz band
-    band = np.fft.irfft(spectrum, len(noise))
-    return band / np.abs(band).max() * 8000
+    band: np.ndarray = np.fft.irfft(spectrum, len(noise))
+    scaled: np.ndarray = band / np.abs(band).max() * 8000
+    return scaled
 
 
 def best_correlation(sent: np.ndarray, received: np.ndarray) -> tuple[float, int]:

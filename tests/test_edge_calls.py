@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from telephony.events import CallEventKind
+from telephony.events import CallEventKind, media_totals
 from telephony.sipprobe import options_ping, wait_answering
 from tests.support import (
     PlatformConfig,
@@ -95,9 +95,8 @@ def test_twenty_concurrent_calls_spread_over_workers(
     ended = [
         e for e in edge_config.events() if e.kind is CallEventKind.ENDED and e.t_mono_ns >= since
     ]
-    media = [e.data["media"] for e in ended]
-    frames_out = sum(int(m["frames_out"]) for m in media)  # type: ignore[index]
-    underruns = sum(int(m["underruns"]) for m in media)  # type: ignore[index]
+    totals = media_totals(ended)
+    frames_out, underruns = totals["frames_out"], totals["underruns"]
     assert underruns / frames_out < 0.01, f"{underruns} late frames of {frames_out}"
 
 
@@ -288,7 +287,7 @@ def test_sipp_200_calls_at_10_per_second_with_rtp(
         e for e in edge_config.events() if e.kind is CallEventKind.ENDED and e.t_mono_ns >= since
     ]
     assert len(ended) == 200
-    assert all(int(e.data["media"]["rx_packets"]) >= 40 for e in ended)  # type: ignore[index]
+    assert all(media_totals([e])["rx_packets"] >= 40 for e in ended)
 
 
 def test_calls_over_tcp_reach_udp_workers(

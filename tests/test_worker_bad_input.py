@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from telephony.events import CallEventKind
+from telephony.events import CallEvent, CallEventKind
 from telephony.sipprobe import options_ping, status_code
 from tests.support import PlatformConfig, Running, chirp_noise, dial, start_worker, write_wav
 
@@ -116,7 +116,7 @@ def test_caller_vanishing_without_bye_times_out(
         if e.kind is CallEventKind.STARTED and e.call_id not in before
     ]
     deadline = time.monotonic() + 25  # the test config's inactivity timeout is 12 s
-    ended = []
+    ended: list[CallEvent] = []
     while time.monotonic() < deadline and not ended:
         time.sleep(0.5)
         ended = [
