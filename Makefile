@@ -26,7 +26,7 @@ system-deps:
 run: deps
 	$(BIN)/parley run $(ARGS)
 
-test: deps
+test: deps lint
 	$(BIN)/python -m pytest $(ARGS)
 
 lint: $(STAMP)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import platform
 import statistics
 import struct
@@ -31,6 +30,7 @@ from telephony.bridge import CallBridge
 from telephony.events import MemoryOutlet
 from telephony.framecopy import read_bytes, write_bytes
 from telephony.mediaport import MediaPort, wake_on
+from telephony.pjthread import library_only
 
 
 def percentile(values: list[float], pct: float) -> float:
@@ -158,15 +158,8 @@ def main() -> None:
     )
     bench_frame_copy()
     # MediaPort is a pjsua2 object: the library must exist while ports live.
-    endpoint = pj.Endpoint()
-    endpoint.libCreate()
-    config = pj.EpConfig()
-    config.logConfig.level = 0
-    config.logConfig.consoleLevel = 0
-    endpoint.libInit(config)
-    bench_bridge([int(c) for c in args.calls.split(",")], args.seconds)
-    gc.collect()
-    endpoint.libDestroy()
+    with library_only():
+        bench_bridge([int(c) for c in args.calls.split(",")], args.seconds)
     if args.sip:
         sys.path.insert(0, str(Path(__file__).resolve().parent))
         from sip_capacity import run_capacity  # type: ignore[import-not-found]

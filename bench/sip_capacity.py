@@ -17,6 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from telephony import sipp
 from telephony.events import CallEventKind, media_totals, read_events
 from telephony.sipprobe import wait_answering
 
@@ -84,71 +85,33 @@ def run_one(calls: int, seconds: float, base_port: int) -> dict[str, object]:
             time.sleep(3)
             pids = _worker_pids()
             idle_rss = sum(_rss_mb(p) for p in pids) / max(1, len(pids))
-            audio = tmp / "caller.wav"
-            subprocess.run(
-                [
-                    "sox",
-                    "-n",
-                    "-r",
-                    "8000",
-                    "-c",
-                    "1",
-                    "-e",
-                    "u-law",
-                    str(audio),
-                    "synth",
-                    "1",
-                    "sine",
-                    "300",
-                ],
-                check=True,
-            )
-            scenario = tmp / "uac.xml"
-            template = (ROOT / "tests" / "sipp" / "uac_rtp.xml").read_text()
-            scenario.write_text(template.replace("@AUDIO@", str(audio)))
+            scenario = sipp.prepare(tmp)
             ramp_s = calls / 10
             hold_ms = int((ramp_s + seconds) * 1000)
             cpu_before = sum(_cpu_s(p) for p in pids)
             started = time.monotonic()
-            sipp = subprocess.Popen(
-                [
-                    "sipp",
+            caller = subprocess.Popen(
+                sipp.command(
                     f"127.0.0.1:{base_port}",
-                    "-sf",
-                    str(scenario),
-                    "-s",
-                    "100",
-                    "-i",
-                    "127.0.0.1",
-                    "-p",
-                    str(base_port + 150),
-                    "-m",
-                    str(calls),
-                    "-r",
-                    "10",
-                    "-l",
-                    str(calls),
-                    "-d",
-                    str(hold_ms),
-                    "-nostdin",
-                    "-trace_stat",
-                    "-stf",
-                    str(tmp / "stat.csv"),
-                    "-fd",
-                    "1",
-                ],
+                    scenario,
+                    local_port=base_port + 150,
+                    calls=calls,
+                    rate=10,
+                    hold_ms=hold_ms,
+                    limit=calls,
+                    stats=tmp / "stat.csv",
+                ),
                 cwd=tmp,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
             time.sleep(ramp_s + seconds / 2)
             busy_rss = sum(_rss_mb(p) for p in pids) / max(1, len(pids))
-            sipp.wait(timeout=ramp_s + seconds + 120)
+            caller.wait(timeout=ramp_s + seconds + 150)
             elapsed = time.monotonic() - started
             cpu = sum(_cpu_s(p) for p in pids) - cpu_before
             time.sleep(2)
-            header, *rows = (tmp / "stat.csv").read_text().splitlines()
-            final = dict(zip(header.split(";"), rows[-1].split(";"), strict=False))
+            final = sipp.final_stats(tmp / "stat.csv")
             events = [
                 e
                 for path in (tmp / "var" / "events").glob("*.jsonl")

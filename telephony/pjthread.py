@@ -216,3 +216,20 @@ class PjThread(threading.Thread):
         except Exception:
             log.exception("libDestroy failed")
         self.endpoint = None
+
+
+@contextlib.contextmanager
+def library_only() -> Iterator[Any]:
+    """pjsua2 initialised with no transports: for using media ports outside a call."""
+    endpoint = pj.Endpoint()
+    with _quiet_stdout(True):
+        endpoint.libCreate()
+    config = pj.EpConfig()
+    config.logConfig.level = 0
+    config.logConfig.consoleLevel = 0
+    endpoint.libInit(config)
+    try:
+        yield endpoint
+    finally:
+        gc.collect()
+        endpoint.libDestroy()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -26,19 +25,13 @@ from telephony.bridge import PLAYOUT_AHEAD_FRAMES, CallBridge
 from telephony.events import CallEventKind, MemoryOutlet
 from telephony.framecopy import read_bytes, write_bytes
 from telephony.mediaport import MediaPort, wake_on
+from telephony.pjthread import library_only
 
 
 @pytest.fixture(scope="module", autouse=True)
 def pjlib() -> Iterator[None]:
-    endpoint = pj.Endpoint()
-    endpoint.libCreate()
-    config = pj.EpConfig()
-    config.logConfig.level = 0
-    config.logConfig.consoleLevel = 0
-    endpoint.libInit(config)
-    yield
-    gc.collect()
-    endpoint.libDestroy()
+    with library_only():
+        yield
 
 
 class ScriptedSession:

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from telephony import sipp
 from telephony.events import CallEventKind, media_totals
 from telephony.sipprobe import options_ping, wait_answering
 from tests.support import (
@@ -204,74 +205,24 @@ def test_calls_while_a_worker_is_dead_go_elsewhere(
 
 
 def _run_sipp(
-    config: PlatformConfig, tmp: Path, *, calls: int, rate: int, extra: tuple[str, ...] = ()
+    config: PlatformConfig, tmp: Path, *, calls: int, rate: int, transport: str = "u1"
 ) -> dict[str, str]:
     """Runs the RTP-streaming sipp caller through the edge; returns its final statistics."""
-    audio = tmp / "caller.wav"
-    subprocess.run(
-        [
-            "sox",
-            "-n",
-            "-r",
-            "8000",
-            "-c",
-            "1",
-            "-e",
-            "u-law",
-            str(audio),
-            "synth",
-            "1",
-            "sine",
-            "300",
-        ],
-        check=True,
-    )
-    scenario = tmp / "uac.xml"
-    template = (Path(__file__).parent / "sipp" / "uac_rtp.xml").read_text()
-    scenario.write_text(template.replace("@AUDIO@", str(audio)))
     stats = tmp / "stat.csv"
-    sipp = subprocess.run(
-        [
-            "sipp",
-            f"127.0.0.1:{config.sip_port}",
-            "-sf",
-            str(scenario),
-            "-s",
-            "100",
-            "-i",
-            "127.0.0.1",
-            "-p",
-            str(free_port_block(1)),
-            "-m",
-            str(calls),
-            "-r",
-            str(rate),
-            "-d",
-            "1000",
-            "-l",
-            "30",
-            "-timeout",
-            "90",
-            "-timeout_error",
-            "-nostdin",
-            "-trace_stat",
-            "-stf",
-            str(stats),
-            "-fd",
-            "1",
-            "-trace_err",
-            "-error_file",
-            str(tmp / "sipp_err.log"),
-            *extra,
-        ],
-        cwd=tmp,
-        capture_output=True,
-        timeout=120,
-        check=False,
+    argv = sipp.command(
+        f"127.0.0.1:{config.sip_port}",
+        sipp.prepare(tmp),
+        local_port=free_port_block(1),
+        calls=calls,
+        rate=rate,
+        hold_ms=1000,
+        limit=30,
+        stats=stats,
+        transport=transport,
     )
-    assert sipp.returncode == 0, (sipp.stdout + sipp.stderr).decode(errors="replace")[-2000:]
-    header, *rows = stats.read_text().splitlines()
-    return dict(zip(header.split(";"), rows[-1].split(";"), strict=False))
+    run = subprocess.run(argv, cwd=tmp, capture_output=True, timeout=150, check=False)
+    assert run.returncode == 0, (run.stdout + run.stderr).decode(errors="replace")[-2000:]
+    return sipp.final_stats(stats)
 
 
 def test_sipp_200_calls_at_10_per_second_with_rtp(
@@ -293,7 +244,7 @@ def test_sipp_200_calls_at_10_per_second_with_rtp(
 def test_calls_over_tcp_reach_udp_workers(
     platform: Running, edge_config: PlatformConfig, tmp: Path
 ) -> None:
-    final = _run_sipp(edge_config, tmp, calls=5, rate=5, extra=("-t", "t1"))
+    final = _run_sipp(edge_config, tmp, calls=5, rate=5, transport="t1")
     assert int(final["SuccessfulCall(C)"]) == 5, final
     assert int(final["FailedCall(C)"]) == 0, final
 
