@@ -91,7 +91,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         serve(
             config,
             router=settings.router(),
-            session_factory=lambda line: create_session(line.agent),
+            session_factory=lambda line: create_session(line.agent, settings.session_target(line)),
             outlet=outlet,
         )
     except RuntimeError as error:

@@ -19,7 +19,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from agent.profiles import PROFILES
+from agent.profiles import PROFILES, SessionTarget
 from telephony.edge import EdgeConfig, WorkerAddress
 from telephony.lines import Line, LineRouter
 from telephony.rtpwatch import MIN_TIMEOUT_S
@@ -47,12 +47,33 @@ class SipSettings(BaseModel):
         return -(-self.call_capacity // CALLS_PER_WORKER)
 
 
+class EngineSettings(BaseModel):
+    """The embedded engine server that `parley run` starts (`parley engine`)."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(8765, ge=1, le=65535)
+    url: str | None = Field(None, description="use this engine instead of starting one")
+    knowledge_bases: dict[str, Path] = Field(
+        default_factory=dict, description="name -> folder; 'sample' is built in"
+    )
+    vad_threads: int = Field(1, ge=1)
+    asr_threads: int = Field(2, ge=1)
+
+    def ws_url(self) -> str:
+        return self.url or f"ws://{self.host}:{self.port}/v1/realtime"
+
+
 class LineSettings(BaseModel):
     name: str
     numbers: list[str] = Field(default_factory=list)
     agent: str = "echo"
     disclosure: str | None = None
     queue: str | None = None
+    fallback_transfer: str | None = Field(
+        None, description="SIP URI to transfer calls to when the voice model fails"
+    )
+    knowledge_base: str = "sample"
 
     @field_validator("agent")
     @classmethod
@@ -77,6 +98,7 @@ class Settings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = Field(8000, ge=1, le=65535)
     sip: SipSettings = Field(default_factory=lambda: SipSettings())  # noqa: PLW0108
+    engine: EngineSettings = Field(default_factory=lambda: EngineSettings())  # noqa: PLW0108
     lines: list[LineSettings] = Field(default_factory=_default_lines)
     default_line: str | None = "main"
     restart_backoff_s: float = Field(1.0, gt=0)
@@ -114,8 +136,17 @@ class Settings(BaseSettings):
                 agent=line.agent,
                 disclosure=line.disclosure,
                 queue=line.queue,
+                fallback_transfer=line.fallback_transfer,
             )
             for line in self.lines
+        )
+
+    def session_target(self, line: Line) -> SessionTarget:
+        settings = next((s for s in self.lines if s.name == line.name), None)
+        return SessionTarget(
+            engine_url=self.engine.ws_url(),
+            line=line.name,
+            knowledge_base=settings.knowledge_base if settings else "sample",
         )
 
     def router(self) -> LineRouter:

@@ -1,8 +1,16 @@
-"""Builds a duplex session from a line's agent profile name."""
+"""Builds a duplex session from a line's agent profile name.
+
+- `embedded`: Parley's own engine server (Realtime protocol over WebSocket, 16 kHz);
+- `echo`, `echo-delayed`: the echo test session (plays the caller back), for trying the phone
+  path without a model.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from agent.echo import EchoSession
+from agent.remote import RealtimeSession
 from agent.session import DuplexSession
 
 
@@ -10,11 +18,25 @@ class UnknownProfile(ValueError):
     pass
 
 
-PROFILES = ("echo", "echo-delayed")
+PROFILES = ("embedded", "echo", "echo-delayed")
 
 
-def create_session(profile: str) -> DuplexSession:
+@dataclass(frozen=True, slots=True)
+class SessionTarget:
+    """Where a line's sessions go: the engine's URL and what the engine should know."""
+
+    engine_url: str
+    line: str = ""
+    knowledge_base: str = "sample"
+
+
+def create_session(profile: str, target: SessionTarget) -> DuplexSession:
     """A new session for one call. Raises UnknownProfile for a name no line may use."""
+    if profile == "embedded":
+        return RealtimeSession(
+            target.engine_url,
+            metadata={"line": target.line, "knowledge_base": target.knowledge_base},
+        )
     if profile == "echo":
         return EchoSession()
     if profile == "echo-delayed":

@@ -27,6 +27,7 @@ class CallEventKind(enum.StrEnum):
     PLAYOUT_FLUSHED = "call.playout_flushed"
     AGENT = "call.agent_event"
     SESSION_FAILED = "call.session_failed"
+    TRANSFERRED = "call.transferred"
     ENDED = "call.ended"
 
 

@@ -15,6 +15,7 @@ class Line:
     agent: str = "echo"
     disclosure: str | None = None
     queue: str | None = None
+    fallback_transfer: str | None = None  # SIP URI to transfer to when the model fails
 
 
 def normalize_number(number: str) -> str:

@@ -26,12 +26,13 @@ from typing import Any
 
 import pjsua2 as pj
 
-from agent.session import DuplexSession, SessionError
+from agent.session import FRAME_BYTES, DuplexSession, SessionError
 from telephony.bridge import CallBridge
 from telephony.events import CallEvent, CallEventKind, EventOutlet
 from telephony.lines import Line, LineRouter, request_uri_user
 from telephony.mediaport import MediaPort, wake_on
 from telephony.pjthread import EndpointOptions, PjThread
+from telephony.prompts import fallback_prompt
 from telephony.rtpwatch import RtpInactivity
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,7 @@ class ActiveCall:
     rtp_watch: RtpInactivity | None = None
     end_reason: str | None = None
     ended: bool = False
+    failed: bool = False
 
     def media_stats(self) -> dict[str, object]:
         data = self.stats.as_dict()
@@ -370,8 +372,51 @@ class MediaWorker:
             self._session_failed(record, str(error))
 
     def _session_failed(self, record: ActiveCall, why: str) -> None:
+        """The model is gone: apologise from a recorded prompt, then end or transfer the call.
+
+        Never dead air: the caller hears the prompt within a frame or two of the failure.
+        """
+        if record.ended or record.failed:
+            return
+        record.failed = True
         self._emit(CallEvent(record.call_id, CallEventKind.SESSION_FAILED, {"error": why}))
-        self.hangup(record.call_id, "session_failed")
+        prompt_ms = 0
+        port = record.port
+        if port is not None:
+            port.flush()
+            pcm = fallback_prompt()
+            for offset in range(0, len(pcm) - FRAME_BYTES + 1, FRAME_BYTES):
+                port.queue_playout("fallback-prompt", pcm[offset : offset + FRAME_BYTES])
+            prompt_ms = len(pcm) // FRAME_BYTES * 20
+        transfer_to = record.line.fallback_transfer
+        assert self.loop is not None
+        self.loop.call_later(
+            prompt_ms / 1000 + 0.3, self._after_fallback_prompt, record.call_id, transfer_to
+        )
+
+    def _after_fallback_prompt(self, call_id: str, transfer_to: str | None) -> None:
+        record = self.calls.get(call_id)
+        if record is None or record.ended:
+            return
+        if transfer_to:
+            assert self.pj is not None
+            self.pj.post(lambda: self._pj_transfer(record, transfer_to))
+        else:
+            self.hangup(call_id, "session_failed")
+
+    def _pj_transfer(self, record: ActiveCall, target: str) -> None:
+        if record.ended or record.pj_call is None:
+            return
+        try:
+            record.pj_call.xfer(target, pj.CallOpParam(True))
+        except pj.Error as error:
+            log.warning("transfer failed", extra={"call_id": record.call_id, "error": error.info()})
+            self._pj_hangup(record, "session_failed")
+            return
+        record.end_reason = "transferred"
+        self._emit(
+            CallEvent(record.call_id, CallEventKind.TRANSFERRED, {"reason": "session_failed"})
+        )
 
     def _deliver_dtmf(self, record: ActiveCall, digit: str) -> None:
         if record.bridge is not None and not record.ended:

@@ -58,6 +58,7 @@ class PlatformConfig:
         ]
     )
     default_line: str | None = "main"
+    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         workers = -(-self.capacity // 4)
@@ -83,6 +84,7 @@ class PlatformConfig:
             "lines": self.lines,
             "default_line": self.default_line,
             "restart_backoff_s": 0.5,
+            **self.extra,
         }
         path = self.tmp / "parley.yaml"
         path.write_text(yaml.safe_dump(settings))

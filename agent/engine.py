@@ -1,0 +1,501 @@
+"""One conversation inside the embedded engine: VAD → turn-taking → ASR → responder → TTS.
+
+The session runs on the stream's own clock — milliseconds of caller audio received — so
+it behaves the same over a phone line and in an offline test fed faster than real time.
+Caller audio is never gated: listening continues while the agent speaks.
+
+Barge-in: caller speech that lasts `barge_in_ms` while the agent is audible stops the
+agent (the client is told with `input_audio_buffer.speech_started`, clears its playout and
+truncates the item to what was heard). If that speech turns out to be a back-channel
+("uh-huh"), the agent resumes from where it was cut: it pauses for the back-channel but
+keeps its turn. Speech quieter than the agent's own recent output (line echo) does not
+count while the agent speaks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from agent.realtime import new_id
+
+log = logging.getLogger(__name__)
+
+RATE = 16_000
+VAD_WINDOW = 512  # samples: 32 ms
+
+
+class Models(Protocol):
+    """What a session needs from the shared model hub (see hub.py)."""
+
+    async def vad(self, stream_id: int, window: np.ndarray) -> float: ...
+
+    def open_vad_stream(self) -> int: ...
+
+    def close_vad_stream(self, stream_id: int) -> None: ...
+
+    async def transcribe(self, pcm: np.ndarray) -> str: ...
+
+    async def synthesize(self, sentence: str) -> np.ndarray: ...
+
+    def sentences(self, text: str) -> list[str]: ...
+
+
+class Dialogue(Protocol):
+    """The responder for one call (agent.responder.Conversation)."""
+
+    def greeting(self) -> Any: ...
+
+    def respond(self, caller_text: str) -> Any: ...
+
+    def dtmf(self, digit: str) -> Any: ...
+
+    def silence(self) -> Any: ...
+
+
+class Turns(Protocol):
+    def speech_started(self, t_ms: int) -> None: ...
+
+    def speech_stopped(self, t_ms: int) -> None: ...
+
+    def partial_transcript(self, text: str, t_ms: int) -> None: ...
+
+    def tick(self, t_ms: int) -> Any: ...
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    onset_threshold: float = 0.5
+    offset_threshold: float = 0.35
+    min_speech_ms: int = 96  # three VAD windows: a click is not speech
+    hangover_ms: int = 160  # silence before the VAD says the caller stopped
+    barge_in_ms: int = 192  # caller speech over the agent that stops it
+    echo_ratio: float = 0.5  # caller RMS must exceed this share of the agent's recent RMS
+    max_utterance_ms: int = 25_000  # a monologue is transcribed in rolling windows
+    silence_reprompt_ms: int = 6_000
+    greet: bool = True
+    delta_ms: int = 100  # audio per response.output_audio.delta
+
+
+@dataclass
+class _Response:
+    response_id: str
+    item_id: str
+    text: str
+    audio: list[np.ndarray] = field(default_factory=list)  # every chunk synthesized so far
+    sent_samples: int = 0
+    start_t_ms: int = 0  # stream time when the first audio went out
+    heard_ms: int | None = None  # set when the client truncated
+    done: bool = False
+    end_call: bool = False
+    paused: bool = False
+
+
+Send = Callable[[str, dict[str, Any]], Awaitable[None]]
+
+
+class EngineSession:
+    def __init__(
+        self,
+        *,
+        models: Models,
+        dialogue: Dialogue,
+        turns: Turns,
+        send: Send,
+        is_backchannel: Callable[[str, int], bool],
+        config: EngineConfig | None = None,
+    ) -> None:
+        self.models = models
+        self.dialogue = dialogue
+        self.turns = turns
+        self.send = send
+        self.is_backchannel = is_backchannel
+        self.config = config or EngineConfig()
+        self.stream = models.open_vad_stream()
+        self.t_ms = 0  # the stream clock: caller audio received
+        self._pending = np.zeros(0, dtype=np.int16)
+        self._utterance: list[np.ndarray] = []
+        self._in_speech = False
+        self._speech_run_ms = 0
+        self._silence_run_ms = 0
+        self._speech_start_ms = 0
+        self._speech_stop_ms = 0
+        self._barged = False
+        self._response: _Response | None = None
+        self._agent_tail: list[float] = []  # RMS of recent agent output, 20 ms each
+        self._turn_task: asyncio.Task[None] | None = None
+        self._speak_task: asyncio.Task[None] | None = None
+        self._last_activity_ms = 0
+        self._hold_text = ""  # the caller's words so far in this turn
+        self.closed = False
+
+    # --- input --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self.config.greet:
+            await self._speak(self.dialogue.greeting())
+
+    async def audio(self, pcm16k: np.ndarray) -> None:
+        self._pending = np.concatenate([self._pending, pcm16k])
+        while len(self._pending) >= VAD_WINDOW:
+            window, self._pending = self._pending[:VAD_WINDOW], self._pending[VAD_WINDOW:]
+            await self._window(window)
+
+    async def dtmf(self, digit: str) -> None:
+        reply = self.dialogue.dtmf(digit)
+        if reply is not None:
+            await self._interrupt_agent("dtmf")
+            await self._speak(reply)
+
+    async def instruction(self, text: str) -> None:
+        log.info("supervisor instruction received", extra={"chars": len(text)})
+
+    async def user_text(self, text: str) -> None:
+        """A typed user message (conversation.item.create): answered like a spoken turn."""
+        await self._interrupt_agent("new_turn")
+        await self._speak(self.dialogue.respond(text))
+
+    async def truncate(self, item_id: str, audio_end_ms: int) -> None:
+        response = self._response
+        if response is not None and response.item_id == item_id:
+            response.heard_ms = audio_end_ms
+            await self.send(
+                "conversation.item.truncated",
+                {"item_id": item_id, "content_index": 0, "audio_end_ms": audio_end_ms},
+            )
+
+    async def cancel(self) -> None:
+        await self._interrupt_agent("cancelled")
+
+    async def close(self) -> None:
+        self.closed = True
+        for task in (self._turn_task, self._speak_task):
+            if task is not None:
+                task.cancel()
+        self.models.close_vad_stream(self.stream)
+
+    # --- listening ----------------------------------------------------------------------
+
+    def _agent_audible(self) -> bool:
+        response = self._response
+        if response is None or response.paused:
+            return False
+        played_ms = response.sent_samples * 1000 // RATE
+        return self.t_ms < response.start_t_ms + played_ms + 200
+
+    def _echo_floor(self) -> float:
+        return max(self._agent_tail[-12:], default=0.0) * self.config.echo_ratio
+
+    async def _window(self, window: np.ndarray) -> None:
+        config = self.config
+        window_ms = VAD_WINDOW * 1000 // RATE
+        self.t_ms += window_ms
+        probability = await self.models.vad(self.stream, window)
+        rms = float(np.sqrt(np.mean(window.astype(np.float32) ** 2)))
+        voiced = probability >= (
+            config.offset_threshold if self._in_speech else config.onset_threshold
+        )
+        if voiced and self._agent_audible() and rms < self._echo_floor():
+            voiced = False  # the agent's own voice coming back down the line
+        if self._in_speech or voiced:
+            self._utterance.append(window)
+        if voiced:
+            self._speech_run_ms += window_ms
+            self._silence_run_ms = 0
+            if not self._in_speech and self._speech_run_ms >= config.min_speech_ms:
+                await self._speech_started()
+            if (
+                self._in_speech
+                and not self._barged
+                and self._agent_audible()
+                and self._speech_run_ms >= config.barge_in_ms
+            ):
+                await self._barge_in()
+        else:
+            self._silence_run_ms += window_ms
+            if not self._in_speech:
+                self._speech_run_ms = 0
+                self._utterance = self._utterance[-3:]  # keep the onset's lead-in
+            elif self._silence_run_ms >= config.hangover_ms:
+                await self._speech_stopped()
+        if sum(len(w) for w in self._utterance) * 1000 // RATE > config.max_utterance_ms:
+            self._roll_utterance()
+        decision = self.turns.tick(self.t_ms)
+        if decision is not None and self._turn_task is None and not self._in_speech:
+            self._turn_task = asyncio.create_task(self._end_of_turn(decision))
+        await self._check_silence()
+
+    async def _speech_started(self) -> None:
+        self._in_speech = True
+        self._speech_start_ms = self.t_ms - self._speech_run_ms
+        self._last_activity_ms = self.t_ms
+        self.turns.speech_started(self._speech_start_ms)
+        if not self._agent_audible():
+            await self.send(
+                "input_audio_buffer.speech_started",
+                {"audio_start_ms": self._speech_start_ms, "item_id": new_id("item")},
+            )
+
+    async def _barge_in(self) -> None:
+        self._barged = True
+        response = self._response
+        if response is None:
+            return
+        response.paused = True
+        await self.send(
+            "input_audio_buffer.speech_started",
+            {"audio_start_ms": self._speech_start_ms, "item_id": new_id("item")},
+        )
+        await self.send(
+            "parley.barge_in",
+            {"item_id": response.item_id, "after_speech_ms": self._speech_run_ms},
+        )
+
+    async def _speech_stopped(self) -> None:
+        self._in_speech = False
+        self._speech_stop_ms = self.t_ms - self._silence_run_ms
+        duration = self._speech_stop_ms - self._speech_start_ms
+        self._speech_run_ms = 0
+        self._last_activity_ms = self.t_ms
+        self.turns.speech_stopped(self._speech_stop_ms)
+        await self.send("input_audio_buffer.speech_stopped", {"audio_end_ms": self._speech_stop_ms})
+        audio = np.concatenate(self._utterance) if self._utterance else np.zeros(0, np.int16)
+        response = self._response
+        if self._barged and response is not None and response.paused:
+            self._barged = False
+            self._utterance = []
+            text = await self.models.transcribe(audio)
+            if self.is_backchannel(text, duration):
+                await self.send(
+                    "parley.backchannel_ignored", {"text": text, "duration_ms": duration}
+                )
+                response.paused = False
+                self._resume(response)
+                return
+            await self._interrupt_agent("barge_in")
+            self._hold_text = text
+            self.turns.partial_transcript(text, self.t_ms)
+            return
+        self._barged = False
+        # Start decoding at the first silence so the text is ready when the turn ends.
+        text = await self.models.transcribe(audio)
+        self._hold_text = f"{self._hold_text} {text}".strip()
+        self._utterance = []
+        self.turns.partial_transcript(self._hold_text, self.t_ms)
+
+    def _roll_utterance(self) -> None:
+        # A monologue keeps only its latest window of audio: memory stays bounded, and the
+        # end of what was said is what the reply should address.
+        keep = self.config.max_utterance_ms * RATE // 1000 // VAD_WINDOW
+        self._utterance = self._utterance[-keep:]
+
+    async def _check_silence(self) -> None:
+        response = self._response
+        waiting = response is None or response.done
+        if not waiting or self._in_speech or self._turn_task is not None:
+            return
+        if self.t_ms - self._last_activity_ms < self.config.silence_reprompt_ms:
+            return
+        self._last_activity_ms = self.t_ms
+        self._speak_task = asyncio.create_task(self._speak(self.dialogue.silence()))
+
+    # --- a turn ends --------------------------------------------------------------------
+
+    async def _end_of_turn(self, decision: Any) -> None:
+        try:
+            text, self._hold_text = self._hold_text.strip(), ""
+            endpoint_ms = int(getattr(decision, "silence_ms", 0))
+            item_id = new_id("item")
+            await self.send(
+                "input_audio_buffer.committed", {"item_id": item_id, "previous_item_id": None}
+            )
+            await self.send(
+                "conversation.item.input_audio_transcription.completed",
+                {"item_id": item_id, "content_index": 0, "transcript": text},
+            )
+            if not text:
+                return
+            started = time.perf_counter()
+            reply = self.dialogue.respond(text)
+            responder_ms = (time.perf_counter() - started) * 1000
+            await self._interrupt_agent("new_turn")
+            await self._speak(
+                reply,
+                latency={"endpointing_ms": endpoint_ms, "responder_ms": round(responder_ms, 1)},
+            )
+        finally:
+            self._turn_task = None
+            self._last_activity_ms = self.t_ms
+
+    async def _interrupt_agent(self, reason: str) -> None:
+        response = self._response
+        if response is None or response.done:
+            return
+        response.done = True
+        if self._speak_task is not None and self._speak_task is not asyncio.current_task():
+            self._speak_task.cancel()
+        heard = response.heard_ms
+        await self.send(
+            "response.output_audio_transcript.done",
+            {
+                "response_id": response.response_id,
+                "item_id": response.item_id,
+                "output_index": 0,
+                "content_index": 0,
+                "transcript": _heard_text(response, heard),
+            },
+        )
+        await self.send(
+            "response.done",
+            {
+                "response": {
+                    "id": response.response_id,
+                    "status": "cancelled",
+                    "status_details": {"reason": reason},
+                }
+            },
+        )
+
+    async def _speak(self, reply: Any, latency: dict[str, Any] | None = None) -> None:
+        text = str(getattr(reply, "text", "") or "")
+        response = _Response(new_id("resp"), new_id("item"), text)
+        response.end_call = bool(getattr(reply, "end_call", False))
+        self._response = response
+        await self.send(
+            "response.created", {"response": {"id": response.response_id, "status": "in_progress"}}
+        )
+        await self.send(
+            "response.output_item.added",
+            {
+                "response_id": response.response_id,
+                "output_index": 0,
+                "item": {
+                    "id": response.item_id,
+                    "type": "message",
+                    "role": "assistant",
+                    "status": "in_progress",
+                },
+            },
+        )
+        handoff = getattr(reply, "handoff_reason", None)
+        if handoff:
+            await self.send(
+                "parley.handoff_requested", {"reason": handoff, "item_id": response.item_id}
+            )
+        started = time.perf_counter()
+        first_audio_ms: float | None = None
+        try:
+            for sentence in self.models.sentences(text):
+                chunk = await self.models.synthesize(sentence)
+                if response.done:
+                    return
+                response.audio.append(chunk)
+                if first_audio_ms is None:
+                    first_audio_ms = (time.perf_counter() - started) * 1000
+                    if latency is not None:
+                        await self.send(
+                            "parley.turn_latency",
+                            {
+                                **latency,
+                                "first_audio_ms": round(first_audio_ms, 1),
+                                "item_id": response.item_id,
+                            },
+                        )
+                await self.send(
+                    "response.output_audio_transcript.delta",
+                    {
+                        "response_id": response.response_id,
+                        "item_id": response.item_id,
+                        "delta": sentence + " ",
+                    },
+                )
+                if not response.paused:
+                    await self._flush_audio(response)
+            if response.done:
+                return
+            while response.paused and not response.done:
+                await asyncio.sleep(0.02)
+            if response.done:
+                return
+            await self._finish(response)
+        except asyncio.CancelledError:
+            return
+
+    async def _flush_audio(self, response: _Response) -> None:
+        from agent.realtime import audio_b64
+
+        everything = np.concatenate(response.audio) if response.audio else np.zeros(0, np.int16)
+        step = self.config.delta_ms * RATE // 1000
+        if response.sent_samples == 0:
+            response.start_t_ms = self.t_ms
+        while response.sent_samples < len(everything) and not response.paused:
+            chunk = everything[response.sent_samples : response.sent_samples + step]
+            response.sent_samples += len(chunk)
+            for offset in range(0, len(chunk), 320):
+                part = chunk[offset : offset + 320].astype(np.float32)
+                self._agent_tail.append(float(np.sqrt(np.mean(part**2))) if len(part) else 0.0)
+            self._agent_tail = self._agent_tail[-200:]
+            await self.send(
+                "response.output_audio.delta",
+                {
+                    "response_id": response.response_id,
+                    "item_id": response.item_id,
+                    "output_index": 0,
+                    "content_index": 0,
+                    "delta": audio_b64(chunk.astype("<i2").tobytes()),
+                },
+            )
+
+    def _resume(self, response: _Response) -> None:
+        # The client dropped what it had queued; carry on from what the caller heard.
+        heard = response.heard_ms
+        if heard is not None:
+            response.sent_samples = min(response.sent_samples, heard * RATE // 1000)
+        response.start_t_ms = self.t_ms - response.sent_samples * 1000 // RATE
+        self._speak_task = asyncio.create_task(self._resume_audio(response))
+
+    async def _resume_audio(self, response: _Response) -> None:
+        await self._flush_audio(response)
+
+    async def _finish(self, response: _Response) -> None:
+        response.done = True
+        await self.send(
+            "response.output_audio.done",
+            {
+                "response_id": response.response_id,
+                "item_id": response.item_id,
+                "output_index": 0,
+                "content_index": 0,
+            },
+        )
+        await self.send(
+            "response.output_audio_transcript.done",
+            {
+                "response_id": response.response_id,
+                "item_id": response.item_id,
+                "output_index": 0,
+                "content_index": 0,
+                "transcript": response.text,
+            },
+        )
+        await self.send(
+            "response.done", {"response": {"id": response.response_id, "status": "completed"}}
+        )
+        if response.end_call:
+            await self.send("parley.hangup_requested", {"reason": "conversation_complete"})
+
+
+def _heard_text(response: _Response, heard_ms: int | None) -> str:
+    """The part of the agent's text the caller heard, by the share of audio played."""
+    total = sum(len(a) for a in response.audio)
+    if heard_ms is None or total == 0:
+        return response.text
+    share = min(1.0, heard_ms * RATE / 1000 / total)
+    words = response.text.split()
+    return " ".join(words[: round(len(words) * share)])
