@@ -52,6 +52,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         for i in range(settings.sip.workers)
     ]
     specs.append(ProcessSpec("sip-edge", tuple(kamailio_command(edge, cfg_path))))
+    if settings.engine_needed():
+        specs.insert(0, ProcessSpec("engine", (sys.executable, "-m", "admin.cli", "engine"), env))
     supervisor = Supervisor(specs, backoff_s=settings.restart_backoff_s)
 
     def stop(signum: int, _frame: object) -> None:
@@ -97,6 +99,26 @@ def cmd_worker(args: argparse.Namespace) -> int:
     except RuntimeError as error:
         log.error("media worker failed", extra={"error": str(error)})
         return 1
+    return 0
+
+
+def cmd_engine(args: argparse.Namespace) -> int:
+    from admin.logs import configure
+    from agent.app import EngineOptions, serve
+
+    settings = _settings(args)
+    configure("engine", level=settings.log_level, fmt=settings.log_format)
+    engine = settings.engine
+    serve(
+        EngineOptions(
+            host=args.host or engine.host,
+            port=args.port or engine.port,
+            knowledge_bases=dict(engine.knowledge_bases),
+            vad_threads=engine.vad_threads,
+            asr_threads=engine.asr_threads,
+            batching=not args.no_batching,
+        )
+    )
     return 0
 
 
@@ -193,6 +215,14 @@ def build_parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="run one media worker (parley run starts these)")
     worker.add_argument("--index", type=int, required=True, help="worker number, from 0")
     worker.set_defaults(func=cmd_worker)
+
+    engine = sub.add_parser(
+        "engine", help="run the embedded voice engine server (parley run starts it)"
+    )
+    engine.add_argument("--host", help="listen address (default: engine.host)")
+    engine.add_argument("--port", type=int, help="listen port (default: engine.port)")
+    engine.add_argument("--no-batching", action="store_true", help="one VAD pass per window")
+    engine.set_defaults(func=cmd_engine)
 
     edge = sub.add_parser("edge", help="print the generated Kamailio edge configuration")
     edge.add_argument("--dispatcher", action="store_true", help="print the dispatcher list instead")

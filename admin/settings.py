@@ -84,7 +84,10 @@ class LineSettings(BaseModel):
 
 
 def _default_lines() -> list[LineSettings]:
-    return [LineSettings(name="main", numbers=["100"], agent="echo")]
+    return [
+        LineSettings(name="main", numbers=["100"], agent="embedded"),
+        LineSettings(name="echo", numbers=["199"], agent="echo"),
+    ]
 
 
 class Settings(BaseSettings):
@@ -140,6 +143,11 @@ class Settings(BaseSettings):
             )
             for line in self.lines
         )
+
+    def engine_needed(self) -> bool:
+        """Whether `parley run` must start the embedded engine server."""
+        uses_engine = any(line.agent == "embedded" for line in self.lines)
+        return uses_engine and self.engine.enabled and self.engine.url is None
 
     def session_target(self, line: Line) -> SessionTarget:
         settings = next((s for s in self.lines if s.name == line.name), None)

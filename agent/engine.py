@@ -159,7 +159,7 @@ class EngineSession:
     async def user_text(self, text: str) -> None:
         """A typed user message (conversation.item.create): answered like a spoken turn."""
         await self._interrupt_agent("new_turn")
-        await self._speak(self.dialogue.respond(text))
+        await self._speak(await asyncio.to_thread(self.dialogue.respond, text))
 
     async def truncate(self, item_id: str, audio_end_ms: int) -> None:
         response = self._response
@@ -271,7 +271,7 @@ class EngineSession:
             self._barged = False
             self._utterance = []
             text = await self.models.transcribe(audio)
-            if self.is_backchannel(text, duration):
+            if self.is_backchannel(text, duration) or _non_lexical(text, duration):
                 await self.send(
                     "parley.backchannel_ignored", {"text": text, "duration_ms": duration}
                 )
@@ -322,7 +322,7 @@ class EngineSession:
             if not text:
                 return
             started = time.perf_counter()
-            reply = self.dialogue.respond(text)
+            reply = await asyncio.to_thread(self.dialogue.respond, text)
             responder_ms = (time.perf_counter() - started) * 1000
             await self._interrupt_agent("new_turn")
             await self._speak(
@@ -489,6 +489,19 @@ class EngineSession:
         )
         if response.end_call:
             await self.send("parley.hangup_requested", {"reason": "conversation_complete"})
+
+
+_NON_LEXICAL = frozenset({"", "uh", "um", "hm", "hmm", "mm", "mhm", "ah", "oh", "huh", "er"})
+
+
+def _non_lexical(text: str, duration_ms: int) -> bool:
+    """A short sound with no words in it (a cough, "uh", breath): not a reason to stop.
+
+    Whisper tiny often renders a quick "uh-huh" as just "Uh..."; either way the caller did not
+    take the turn.
+    """
+    words = [w.strip(".,!?-'\"…").lower() for w in text.split()]
+    return duration_ms < 800 and all(w in _NON_LEXICAL for w in words)
 
 
 def _heard_text(response: _Response, heard_ms: int | None) -> str:

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import PlatformConfig, Running, start_worker
+from tests.support import EngineProcess, PlatformConfig, Running, start_engine, start_worker
 
 
 @pytest.fixture(scope="module")
@@ -28,3 +28,11 @@ def worker_uri(worker: Running, worker_config: PlatformConfig) -> str:
 @pytest.fixture
 def tmp(tmp_path: Path) -> Path:
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EngineProcess]:
+    """One engine server for every test that needs it: loading the models takes a while."""
+    process = start_engine(tmp_path_factory.mktemp("engine"))
+    yield process
+    assert process.running.stop() == 0, process.running.log()[-3000:]

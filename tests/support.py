@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 import wave
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -246,3 +247,32 @@ def best_correlation(sent: np.ndarray, received: np.ndarray) -> tuple[float, int
     window = received[lag : lag + len(sent)]
     denom = float(np.linalg.norm(sent) * np.linalg.norm(window)) or 1.0
     return float(corr[lag] / denom), lag
+
+
+@dataclass
+class EngineProcess:
+    running: Running
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/v1/realtime"
+
+
+def start_engine(tmp: Path) -> EngineProcess:
+    """`parley engine` in its own process; returns once its models are loaded."""
+    port = free_port_block(1)
+    config = PlatformConfig(tmp, extra={"engine": {"host": "127.0.0.1", "port": port}})
+    running = Running([*PARLEY, "engine"], config, "engine.log")
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if running.proc.poll() is not None:
+            raise AssertionError(f"engine exited:\n{running.log()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as answer:
+                if answer.status == 200:
+                    return EngineProcess(running, port)
+        except OSError:
+            time.sleep(0.5)
+    running.stop()
+    raise AssertionError(f"engine never became healthy:\n{running.log()[-3000:]}")

@@ -1,0 +1,122 @@
+"""Back-channel and stop-request recognition for caller speech heard while the agent talks.
+
+A caller who says "uh-huh" or "yeah" over the agent is listening, not taking the floor, so the
+agent keeps speaking; "no, stop" or "hold on" must stop it. Both checks read the ASR text of the
+overlapping speech and are pure, so the barge-in rule that uses them can be tested on strings.
+"""
+
+from __future__ import annotations
+
+import re
+
+# Longer than this, speech over the agent is a turn, whatever the words: a back-channel is a
+# syllable or two, and ASR may have dropped words from a longer stretch.
+MAX_BACKCHANNEL_MS = 1200
+# "oh okay got it" is still listening; a fourth word is usually the start of a sentence.
+MAX_BACKCHANNEL_WORDS = 3
+
+_REPEATS = re.compile(r"(.)\1+")
+_SEPARATORS = re.compile(r"[^a-z0-9']+")
+
+# Folded spellings: "uh huh" and "uhhuh" both become "uhuh"; "mm-hmm", "mmhmm", "mm hm" become
+# "mhm". "uh-uh" (a no) stays two words and so matches nothing.
+_ONE_WORD_PAIRS = {
+    ("uh", "huh"): "uhuh",
+    ("m", "hm"): "mhm",
+    ("um", "hum"): "mhm",
+    ("uh", "hum"): "mhm",
+}
+
+
+def _fold(text: str) -> list[str]:
+    """Words of `text` folded so that ASR spellings of one sound compare equal.
+
+    Case, punctuation and hyphens go; letter runs collapse ("mmm hmmm" and "mm hm" agree); the
+    two-part interjections become one word, since callers say them as one.
+    """
+    lowered = text.lower().replace("\u2019", "'").replace(".", "")
+    words = [_REPEATS.sub(r"\1", w.strip("'")) for w in _SEPARATORS.split(lowered)]
+    words = [w for w in words if w]
+    merged: list[str] = []
+    for word in words:
+        pair = (merged[-1], word) if merged else None
+        if pair in _ONE_WORD_PAIRS:
+            merged[-1] = _ONE_WORD_PAIRS[pair]
+        else:
+            merged.append(word)
+    return merged
+
+
+# Longest first, so "all right" is read as one unit before "right" alone is tried.
+_BACKCHANNEL_UNITS = sorted(
+    (
+        tuple(_fold(phrase))
+        for phrase in (
+            "uh-huh", "mm-hmm", "mhm", "mm", "hmm", "yeah", "yea", "ya", "yep", "yup", "yes",
+            "okay", "ok", "kay", "right", "sure", "alright", "all right", "i see", "got it",
+            "oh", "ah", "exactly", "that's right", "cool", "great", "perfect",
+        )
+    ),
+    key=len,
+    reverse=True,
+)  # fmt: skip
+
+_STOP_PHRASES = tuple(
+    tuple(_fold(phrase))
+    for phrase in (
+        "stop", "wait", "no no", "hold on", "hold up", "hang on", "one moment", "one second",
+        "one sec", "just a moment", "just a second", "just a sec", "just a minute",
+        "excuse me", "shut up", "be quiet", "enough", "that's enough",
+    )
+)  # fmt: skip
+# Words a caller puts in front of a stop request ("no, wait", "yeah but hold on", "can you
+# please stop") without changing what it asks.
+_STOP_LEAD_INS = frozenset(
+    _fold("no oh hey um uh okay ok yeah but sorry please can could would will you just")
+)
+
+
+def is_backchannel(
+    text: str,
+    duration_ms: int,
+    *,
+    max_ms: int = MAX_BACKCHANNEL_MS,
+    max_words: int = MAX_BACKCHANNEL_WORDS,
+) -> bool:
+    """Whether caller speech over the agent is only an acknowledgement that should not stop it.
+
+    Empty text is not a back-channel: with no words there is nothing to vouch for the speech.
+    """
+    if duration_ms < 0:
+        raise ValueError(f"duration_ms must not be negative, got {duration_ms}")
+    if duration_ms > max_ms:
+        return False
+    words = _fold(text)
+    if not words or len(words) > max_words:
+        return False
+    return _made_of_units(tuple(words))
+
+
+def is_stop_request(text: str) -> bool:
+    """Whether the caller explicitly asks the agent to stop or wait ("no no", "hold on").
+
+    Only the start of the utterance counts: "wait" opening a sentence is an interruption, while
+    "I'll wait for the email" is not.
+    """
+    words = tuple(_fold(text))
+    for start, word in enumerate(words):
+        rest = words[start:]
+        if any(rest[: len(phrase)] == phrase for phrase in _STOP_PHRASES):
+            return True
+        if word not in _STOP_LEAD_INS:
+            return False
+    return False
+
+
+def _made_of_units(words: tuple[str, ...]) -> bool:
+    if not words:
+        return True
+    return any(
+        words[: len(unit)] == unit and _made_of_units(words[len(unit) :])
+        for unit in _BACKCHANNEL_UNITS
+    )

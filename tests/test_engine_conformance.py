@@ -1,0 +1,75 @@
+"""The engine server speaks the Realtime protocol: the official openai SDK holds a conversation."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from typing import Any
+
+import numpy as np
+import pytest
+from openai import AsyncOpenAI
+
+from agent.remote import resample_pcm16
+from tests.engine_harness import silence, speak
+from tests.support import EngineProcess
+
+pytestmark = pytest.mark.slow
+
+
+def test_openai_sdk_realtime_client_talks_to_the_engine(engine: EngineProcess) -> None:
+    async def conversation() -> dict[str, Any]:
+        client = AsyncOpenAI(
+            api_key="not-needed-locally",
+            websocket_base_url=f"ws://127.0.0.1:{engine.port}/v1",
+        )
+        seen: dict[str, Any] = {"types": [], "audio_bytes": 0, "caller": "", "agent": []}
+        async with client.realtime.connect(model="parley-embedded") as connection:
+            await connection.session.update(
+                session={
+                    "type": "realtime",
+                    "audio": {
+                        "input": {"format": {"type": "audio/pcm", "rate": 24000}},
+                        "output": {"format": {"type": "audio/pcm", "rate": 24000}},
+                    },
+                }
+            )
+            question = np.concatenate([speak("Do you price match?"), silence(1500)])
+            pcm24 = resample_pcm16(question.astype("<i2").tobytes(), 16000, 24000)
+
+            async def talk() -> None:
+                await asyncio.sleep(6.0)  # let the greeting finish
+                for offset in range(0, len(pcm24), 960):
+                    chunk = base64.b64encode(pcm24[offset : offset + 960]).decode()
+                    await connection.input_audio_buffer.append(audio=chunk)
+                    await asyncio.sleep(0.02)
+                for _ in range(400):  # keep the line open with silence, as a phone does
+                    await connection.input_audio_buffer.append(
+                        audio=base64.b64encode(bytes(960)).decode()
+                    )
+                    await asyncio.sleep(0.02)
+
+            talker = asyncio.create_task(talk())
+            try:
+                async with asyncio.timeout(40):
+                    async for event in connection:
+                        seen["types"].append(event.type)
+                        if event.type == "response.output_audio.delta":
+                            seen["audio_bytes"] += len(base64.b64decode(event.delta))
+                        elif event.type == "conversation.item.input_audio_transcription.completed":
+                            seen["caller"] = event.transcript
+                        elif event.type == "response.output_audio_transcript.done":
+                            seen["agent"].append(event.transcript)
+                            if seen["caller"]:
+                                break
+            finally:
+                talker.cancel()
+        return seen
+
+    seen = asyncio.run(conversation())
+    assert seen["types"][0] == "session.created"
+    assert "session.updated" in seen["types"]
+    assert "input_audio_buffer.speech_started" in seen["types"]
+    assert "price" in seen["caller"].lower()
+    assert seen["audio_bytes"] > 24000 * 2  # over a second of 24 kHz agent audio
+    assert any("price" in text.lower() for text in seen["agent"][1:]), seen["agent"]

@@ -1,0 +1,138 @@
+"""The embedded engine, streaming, without SIP: real models, espeak-ng caller audio."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+from agent.app import Knowledge
+from agent.hub import ModelHub
+from tests.engine_harness import Harness, silence, speak
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def models() -> Iterator[tuple[ModelHub, Knowledge]]:
+    hub = ModelHub.load()
+    knowledge = Knowledge({})
+    yield hub, knowledge
+    hub.close()
+
+
+def run(coro: object) -> None:
+    asyncio.run(coro)  # type: ignore[arg-type]
+
+
+def test_a_knowledge_base_question_gets_the_fact(models: tuple[ModelHub, Knowledge]) -> None:
+    async def scenario() -> None:
+        h = Harness(*models)
+        await h.open(greet=False)
+        await h.feed(silence(500))
+        await h.feed(speak("How much does shipping cost?"))
+        await h.feed_until("response.output_audio_transcript.done")
+        caller = h.first("conversation.item.input_audio_transcription.completed")
+        assert caller is not None and "shipping" in caller.fields["transcript"].lower()
+        agent = h.first("response.output_audio_transcript.done")
+        assert agent is not None and "fifty dollars" in agent.fields["transcript"].lower()
+        latency = h.first("parley.turn_latency")
+        assert latency is not None
+        await h.close()
+
+    run(scenario())
+
+
+def test_a_hesitation_mid_sentence_is_not_a_turn_end(models: tuple[ModelHub, Knowledge]) -> None:
+    async def scenario() -> None:
+        h = Harness(*models)
+        await h.open(greet=False)
+        await h.feed(silence(400))
+        await h.feed(speak("My order number is"))
+        await h.feed(speak("ummmm", rate_wpm=80))
+        await h.feed(silence(1000))
+        assert h.first("input_audio_buffer.committed") is None, h.kinds()
+        await h.feed(speak("one two three four five"))
+        await h.feed_until("input_audio_buffer.committed")
+        [commit] = h.all("conversation.item.input_audio_transcription.completed")
+        text = commit.fields["transcript"].lower()
+        assert "order" in text and ("five" in text or "5" in text), text
+        await h.close()
+
+    run(scenario())
+
+
+def test_talk_over_stops_the_agent_within_200ms(models: tuple[ModelHub, Knowledge]) -> None:
+    async def scenario() -> None:
+        h = Harness(*models)
+        await h.open(greet=True)
+        await h.feed_until("response.output_audio.delta")
+        await h.feed(silence(300))
+        onset_ms = h.fed_ms
+        talk = speak("Wait, I need to talk about a charge on my bill")
+        first_voiced = int(np.argmax(np.abs(talk) > 500)) // 16
+        await h.feed(talk)
+        barge = h.first("input_audio_buffer.speech_started", after_ms=onset_ms)
+        assert barge is not None, h.kinds()
+        stop_ms = barge.t_ms - (onset_ms + first_voiced)
+        assert stop_ms <= 200, f"agent stopped {stop_ms} ms after the caller started"
+        assert h.first("parley.barge_in", after_ms=onset_ms) is not None
+        assert h.first("parley.backchannel_ignored") is None
+        await h.close()
+
+    run(scenario())
+
+
+def test_backchannel_does_not_stop_the_agent(models: tuple[ModelHub, Knowledge]) -> None:
+    async def scenario() -> None:
+        h = Harness(*models)
+        await h.open(greet=True)
+        await h.feed_until("response.output_audio.delta")
+        await h.feed(silence(400))
+        await h.feed(speak("uh-huh", rate_wpm=140))
+        ignored = await h.feed_until("parley.backchannel_ignored", timeout_ms=2000)
+        assert ignored.fields["duration_ms"] < 1200
+        statuses = [e.fields["response"]["status"] for e in h.all("response.done")]
+        assert "cancelled" not in statuses, h.kinds()
+        await h.close()
+
+    run(scenario())
+
+
+def test_the_agents_own_echo_does_not_interrupt_it(models: tuple[ModelHub, Knowledge]) -> None:
+    async def scenario() -> None:
+        h = Harness(*models)
+        session = await h.open(greet=True)
+        await h.feed_until("response.output_audio.delta")
+        delay = 30 * 16
+        for _ in range(250):  # up to 5 s: echo the agent back at -10 dB, 30 ms late
+            agent = h.agent_audio().astype(np.float32)
+            response = session._response
+            if response is None or response.done:
+                break
+            played = (session.t_ms - response.start_t_ms) * 16
+            start = played - delay
+            frame = agent[max(0, start) : max(0, start) + 320] * 0.316
+            frame = np.pad(frame, (0, 320 - len(frame)))
+            await h.feed(frame.astype(np.int16))
+        assert h.first("parley.barge_in") is None, h.kinds()
+        statuses = [e.fields["response"]["status"] for e in h.all("response.done")]
+        assert statuses and all(s == "completed" for s in statuses)
+        await h.close()
+
+    run(scenario())
+
+
+def test_asking_for_a_person_requests_a_handoff(models: tuple[ModelHub, Knowledge]) -> None:
+    async def scenario() -> None:
+        h = Harness(*models)
+        await h.open(greet=False)
+        await h.feed(silence(300))
+        await h.feed(speak("I want to talk to a person"))
+        handoff = await h.feed_until("parley.handoff_requested")
+        assert handoff.fields["reason"] == "caller_asked"
+        await h.close()
+
+    run(scenario())

@@ -1,0 +1,531 @@
+"""The knowledge base loader, the spoken-form parsers, and conversations over the real model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agent.knowledge import (
+    SAMPLE_KB,
+    KnowledgeBase,
+    KnowledgeIndex,
+    MiniLmEmbedder,
+    load_knowledge_base,
+)
+from agent.responder import (
+    Conversation,
+    Reply,
+    ReplyKind,
+    SilenceOutcome,
+    asks_for_person,
+    parse_spoken_digits,
+    parse_spoken_email,
+    parse_yes_no,
+    says_goodbye,
+    speak_digits,
+    speak_email,
+)
+
+# --- spoken forms --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("spoken", "digits"),
+    [
+        ("one two three four five", "12345"),
+        ("twelve thirty four", "1234"),
+        ("twelve thirty four five", "12345"),
+        ("1 2 3 4 5", "12345"),
+        ("12345", "12345"),
+        ("one 2 three 4 five", "12345"),
+        ("It's 1-2-3-4-5.", "12345"),
+        ("my order number is 12,345", "12345"),
+        ("five oh five", "505"),
+        ("double seven three", "773"),
+        ("double oh seven", "007"),
+        ("zero zero seven", "007"),
+        ("three hundred and five", "305"),
+        ("one hundred twenty three", "123"),
+        ("one twenty three", "123"),
+        ("a hundred", "100"),
+        ("twelve hundred", "1200"),
+        ("twelve thousand three hundred forty five", "12345"),
+        ("nineteen ninety nine", "1999"),
+        ("twenty-four", "24"),
+        ("uh one two um three", "123"),
+        ("one to three for five", "12345"),
+        ("Twelve. Thirty-four. Five.", "12345"),
+    ],
+)
+def test_spoken_digits(spoken: str, digits: str) -> None:
+    assert parse_spoken_digits(spoken) == digits
+
+
+@pytest.mark.parametrize(
+    "text", ["", "hello there", "i want to check my order", "oh hi", "for sure", "to be honest"]
+)
+def test_no_spoken_digits(text: str) -> None:
+    assert parse_spoken_digits(text) is None
+
+
+@pytest.mark.parametrize(
+    ("spoken", "address"),
+    [
+        ("jane dot doe at example dot com", "jane.doe@example.com"),
+        ("my email is jane dot doe at example dot com", "jane.doe@example.com"),
+        ("It's jane.doe@example.com.", "jane.doe@example.com"),
+        ("j a n e at gmail dot com", "jane@gmail.com"),
+        ("sure it's bob99 at yahoo dot com", "bob99@yahoo.com"),
+        ("john underscore smith at north dash wind dot co dot uk", "john_smith@north-wind.co.uk"),
+        ("jane at example", None),
+        ("i don't know", None),
+    ],
+)
+def test_spoken_email(spoken: str, address: str | None) -> None:
+    assert parse_spoken_email(spoken) == address
+
+
+def test_spoken_forms_for_speech() -> None:
+    assert speak_digits("12345") == "1 2 3 4 5"
+    assert speak_email("jane.doe@example-shop.com") == "jane dot doe at example dash shop dot com"
+
+
+@pytest.mark.parametrize(
+    ("text", "answer"),
+    [
+        ("yes", True),
+        ("yeah that's right", True),
+        ("Correct.", True),
+        ("uh-huh", True),
+        ("no", False),
+        ("nope", False),
+        ("that's not right", False),
+        ("no, that's wrong", False),
+        ("um", None),
+        ("what", None),
+    ],
+)
+def test_yes_no(text: str, answer: bool | None) -> None:
+    assert parse_yes_no(text) is answer
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "can I talk to a person",
+        "I want to speak to a representative.",
+        "Operator.",
+        "agent please",
+        "representative representative",
+        "let me talk to a human",
+        "get me someone real",
+        "I'd like to speak to a manager",
+        "can I speak with somebody",
+        "transfer me to customer service",
+        "I want a real person",
+        "reprehensive",
+        "I'm not talking to a robot",
+        "I don't want to talk to a machine",
+    ],
+)
+def test_asks_for_person(text: str) -> None:
+    assert asks_for_person(text)
+
+
+@pytest.mark.parametrize(
+    "text", ["what are your store hours", "can I return it in person", "in person", "my agent id"]
+)
+def test_does_not_ask_for_person(text: str) -> None:
+    assert not asks_for_person(text)
+
+
+def test_goodbye() -> None:
+    assert says_goodbye("Goodbye!")
+    assert says_goodbye("no that's all, thanks")
+    assert says_goodbye("okay thanks bye")
+    assert says_goodbye("no")
+    assert not says_goodbye("thank you")
+    assert not says_goodbye("is that all the information you have about returning online orders")
+    # While the agent waits for an answer, "no" answers it.
+    assert not says_goodbye("no", expecting_answer=True)
+    assert says_goodbye("bye", expecting_answer=True)
+
+
+# --- loading -------------------------------------------------------------------------------
+
+
+def test_sample_kb_loads() -> None:
+    kb = load_knowledge_base(SAMPLE_KB)
+    assert kb.name == "Northwind Outfitters"
+    assert kb.greeting.startswith("Thanks for calling Northwind")
+    assert len(kb.entries) >= 20
+    assert all(entry.alternates for entry in kb.entries)
+    assert {p.id for p in kb.procedures} == {"order_status", "password_reset"}
+    hours = kb.entry("stores-what-are-your-store-hours")
+    assert "are you open on Sunday" in hours.alternates
+    assert hours.answer.startswith("Our stores are open ten to eight")
+    order = next(p for p in kb.procedures if p.id == "order_status")
+    assert order.lookup is not None
+    assert order.lookup.find("12345") == "on its way and should arrive Thursday"
+    assert order.lookup.find("99999") is None
+
+
+def _kb_with(tmp_path: Path, name: str, text: str) -> Path:
+    (tmp_path / name).write_text(text, encoding="utf-8")
+    return tmp_path
+
+
+_ENTRY = "entries:\n  - id: a\n    question: Q?\n    answer: A.\n"
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "problem"),
+    [
+        ("kb.yaml", "entries: [\n", "not valid YAML"),
+        ("kb.yaml", "- just a list\n", "top level must be a mapping"),
+        ("kb.yaml", "greting: Hi\n" + _ENTRY, "unknown key.*greting"),
+        ("kb.yaml", "entries:\n  - id: a\n    question: Q?\n", "'answer' is required"),
+        ("kb.yaml", "entries:\n  - id: Bad Id\n    question: Q\n    answer: A\n", "id 'Bad Id'"),
+        ("kb.yaml", _ENTRY + "  - id: a\n    question: R?\n    answer: B.\n", "already used"),
+        (
+            "kb.yaml",
+            "entries:\n  - id: a\n    question: Q?\n    answer: See https://x.example/r\n",
+            "a link",
+        ),
+        (
+            "kb.yaml",
+            "entries:\n  - id: a\n    question: Q?\n    answer: '**Yes**'\n",
+            "Markdown",
+        ),
+        (
+            "kb.yaml",
+            "procedures:\n  - id: p\n    triggers: [t]\n    slots:\n"
+            "      - {name: n, prompt: P, kind: phone}\n    done: D\n",
+            "kind 'phone'",
+        ),
+        (
+            "kb.yaml",
+            "procedures:\n  - id: p\n    triggers: [t]\n    slots:\n"
+            "      - {name: n, prompt: P, kind: digits}\n    done: D\n",
+            "min_digits <= max_digits",
+        ),
+        (
+            "kb.yaml",
+            "procedures:\n  - id: p\n    triggers: [t]\n    slots:\n"
+            "      - {name: n, prompt: P, kind: text}\n    done: Got {m}\n",
+            r"unknown placeholder.*'m'",
+        ),
+        (
+            "kb.yaml",
+            "procedures:\n  - id: p\n    slots: []\n    done: D\n",
+            "at least one trigger",
+        ),
+        (
+            "kb.yaml",
+            "procedures:\n  - id: p\n    triggers: [t]\n    slots:\n"
+            "      - {name: n, prompt: P, kind: text}\n    done: D\n"
+            "    lookup: {slot: x, field: f, table: {}, missing: M}\n",
+            "slot 'x' is not one of",
+        ),
+        ("faq.md", "# FAQ\n\nno questions here\n", "no '## Question' headings"),
+        ("faq.md", "## Is this answered?\n\n## Next?\n\nYes.\n", "line 1.*no answer"),
+    ],
+)
+def test_loader_rejects_malformed_files(tmp_path: Path, name: str, text: str, problem: str) -> None:
+    folder = _kb_with(tmp_path, name, text)
+    with pytest.raises(ValueError, match=problem) as caught:
+        load_knowledge_base(folder)
+    assert name in str(caught.value)
+
+
+def test_loader_rejects_missing_or_empty_folders(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="does not exist"):
+        load_knowledge_base(tmp_path / "nope")
+    with pytest.raises(ValueError, match=r"no \.yaml or \.md files"):
+        load_knowledge_base(tmp_path)
+    (tmp_path / "kb.yaml").write_text("name: Empty\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="no entries and no procedures"):
+        load_knowledge_base(tmp_path)
+
+
+def test_loader_rejects_a_setting_given_twice(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text("greeting: Hi.\n" + _ENTRY, encoding="utf-8")
+    (tmp_path / "b.yaml").write_text("greeting: Hello.\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"b\.yaml.*'greeting' is already set in a\.yaml"):
+        load_knowledge_base(tmp_path)
+
+
+# --- conversations over the real model ----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def embedder() -> MiniLmEmbedder:
+    return MiniLmEmbedder(threads=1)
+
+
+@pytest.fixture(scope="module")
+def kb() -> KnowledgeBase:
+    return load_knowledge_base(SAMPLE_KB)
+
+
+@pytest.fixture(scope="module")
+def index(kb: KnowledgeBase, embedder: MiniLmEmbedder) -> KnowledgeIndex:
+    return KnowledgeIndex(kb, embedder)
+
+
+class Call:
+    """A conversation plus the replies so far, so a test reads like a call script."""
+
+    def __init__(self, conversation: Conversation) -> None:
+        self.conversation = conversation
+
+    def say(self, text: str) -> Reply:
+        return self.conversation.respond(text)
+
+    def key(self, digits: str) -> Reply | None:
+        reply = None
+        for digit in digits:
+            reply = self.conversation.dtmf(digit) or reply
+        return reply
+
+
+@pytest.fixture
+def call(kb: KnowledgeBase, index: KnowledgeIndex, embedder: MiniLmEmbedder) -> Call:
+    return Call(Conversation(kb, index, embedder))
+
+
+def test_embedder_returns_normalised_float32(embedder: MiniLmEmbedder) -> None:
+    vectors = embedder.embed(["where is my order", "what are your hours"])
+    assert vectors.dtype == np.float32
+    assert vectors.shape == (2, 384)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+
+
+def test_greeting(call: Call, kb: KnowledgeBase) -> None:
+    reply = call.conversation.greeting()
+    assert reply.kind is ReplyKind.GREETING
+    assert reply.text == kb.greeting
+
+
+@pytest.mark.parametrize(
+    ("question", "entry_id"),
+    [
+        ("what's your return policy", "return_policy"),
+        ("how long does it take to get my stuff", "shipping_time"),
+        ("what time do you guys close tonight", "stores-what-are-your-store-hours"),
+        ("are you open on christmas day", "stores-are-you-open-on-holidays"),
+        ("when am i getting my money back", "refund_time"),
+        ("do you take paypal", "payment_methods"),
+        ("how much is left on my gift card", "gift_card_balance"),
+        ("i got charged two times", "billing_charge"),
+        ("my zipper is broken", "warranty"),
+        ("can i pay over time", "installments"),
+        ("uh yeah hi um i wanted to ask about returning something", "return_policy"),
+        ("hi there i was wondering if you guys do free delivery", "shipping_cost"),
+    ],
+)
+def test_paraphrases_get_the_right_answer(call: Call, question: str, entry_id: str) -> None:
+    reply = call.say(question)
+    assert (reply.kind, reply.entry_id) == (ReplyKind.ANSWER, entry_id)
+    assert reply.confidence >= 0.6
+
+
+@pytest.mark.parametrize(
+    "turns",
+    [
+        ("what's the weather like tomorrow", "can you book me a flight to paris"),
+        ("asdf qwer zxcv", "blah blah blah"),
+        ("¿dónde está mi pedido?", "je voudrais parler de ma commande"),
+    ],
+)
+def test_off_topic_clarifies_then_hands_off(call: Call, turns: tuple[str, str]) -> None:
+    first = call.say(turns[0])
+    assert first.kind is ReplyKind.CLARIFY
+    assert first.text.endswith("?")
+    second = call.say(turns[1])
+    assert (second.kind, second.handoff_reason) == (ReplyKind.HANDOFF, "repeated_misunderstanding")
+
+
+def test_a_near_miss_names_the_closest_topic_and_yes_takes_it(call: Call) -> None:
+    first = call.say("i saw it for less at rei will you match that")
+    assert first.kind is ReplyKind.CLARIFY
+    assert "price matching" in first.text
+    second = call.say("yes")
+    assert (second.kind, second.entry_id) == (ReplyKind.ANSWER, "price_match")
+
+
+def test_an_answer_resets_the_miss_count(call: Call) -> None:
+    assert call.say("tell me a joke").kind is ReplyKind.CLARIFY
+    assert call.say("what's your return policy").kind is ReplyKind.ANSWER
+    assert call.say("who won the game last night").kind is ReplyKind.CLARIFY
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "can I talk to a person",
+        "I'd like to speak to your manager please",
+        "representative",
+        "is there a real person i can talk to",
+        "can i talk to an asian",  # Whisper's hearing of "an agent"
+    ],
+)
+def test_asking_for_a_person_hands_off(call: Call, text: str) -> None:
+    reply = call.say(text)
+    assert (reply.kind, reply.handoff_reason) == (ReplyKind.HANDOFF, "caller_asked")
+
+
+def test_asking_about_the_bot_is_answered_not_handed_off(call: Call) -> None:
+    reply = call.say("are you a robot")
+    assert (reply.kind, reply.entry_id) == (ReplyKind.ANSWER, "automated_assistant")
+
+
+def test_goodbye_ends_the_call(call: Call) -> None:
+    assert call.say("thank you").kind is ReplyKind.ANSWER
+    reply = call.say("no that's all, bye")
+    assert reply.kind is ReplyKind.GOODBYE
+    assert reply.end_call
+
+
+@pytest.mark.parametrize(
+    "spoken", ["one two three four five", "twelve thirty four five", "1 2 3 4 5", "one 2 three 45"]
+)
+def test_order_status_with_spoken_digits(call: Call, spoken: str) -> None:
+    start = call.say("where's my order")
+    assert (start.kind, start.entry_id) == (ReplyKind.PROCEDURE_PROMPT, "order_status")
+    confirm = call.say(spoken)
+    assert confirm.kind is ReplyKind.PROCEDURE_PROMPT
+    assert "1 2 3 4 5" in confirm.text
+    done = call.say("yes")
+    assert done.kind is ReplyKind.PROCEDURE_DONE
+    assert done.text.startswith("Order 1 2 3 4 5 is on its way and should arrive Thursday.")
+
+
+def test_order_status_with_dtmf(call: Call) -> None:
+    call.say("can you check on my order")
+    assert call.key("2468") is None
+    confirm = call.key("0")
+    assert confirm is not None and "2 4 6 8 0" in confirm.text
+    done = call.say("yeah")
+    assert done.kind is ReplyKind.PROCEDURE_DONE
+    assert "being packed" in done.text
+
+
+def test_order_status_checks_length_and_takes_corrections(call: Call) -> None:
+    call.say("has my order shipped yet")
+    short = call.key("123#")
+    assert short is not None and short.kind is ReplyKind.PROCEDURE_PROMPT
+    assert "3 digits" in short.text and "5" in short.text
+    assert "1 2 3 4 6" in call.say("one two three four six").text
+    assert "1 3 5 7 9" in call.say("no it's one three five seven nine").text
+    done = call.say("yes")
+    assert done.kind is ReplyKind.PROCEDURE_DONE
+    assert "delivered" in done.text
+
+
+def test_order_status_for_an_unknown_order(call: Call) -> None:
+    call.say("where is my package")
+    call.say("nine nine nine nine nine")
+    done = call.say("correct")
+    assert done.kind is ReplyKind.PROCEDURE_DONE
+    assert done.text.startswith("I couldn't find order 9 9 9 9 9.")
+
+
+def test_a_no_at_the_confirmation_asks_again(call: Call) -> None:
+    call.say("where's my order")
+    call.say("one two three four five")
+    again = call.say("no")
+    assert again.kind is ReplyKind.PROCEDURE_PROMPT
+    assert "order number" in again.text
+
+
+def test_password_reset(call: Call) -> None:
+    start = call.say("i forgot my password")
+    assert (start.kind, start.entry_id) == (ReplyKind.PROCEDURE_PROMPT, "password_reset")
+    confirm = call.say("it's jane dot doe at example dot com")
+    assert "jane dot doe at example dot com" in confirm.text
+    done = call.say("yes that's right")
+    assert done.kind is ReplyKind.PROCEDURE_DONE
+    assert "reset link" in done.text
+
+
+def test_procedures_can_be_cancelled(call: Call) -> None:
+    call.say("I can't log in to my account")
+    assert call.conversation.active_procedure == "password_reset"
+    cancelled = call.say("never mind")
+    assert cancelled.kind is ReplyKind.PROCEDURE_CANCELLED
+    assert call.conversation.active_procedure is None
+    assert call.say("what are your store hours").kind is ReplyKind.ANSWER
+
+
+def test_another_question_mid_procedure_is_answered(call: Call) -> None:
+    call.say("where's my order")
+    reply = call.say("actually what's your return policy")
+    assert (reply.kind, reply.entry_id) == (ReplyKind.ANSWER, "return_policy")
+    assert call.conversation.active_procedure is None
+
+
+def test_repeated_bad_slot_input_hands_off(call: Call) -> None:
+    call.say("where's my order")
+    assert call.say("uh I'm not sure").kind is ReplyKind.PROCEDURE_PROMPT
+    assert call.say("hmm").kind is ReplyKind.PROCEDURE_PROMPT
+    reply = call.say("I don't know it")
+    assert (reply.kind, reply.handoff_reason) == (ReplyKind.HANDOFF, "repeated_misunderstanding")
+
+
+def test_dtmf_zero_hands_off_only_outside_a_procedure(call: Call) -> None:
+    assert call.key("5") is None
+    reply = call.key("0")
+    assert reply is not None
+    assert (reply.kind, reply.handoff_reason) == (ReplyKind.HANDOFF, "dtmf_0")
+
+
+@pytest.mark.parametrize(
+    ("outcome", "kind"), [("handoff", ReplyKind.HANDOFF), ("goodbye", ReplyKind.GOODBYE)]
+)
+def test_silence_reprompts_then_ends(
+    kb: KnowledgeBase,
+    index: KnowledgeIndex,
+    embedder: MiniLmEmbedder,
+    outcome: SilenceOutcome,
+    kind: ReplyKind,
+) -> None:
+    conversation = Conversation(kb, index, embedder, silence_outcome=outcome)
+    prompt = conversation.respond("where's my order")
+    first = conversation.silence()
+    assert first.kind is ReplyKind.REPROMPT
+    assert first.text.endswith(prompt.text)
+    second = conversation.silence()
+    assert second.kind is kind
+    assert second.end_call is (outcome == "goodbye")
+    if outcome == "handoff":
+        assert second.handoff_reason == "no_response"
+
+
+def test_speech_between_silences_starts_the_count_again(call: Call) -> None:
+    assert call.conversation.silence().kind is ReplyKind.REPROMPT
+    call.say("what's your return policy")
+    assert call.conversation.silence().kind is ReplyKind.REPROMPT
+
+
+def test_text_and_yes_no_slots(tmp_path: Path, embedder: MiniLmEmbedder) -> None:
+    (tmp_path / "kb.yaml").write_text(
+        "procedures:\n"
+        "  - id: callback\n"
+        "    triggers: [please call me back later]\n"
+        "    slots:\n"
+        "      - {name: topic, kind: text, prompt: 'What should we call about?'}\n"
+        "      - {name: urgent, kind: yes_no, prompt: 'Is it urgent?'}\n"
+        "    done: Noted, {topic}, urgent {urgent}.\n",
+        encoding="utf-8",
+    )
+    kb = load_knowledge_base(tmp_path)
+    conversation = Conversation(kb, KnowledgeIndex(kb, embedder), embedder)
+    assert conversation.respond("can you call me back later").kind is ReplyKind.PROCEDURE_PROMPT
+    assert conversation.respond("my tent order").text == "Is it urgent?"
+    unclear = conversation.respond("hmm")
+    assert unclear.kind is ReplyKind.PROCEDURE_PROMPT
+    done = conversation.respond("nope")
+    assert done.text == "Noted, my tent order, urgent no."

@@ -1,0 +1,268 @@
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+from agent.turns import (
+    Ending,
+    EndReason,
+    HesitationAwareTurns,
+    TurnConfig,
+    TurnDecision,
+    TurnDetector,
+    classify_ending,
+)
+
+TICK_MS = 20
+
+
+@dataclass(frozen=True)
+class Start:
+    t_ms: int
+
+
+@dataclass(frozen=True)
+class Stop:
+    t_ms: int
+
+
+@dataclass(frozen=True)
+class Text:
+    t_ms: int
+    text: str
+
+
+Event = Start | Stop | Text
+
+
+def play(
+    events: list[Event], until_ms: int, detector: TurnDetector | None = None
+) -> list[TurnDecision]:
+    """Feeds events in time order with a tick every 20 ms, as the engine does per frame."""
+    turns = detector or HesitationAwareTurns()
+    pending = sorted(events, key=lambda e: e.t_ms)
+    decisions: list[TurnDecision] = []
+    for now in range(0, until_ms + 1, TICK_MS):
+        while pending and pending[0].t_ms <= now:
+            event = pending.pop(0)
+            match event:
+                case Start(t_ms):
+                    turns.speech_started(t_ms)
+                case Stop(t_ms):
+                    turns.speech_stopped(t_ms)
+                case Text(t_ms, text):
+                    turns.partial_transcript(text, t_ms)
+        decision = turns.tick(now)
+        if decision is not None:
+            decisions.append(decision)
+    return decisions
+
+
+def test_question_then_short_silence_ends_the_turn() -> None:
+    decisions = play([Start(0), Text(900, "what are your hours?"), Stop(1000)], until_ms=1300)
+    assert decisions == [
+        TurnDecision(reason=EndReason.QUESTION, wait_ms=250, silence_ms=260, at_ms=1260)
+    ]
+
+
+def test_complete_sentence_ends_after_300_ms() -> None:
+    (decision,) = play([Start(0), Text(900, "I need a refund."), Stop(1000)], until_ms=1400)
+    assert (decision.reason, decision.silence_ms) == (EndReason.COMPLETE, 300)
+
+
+def test_filled_pause_is_not_the_end_and_resumed_speech_continues_the_turn() -> None:
+    events: list[Event] = [
+        Start(0),
+        Text(1500, "my order number is um"),
+        Stop(1600),
+        Start(2600),  # 1.0 s later the caller finds the number
+        Text(3800, "my order number is um 4 5 6 7."),
+        Stop(4000),
+    ]
+    assert play(events, until_ms=3900) == []
+    (decision,) = play(events, until_ms=4400)
+    assert decision.reason is EndReason.COMPLETE
+    assert decision.at_ms == 4300
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "I want to",
+        "I want to ...",
+        "I want to\u2026",
+        "my order number is",
+        "My order number is.",
+        "it's about",
+        "so I was calling because",
+        "and the",
+        "uh",
+        "Hmm.",
+        "I'd like to talk to someone about my",
+    ],
+)
+def test_mid_sentence_pause_of_1_5_s_is_not_the_end(text: str) -> None:
+    events: list[Event] = [Start(0), Text(800, text), Stop(1000)]
+    assert play(events, until_ms=1000 + 1500) == []
+    (decision,) = play(events, until_ms=1000 + 2500)
+    assert decision.reason is EndReason.HESITATION
+    assert decision.silence_ms == 2000
+
+
+def test_hard_cap_ends_the_turn_whatever_the_text() -> None:
+    patient = TurnConfig(hesitation_wait_ms=8000, hard_cap_ms=2500)
+    events: list[Event] = [Start(0), Text(800, "my account number is um"), Stop(1000)]
+    (decision,) = play(events, until_ms=6000, detector=HesitationAwareTurns(patient))
+    assert decision == TurnDecision(
+        reason=EndReason.HARD_CAP, wait_ms=2500, silence_ms=2500, at_ms=3500
+    )
+
+
+def test_no_transcript_uses_the_default_wait() -> None:
+    (decision,) = play([Start(0), Stop(1000)], until_ms=2000)
+    assert (decision.reason, decision.silence_ms) == (EndReason.NO_TRANSCRIPT, 600)
+
+
+@pytest.mark.parametrize(
+    ("text", "arrives_ms", "reason", "ends_at_ms"),
+    [
+        # Arrives inside the default wait and shortens it: ends on the next tick.
+        ("what are your hours?", 1200, EndReason.QUESTION, 1260),
+        ("what are your hours?", 1400, EndReason.QUESTION, 1400),
+        # Arrives inside the default wait and lengthens it past the 600 ms default.
+        ("my order number is", 1400, EndReason.HESITATION, 3000),
+        ("I need help with billing", 1300, EndReason.UNKNOWN, 1500),
+    ],
+)
+def test_late_transcript_is_re_evaluated(
+    text: str, arrives_ms: int, reason: EndReason, ends_at_ms: int
+) -> None:
+    (decision,) = play([Start(0), Stop(1000), Text(arrives_ms, text)], until_ms=4000)
+    assert (decision.reason, decision.at_ms) == (reason, ends_at_ms)
+    assert decision.silence_ms == ends_at_ms - 1000
+
+
+def test_speech_resuming_cancels_the_pending_end() -> None:
+    events: list[Event] = [
+        Start(0),
+        Text(900, "I need a refund."),
+        Stop(1000),
+        Start(1200),  # 200 ms: before the 300 ms wait ran out
+        Text(1900, "I need a refund. For the blue jacket."),
+        Stop(2000),
+    ]
+    (decision,) = play(events, until_ms=3000)
+    assert (decision.reason, decision.at_ms) == (EndReason.COMPLETE, 2300)
+
+
+def test_breath_after_a_hesitation_keeps_the_long_wait() -> None:
+    # The VAD fires on a breath and the ASR has nothing new to say about it: the caller is still
+    # looking for the number, so the short no-transcript wait must not apply.
+    events: list[Event] = [
+        Start(0),
+        Text(1500, "my order number is um"),
+        Stop(1600),
+        Start(2600),
+        Stop(2700),
+    ]
+    assert play(events, until_ms=2700 + 1500) == []
+    (decision,) = play(events, until_ms=5000)
+    assert (decision.reason, decision.silence_ms) == (EndReason.HESITATION, 2000)
+
+
+def test_resumed_speech_without_a_new_transcript_waits_at_least_the_default() -> None:
+    events: list[Event] = [
+        Start(0),
+        Text(900, "I need a refund."),
+        Stop(1000),
+        Start(1100),
+        Stop(1800),
+    ]
+    (decision,) = play(events, until_ms=3000)
+    assert (decision.reason, decision.silence_ms) == (EndReason.NO_TRANSCRIPT, 600)
+
+
+def test_one_decision_per_turn_and_late_partials_do_not_leak() -> None:
+    turns = HesitationAwareTurns()
+    turns.speech_started(0)
+    turns.partial_transcript("What are your hours?", 900)
+    turns.speech_stopped(1000)
+    assert turns.tick(1250) is not None
+    turns.partial_transcript("What are your hours? And the", 1300)
+    assert turns.tick(1400) is None
+    turns.speech_started(2000)
+    turns.speech_stopped(2500)
+    decision = turns.tick(3100)
+    assert decision is not None and decision.reason is EndReason.NO_TRANSCRIPT
+
+
+def test_reset_drops_the_pending_turn() -> None:
+    turns = HesitationAwareTurns()
+    turns.speech_started(0)
+    turns.speech_stopped(500)
+    turns.reset()
+    assert turns.tick(5000) is None
+
+
+def test_ticks_going_backwards_are_rejected_but_late_vad_events_are_not() -> None:
+    turns = HesitationAwareTurns()
+    turns.tick(1000)
+    with pytest.raises(ValueError, match="monotonic"):
+        turns.tick(999)
+    # A VAD reports a stop after its hangover: the event's time lies before the last tick.
+    turns.speech_started(900)
+    turns.speech_stopped(980)
+    turns.partial_transcript("what time do you open?", 990)
+    decision = turns.tick(1400)
+    assert decision is not None and decision.silence_ms == 420
+
+
+def test_config_rejects_non_positive_waits() -> None:
+    with pytest.raises(ValueError, match="complete_wait_ms"):
+        TurnConfig(complete_wait_ms=0)
+
+
+@pytest.mark.parametrize(
+    ("text", "ending"),
+    [
+        ("what are your hours?", Ending.QUESTION),
+        ("what are your hours", Ending.QUESTION),
+        ("so how do I reset my password", Ending.QUESTION),
+        ("Do you know where it is?", Ending.QUESTION),
+        ("What does it look like?", Ending.QUESTION),
+        ("I need a refund.", Ending.COMPLETE),
+        ("I think so.", Ending.COMPLETE),
+        ("about a week or so", Ending.COMPLETE),
+        ("I don't know what it is.", Ending.COMPLETE),
+        ("my order number is um", Ending.HESITATION),
+        ("Ummm.", Ending.HESITATION),
+        ("errr", Ending.HESITATION),
+        ("my order number is", Ending.HESITATION),
+        ("My order number is.", Ending.HESITATION),
+        ("I want to", Ending.HESITATION),
+        ("it\u2019s about", Ending.HESITATION),
+        ("it's", Ending.HESITATION),
+        ("I was going to the", Ending.HESITATION),
+        ("I called because.", Ending.HESITATION),
+        ("apples and", Ending.HESITATION),
+        ("it was sent to", Ending.HESITATION),
+        ("it's, like", Ending.HESITATION),
+        ("hold on.", Ending.HESITATION),
+        ("let me check", Ending.HESITATION),
+        ("and then I-", Ending.HESITATION),
+        ("I need help with billing", Ending.UNKNOWN),
+        ("", Ending.UNKNOWN),
+        ("   ", Ending.UNKNOWN),
+        ("?", Ending.UNKNOWN),
+    ],
+)
+def test_classify_ending(text: str, ending: Ending) -> None:
+    assert classify_ending(text) is ending
+
+
+def test_default_waits_meet_the_targets() -> None:
+    config = TurnConfig()
+    assert config.question_wait_ms <= config.complete_wait_ms <= 350
+    assert config.hesitation_wait_ms > 1500
+    assert config.hard_cap_ms >= config.hesitation_wait_ms
