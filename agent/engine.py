@@ -133,6 +133,7 @@ class EngineSession:
         self._speak_task: asyncio.Task[None] | None = None
         self._last_activity_ms = 0
         self._hold_text = ""  # the caller's words so far in this turn
+        self._asr_ms = 0.0  # time the last transcription took
         self.closed = False
 
     # --- input --------------------------------------------------------------------------
@@ -284,7 +285,9 @@ class EngineSession:
             return
         self._barged = False
         # Start decoding at the first silence so the text is ready when the turn ends.
+        started = time.perf_counter()
         text = await self.models.transcribe(audio)
+        self._asr_ms = (time.perf_counter() - started) * 1000
         self._hold_text = f"{self._hold_text} {text}".strip()
         self._utterance = []
         self.turns.partial_transcript(self._hold_text, self.t_ms)
@@ -300,7 +303,12 @@ class EngineSession:
         waiting = response is None or response.done
         if not waiting or self._in_speech or self._turn_task is not None:
             return
-        if self.t_ms - self._last_activity_ms < self.config.silence_reprompt_ms:
+        # Silence counts from when the agent's audio finished playing, not from when it was sent.
+        spoke_until = 0
+        if response is not None:
+            spoke_until = response.start_t_ms + response.sent_samples * 1000 // RATE
+        quiet_since = max(self._last_activity_ms, spoke_until)
+        if self.t_ms - quiet_since < self.config.silence_reprompt_ms:
             return
         self._last_activity_ms = self.t_ms
         self._speak_task = asyncio.create_task(self._speak(self.dialogue.silence()))
@@ -327,7 +335,11 @@ class EngineSession:
             await self._interrupt_agent("new_turn")
             await self._speak(
                 reply,
-                latency={"endpointing_ms": endpoint_ms, "responder_ms": round(responder_ms, 1)},
+                latency={
+                    "endpointing_ms": endpoint_ms,
+                    "asr_ms": round(self._asr_ms, 1),
+                    "responder_ms": round(responder_ms, 1),
+                },
             )
         finally:
             self._turn_task = None

@@ -20,6 +20,7 @@ import enum
 import importlib.util
 import logging
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,7 +68,11 @@ class BatchedVad:
         # torch in this process. One thread is right for the small batches a tick has.
         torch.set_num_threads(max(1, threads))
         started = time.perf_counter()
-        module = torch.jit.load(str(path), map_location="cpu")  # type: ignore[no-untyped-call]
+        with warnings.catch_warnings():
+            # torch 2.13 deprecates TorchScript loading in favour of torch.export, but Silero
+            # ships TorchScript; the warning is noise for an operator.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            module = torch.jit.load(str(path), map_location="cpu")  # type: ignore[no-untyped-call]
         module.eval()
         net = getattr(module, "_model", None)
         if net is None:

@@ -136,3 +136,91 @@ def test_asking_for_a_person_requests_a_handoff(models: tuple[ModelHub, Knowledg
         await h.close()
 
     run(scenario())
+
+
+def _turns_taken(h: Harness) -> list[str]:
+    return [
+        e.fields["transcript"]
+        for e in h.all("conversation.item.input_audio_transcription.completed")
+        if e.fields["transcript"]
+    ]
+
+
+def test_silence_only_takes_no_turn(models: tuple[ModelHub, Knowledge]) -> None:
+    async def scenario() -> None:
+        h = Harness(*models)
+        await h.open(greet=False)
+        await h.feed(silence(4000))
+        assert h.first("input_audio_buffer.speech_started") is None
+        assert _turns_taken(h) == []
+        await h.close()
+
+    run(scenario())
+
+
+def test_noise_and_music_take_no_turn(models: tuple[ModelHub, Knowledge]) -> None:
+    async def scenario() -> None:
+        rng = np.random.default_rng(3)
+        noise = (rng.standard_normal(16000 * 4) * 1500).astype(np.int16)
+        t = np.arange(16000 * 4) / 16000
+        chords = sum(np.sin(2 * np.pi * f * t) for f in (220.0, 277.2, 329.6))
+        beat = (np.sin(2 * np.pi * 2 * t) > 0).astype(np.float64) * 0.7 + 0.3
+        music = (chords * beat * 2500).astype(np.int16)
+        h = Harness(*models)
+        await h.open(greet=False)
+        await h.feed(noise)
+        await h.feed(music)
+        await h.feed(silence(1500))
+        assert _turns_taken(h) == [], _turns_taken(h)
+        await h.close()
+
+    run(scenario())
+
+
+def test_clipped_loud_speech_is_still_understood(models: tuple[ModelHub, Knowledge]) -> None:
+    async def scenario() -> None:
+        h = Harness(*models)
+        await h.open(greet=False)
+        await h.feed(silence(300))
+        await h.feed(speak("Do you price match?", gain=12.0))  # hard-clipped at full scale
+        await h.feed_until("response.output_audio_transcript.done")
+        assert any("price" in text.lower() for text in _turns_taken(h)), _turns_taken(h)
+        await h.close()
+
+    run(scenario())
+
+
+def test_a_90_second_monologue_keeps_memory_bounded(models: tuple[ModelHub, Knowledge]) -> None:
+    async def scenario() -> None:
+        hub, knowledge = models
+        hub.batching = False  # fed faster than real time; no other stream to batch with
+        try:
+            h = Harness(hub, knowledge)
+            session = await h.open(greet=False)
+            sentence = speak("and then I told them about the package and the order and the box")
+            longest = 0
+            while h.fed_ms < 90_000:
+                await h.feed(sentence, realtime=False)
+                longest = max(longest, sum(len(w) for w in session._utterance))
+            # Rolling window: never more than max_utterance_ms of audio held.
+            assert longest <= session.config.max_utterance_ms * 16 + 512
+            await h.feed(silence(3000), realtime=False)
+            await h.close()
+        finally:
+            hub.batching = True
+
+    run(scenario())
+
+
+def test_non_english_speech_gets_a_graceful_answer(models: tuple[ModelHub, Knowledge]) -> None:
+    async def scenario() -> None:
+        h = Harness(*models)
+        await h.open(greet=False)
+        await h.feed(silence(300))
+        await h.feed(speak("¿Cuál es el horario de la tienda los domingos?", voice="es"))
+        reply = await h.feed_until("response.output_audio_transcript.done")
+        assert reply.fields["transcript"], "the agent said nothing"
+        assert h.first("error") is None
+        await h.close()
+
+    run(scenario())

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +19,9 @@ from tests.support import (
     PlatformConfig,
     Running,
     dial,
+    finish_dial,
     read_wav,
+    start_engine,
     start_worker,
     write_wav,
 )
@@ -62,3 +67,38 @@ def test_caller_hears_the_answer_to_a_knowledge_base_question(
     assert "fifty dollars" in reply or "free" in reply, reply
     kinds = [e.data.get("event") for e in engine_config.events() if e.kind is CallEventKind.AGENT]
     assert "end_of_turn" in kinds and "caller_transcript" in kinds
+
+
+def test_engine_dying_mid_call_plays_the_apology(tmp: Path) -> None:
+    (tmp / "engine").mkdir()
+    engine = start_engine(tmp / "engine")
+    config = PlatformConfig(
+        tmp,
+        lines=[{"name": "main", "numbers": ["100"], "agent": "embedded"}],
+        extra={"engine": {"url": engine.url}},
+    )
+    worker = start_worker(config)
+    try:
+        proc = dial(
+            f"sip:100@127.0.0.1:{config.worker_base_port}",
+            tmp,
+            play=write_wav(tmp / "quiet.wav", silence(15000).astype(np.float64)),
+            hold=0.5,
+            max_s=30,
+            background=True,
+        )
+        time.sleep(8.0)  # the greeting has played; the call is idle and healthy
+        os.kill(engine.running.proc.pid, signal.SIGKILL)
+        killed = time.monotonic_ns()
+        [result] = finish_dial(proc, tmp / "dial.json")
+    finally:
+        engine.running.stop()
+        assert worker.stop() == 0
+    assert result["answered"]
+    heard = read_wav(Path(result["recording"]))
+    times = np.array(result["frame_times_ns"], dtype=np.int64)
+    energy = np.sqrt(np.mean(heard[: len(times) * 320].reshape(-1, 320) ** 2, axis=1))
+    after = (times > killed) & (times < killed + 3_000_000_000)
+    assert (energy[after] > 300).sum() > 50, "no apology after the engine died"
+    [ended] = [e for e in config.events() if e.kind is CallEventKind.ENDED]
+    assert ended.data["reason"] == "session_failed"
