@@ -64,9 +64,8 @@ class BatchedVad:
         path = model_path if model_path is not None else default_model_path()
         if not path.is_file():
             raise FileNotFoundError(f"Silero VAD model not found: {path}")
-        # torch's intra-op pool is process-wide: this also sets it for anything else using
-        # torch in this process. One thread is right for the small batches a tick has.
-        torch.set_num_threads(max(1, threads))
+        self._threads = max(1, threads)
+        self._use_threads()
         started = time.perf_counter()
         with warnings.catch_warnings():
             # torch 2.13 deprecates TorchScript loading in favour of torch.export, but Silero
@@ -88,6 +87,14 @@ class BatchedVad:
         self._warm_up()
         log.info("silero vad loaded from %s in %.2fs", path, time.perf_counter() - started)
 
+    def _use_threads(self) -> None:
+        # torch's intra-op thread count is process-wide, and more: torch and CTranslate2 share
+        # one OpenMP runtime, so building a WhisperAsr(threads=2) silently sets torch to 2 as
+        # well. With 2 threads a small VAD batch costs several times more (OpenMP fork/join
+        # per op), so the count is re-asserted before each tick; the check is ~100 ns.
+        if torch.get_num_threads() != self._threads:
+            torch.set_num_threads(self._threads)
+
     def _warm_up(self) -> None:
         # TorchScript's profiling executor optimises on the first calls; doing them here keeps
         # that cost out of the first live ticks.
@@ -105,6 +112,11 @@ class BatchedVad:
         self._contexts = torch.cat([self._contexts, torch.zeros((extra, CONTEXT_SAMPLES))], dim=0)
         self._free.extend(range(capacity - 1, self._capacity - 1, -1))
         self._capacity = capacity
+
+    @property
+    def threads(self) -> int:
+        """torch intra-op threads used for each tick."""
+        return self._threads
 
     @property
     def streams(self) -> int:
@@ -155,6 +167,7 @@ class BatchedVad:
                 )
             batch[row] = samples
         index = torch.tensor(slots, dtype=torch.long)
+        self._use_threads()
         with torch.no_grad():
             x = torch.cat([self._contexts.index_select(0, index), torch.from_numpy(batch)], dim=1)
             state = self._states.index_select(1, index)

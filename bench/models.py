@@ -35,8 +35,8 @@ from agent.tts import PiperTts
 from agent.vad import WINDOW_SAMPLES, BatchedVad
 
 UTTERANCES = {
-    1: "Yes, that's right.",
-    3: "What are your store hours on Saturday?",
+    1: "Yes, please.",
+    3: "What are your store hours on Saturday, please?",
     6: "I ordered a blue sweater two weeks ago and it still has not arrived, "
     "can you tell me where it is?",
 }
@@ -67,7 +67,7 @@ def timed_load(make: Callable[[], T]) -> tuple[T, float]:
 
 
 def bench_vad(vad: BatchedVad, reps: int) -> None:
-    print(f"\n## VAD (Silero, torch threads={torch.get_num_threads()})")
+    print(f"\n## VAD (Silero, torch threads={vad.threads}, re-asserted each tick)")
     rng = np.random.default_rng(0)
     ticks = 200 * max(1, reps // 7)
 
@@ -136,12 +136,13 @@ def bench_asr(folder: Path, reps: int) -> None:
                 return " ".join(s.text.strip() for s in segments)
 
             plain_ms = median_ms(plain, max(3, reps // 2))
-            same = "same" if plain().strip() == asr.transcribe(pcm).text else "differs"
+            ours, theirs = asr.transcribe(pcm).text, plain().strip()
+            same = "same text" if ours == theirs else f"{ours!r} vs {theirs!r}"
             print(f"{threads:>7} {seconds:>8.1f} s {trick:>13.0f} ms {plain_ms:>14.0f} ms  {same}")
         print(f"        (load {load_s:.2f} s)")
     asr = WhisperAsr(threads=2)
     print("batching (2 threads): n utterances in one generate vs n transcribe calls")
-    for group in ([1, 3, 6], [3, 3, 3], [3] * 6, [1, 1, 1, 1]):
+    for group in ([1, 3, 6], [3, 3], [3, 3, 3], [3] * 6, [1, 1, 1, 1]):
         pcms = [speech[s] for s in group]
         seq = median_ms(functools.partial(transcribe_each, asr, pcms), reps)
         bat = median_ms(functools.partial(asr.transcribe_batch, pcms), reps)
