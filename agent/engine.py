@@ -75,7 +75,9 @@ class EngineConfig:
     offset_threshold: float = 0.35
     min_speech_ms: int = 96  # three VAD windows: a click is not speech
     hangover_ms: int = 160  # silence before the VAD says the caller stopped
-    barge_in_ms: int = 192  # caller speech over the agent that stops it
+    # Caller speech over the agent that stops it. The caller hears the stop one network round
+    # trip later (~55 ms on loopback, more on real lines), inside the 200 ms target.
+    barge_in_ms: int = 128
     echo_ratio: float = 0.5  # caller RMS must exceed this share of the agent's recent RMS
     max_utterance_ms: int = 25_000  # a monologue is transcribed in rolling windows
     silence_reprompt_ms: int = 6_000

@@ -9,6 +9,7 @@ onnxruntime release the GIL while they compute.
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import logging
 import time
@@ -33,6 +34,7 @@ class HubStats:
     asr_busy_s: float = 0.0
     tts_calls: int = 0
     tts_busy_s: float = 0.0
+    tts_cache_hits: int = 0
     largest_batch: int = 0
     batch_sizes: dict[int, int] = field(default_factory=dict)
 
@@ -57,6 +59,8 @@ class ModelHub:
         self._asr_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="asr")
         self._tts_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="tts")
         self.stats = HubStats()
+        self._tts_cache: collections.OrderedDict[str, np.ndarray] = collections.OrderedDict()
+        self._tts_cache_size = 1024  # ~4 s of 16 kHz audio each: ~130 MB at most
 
     @classmethod
     def load(
@@ -144,12 +148,23 @@ class ModelHub:
         return self._tts.sentences(text)
 
     async def synthesize(self, sentence: str) -> np.ndarray:
+        # Knowledge-base answers, greetings and prompts repeat word for word across calls:
+        # their audio is made once.
+        cached = self._tts_cache.get(sentence)
+        if cached is not None:
+            self._tts_cache.move_to_end(sentence)
+            self.stats.tts_cache_hits += 1
+            return cached
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
         audio = await loop.run_in_executor(self._tts_pool, self._tts.synthesize, sentence)
         self.stats.tts_calls += 1
         self.stats.tts_busy_s += time.perf_counter() - started
-        return np.asarray(audio, dtype=np.int16)
+        result = np.asarray(audio, dtype=np.int16)
+        self._tts_cache[sentence] = result
+        if len(self._tts_cache) > self._tts_cache_size:
+            self._tts_cache.popitem(last=False)
+        return result
 
     def close(self) -> None:
         self._asr_pool.shutdown(wait=False, cancel_futures=True)

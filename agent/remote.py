@@ -154,11 +154,13 @@ class RealtimeSession:
             pcm = resample_pcm16(audio_from(event["delta"]), self.rate, SAMPLE_RATE)
             return [AgentAudio(item_id, pcm)]
         if kind == "input_audio_buffer.speech_started":
-            out: list[SessionOutput] = [SessionEvent(EventKind.CALLER_SPEECH_STARTED, {})]
-            if self._playing_item is not None:
-                out.insert(0, ClearPlayout(reason="barge_in"))
-                self._playing_item = None
-            return out
+            # The server may have finished sending an answer long before it finished playing:
+            # whatever is still queued here is cut. With nothing playing the clear is a no-op.
+            self._playing_item = None
+            return [
+                ClearPlayout(reason="barge_in"),
+                SessionEvent(EventKind.CALLER_SPEECH_STARTED, {}),
+            ]
         if kind == "input_audio_buffer.speech_stopped":
             return [SessionEvent(EventKind.CALLER_SPEECH_STOPPED, {})]
         if kind == "conversation.item.input_audio_transcription.completed":

@@ -102,3 +102,33 @@ def test_engine_dying_mid_call_plays_the_apology(tmp: Path) -> None:
     assert (energy[after] > 300).sum() > 50, "no apology after the engine died"
     [ended] = [e for e in config.events() if e.kind is CallEventKind.ENDED]
     assert ended.data["reason"] == "session_failed"
+
+
+def test_talking_over_the_greeting_stops_it(
+    worker: Running, engine_config: PlatformConfig, tmp: Path
+) -> None:
+    talk = speak("Wait, I have a question about a charge on my bill")
+    lead_ms = 2000  # the greeting is playing by then
+    play = np.concatenate([silence(lead_ms), talk, silence(6000)])
+    [result] = dial(
+        f"sip:100@127.0.0.1:{engine_config.worker_base_port}",
+        tmp,
+        play=write_wav(tmp / "talk.wav", play.astype(np.float64)),
+        hold=0.5,
+        max_s=30,
+    )
+    assert result["answered"]
+    heard = read_wav(Path(result["recording"]))
+    times = np.array(result["frame_times_ns"], dtype=np.int64)
+    energy = np.sqrt(np.mean(heard[: len(times) * 320].reshape(-1, 320) ** 2, axis=1))
+    # The softphone sends its first frame with the first frame it receives (same clock).
+    onset_ns = int(times[0]) + (lead_ms + int(np.argmax(np.abs(talk) > 500)) // 16) * 1_000_000
+    before = energy[(times > onset_ns - 500_000_000) & (times < onset_ns)]
+    assert (before > 300).mean() > 0.25, "the greeting was not playing when the caller spoke"
+    after = times > onset_ns
+    quiet = np.convolve((energy[after] < 100).astype(int), np.ones(15, int), "valid") == 15
+    assert quiet.any(), "the agent never stopped"
+    stop_ms = (int(times[after][int(np.argmax(quiet))]) - onset_ns) / 1e6
+    # Mouth-to-ear over SIP: the engine's 128 ms decision plus both legs of the phone path.
+    print(f"barge-in over SIP: agent audio stopped {stop_ms:.0f} ms after caller onset")
+    assert stop_ms <= 350, f"agent audio stopped {stop_ms:.0f} ms after the caller started"
