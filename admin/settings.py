@@ -74,6 +74,9 @@ class LineSettings(BaseModel):
         None, description="SIP URI to transfer calls to when the voice model fails"
     )
     knowledge_base: str = "sample"
+    agent_backchannels: bool = Field(
+        False, description="the agent says 'mm-hm' while the caller talks at length"
+    )
 
     @field_validator("agent")
     @classmethod
@@ -155,6 +158,7 @@ class Settings(BaseSettings):
             engine_url=self.engine.ws_url(),
             line=line.name,
             knowledge_base=settings.knowledge_base if settings else "sample",
+            agent_backchannels=settings.agent_backchannels if settings else False,
         )
 
     def router(self) -> LineRouter:

@@ -82,6 +82,10 @@ class EngineConfig:
     max_utterance_ms: int = 25_000  # a monologue is transcribed in rolling windows
     silence_reprompt_ms: int = 6_000
     greet: bool = True
+    # Optional "mm-hm"s while the caller talks at length, without taking the turn.
+    agent_backchannels: bool = False
+    backchannel_every_ms: int = 5_000
+    backchannel_text: str = "Mm-hm."
     delta_ms: int = 100  # audio per response.output_audio.delta
 
 
@@ -136,6 +140,8 @@ class EngineSession:
         self._last_activity_ms = 0
         self._hold_text = ""  # the caller's words so far in this turn
         self._asr_ms = 0.0  # time the last transcription took
+        self._last_backchannel_ms = 0
+        self._backchannel_task: asyncio.Task[None] | None = None
         self.closed = False
 
     # --- input --------------------------------------------------------------------------
@@ -211,6 +217,7 @@ class EngineSession:
         if voiced:
             self._speech_run_ms += window_ms
             self._silence_run_ms = 0
+            await self._maybe_backchannel()
             if not self._in_speech and self._speech_run_ms >= config.min_speech_ms:
                 await self._speech_started()
             if (
@@ -233,6 +240,38 @@ class EngineSession:
         if decision is not None and self._turn_task is None and not self._in_speech:
             self._turn_task = asyncio.create_task(self._end_of_turn(decision))
         await self._check_silence()
+
+    async def _maybe_backchannel(self) -> None:
+        config = self.config
+        if not config.agent_backchannels or not self._in_speech or self._agent_audible():
+            return
+        talking_ms = self.t_ms - max(self._speech_start_ms, self._last_backchannel_ms)
+        if talking_ms < config.backchannel_every_ms or self._backchannel_task is not None:
+            return
+        self._last_backchannel_ms = self.t_ms
+        self._backchannel_task = asyncio.create_task(self._send_backchannel())
+
+    async def _send_backchannel(self) -> None:
+        """A short acknowledgement, sent as its own item: it is not the agent's turn."""
+        from agent.realtime import audio_b64
+
+        try:
+            audio = await self.models.synthesize(self.config.backchannel_text)
+            item_id = new_id("item")
+            await self.send("parley.agent_backchannel", {"item_id": item_id})
+            await self.send(
+                "response.output_audio.delta",
+                {
+                    "response_id": new_id("resp"),
+                    "item_id": item_id,
+                    "output_index": 0,
+                    "content_index": 0,
+                    "delta": audio_b64(audio.astype("<i2").tobytes()),
+                },
+            )
+            await self.send("response.output_audio.done", {"item_id": item_id, "output_index": 0})
+        finally:
+            self._backchannel_task = None
 
     async def _speech_started(self) -> None:
         self._in_speech = True

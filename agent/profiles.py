@@ -28,6 +28,7 @@ class SessionTarget:
     engine_url: str
     line: str = ""
     knowledge_base: str = "sample"
+    agent_backchannels: bool = False
 
 
 def create_session(profile: str, target: SessionTarget) -> DuplexSession:
@@ -35,7 +36,11 @@ def create_session(profile: str, target: SessionTarget) -> DuplexSession:
     if profile == "embedded":
         return RealtimeSession(
             target.engine_url,
-            metadata={"line": target.line, "knowledge_base": target.knowledge_base},
+            metadata={
+                "line": target.line,
+                "knowledge_base": target.knowledge_base,
+                "agent_backchannels": "true" if target.agent_backchannels else "false",
+            },
         )
     if profile == "echo":
         return EchoSession()

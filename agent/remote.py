@@ -187,6 +187,7 @@ class RealtimeSession:
             "parley.backchannel_ignored": EventKind.BACKCHANNEL_IGNORED,
             "parley.turn_latency": EventKind.END_OF_TURN,
             "parley.barge_in": EventKind.BARGE_IN,
+            "parley.agent_backchannel": EventKind.AGENT_BACKCHANNEL,
         }
         if kind in parley_kinds:
             data = {k: v for k, v in event.items() if k not in ("type", "event_id")}

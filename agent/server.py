@@ -9,6 +9,7 @@ the models are loaded.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import http
 import json
 import logging
@@ -113,7 +114,7 @@ class EngineServer:
                             turns=self.turns_factory(),
                             send=send,
                             is_backchannel=self.is_backchannel,
-                            config=self.config,
+                            config=self._config_for(event.raw),
                         )
                         await session.start()
                     continue
@@ -135,6 +136,14 @@ class EngineServer:
             self.sessions -= 1
             if session is not None:
                 await session.close()
+
+    def _config_for(self, session: dict[str, Any]) -> EngineConfig:
+        """Per-line options arrive as session metadata (strings, as in the Realtime API)."""
+        metadata = session.get("metadata") or {}
+        if not isinstance(metadata, dict):
+            return self.config
+        wants = str(metadata.get("agent_backchannels", "")).lower() == "true"
+        return dataclasses.replace(self.config, agent_backchannels=wants)
 
     async def _dispatch(
         self, session: EngineSession, event: rt.ClientEvent, input_rate: int

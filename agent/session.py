@@ -68,6 +68,7 @@ class EventKind(enum.StrEnum):
     AGENT_TRANSCRIPT = "agent_transcript"
     BARGE_IN = "barge_in"
     BACKCHANNEL_IGNORED = "backchannel_ignored"
+    AGENT_BACKCHANNEL = "agent_backchannel"
     END_OF_TURN = "end_of_turn"
     HANDOFF_REQUESTED = "handoff_requested"
     HANGUP_REQUESTED = "hangup_requested"

@@ -71,12 +71,12 @@ class Harness:
     session: EngineSession | None = None
     fed_ms: int = 0
 
-    async def open(self, greet: bool = True) -> EngineSession:
+    async def open(self, greet: bool = True, **options: Any) -> EngineSession:
         async def send(kind: str, fields: dict[str, Any]) -> None:
             assert self.session is not None
             self.events.append(Sent(kind, fields, self.session.t_ms))
 
-        config = EngineConfig(**{**self.config.__dict__, "greet": greet})
+        config = EngineConfig(**{**self.config.__dict__, "greet": greet, **options})
         self.session = EngineSession(
             models=self.hub,
             dialogue=self.knowledge.conversation({}),

@@ -224,3 +224,27 @@ def test_non_english_speech_gets_a_graceful_answer(models: tuple[ModelHub, Knowl
         await h.close()
 
     run(scenario())
+
+
+def test_agent_backchannels_while_the_caller_talks_at_length(
+    models: tuple[ModelHub, Knowledge],
+) -> None:
+    async def scenario() -> None:
+        hub, knowledge = models
+        hub.batching = False
+        try:
+            h = Harness(hub, knowledge)
+            await h.open(greet=False, agent_backchannels=True, backchannel_every_ms=3000)
+            sentence = speak("so the package came and the box was open and the shoes were gone")
+            while h.fed_ms < 8000:
+                await h.feed(sentence, realtime=False)
+            await asyncio.sleep(0.5)  # let the synthesized "mm-hm" go out
+            acks = h.all("parley.agent_backchannel")
+            assert 1 <= len(acks) <= 3, h.kinds()
+            assert h.first("input_audio_buffer.committed") is None  # the caller kept the turn
+            assert h.first("parley.barge_in") is None
+            await h.close()
+        finally:
+            hub.batching = True
+
+    run(scenario())
