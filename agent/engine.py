@@ -140,7 +140,9 @@ class EngineSession:
         self._last_activity_ms = 0
         self._hold_text = ""  # the caller's words so far in this turn
         self._asr_ms = 0.0  # time the last transcription took
+        self._asr_task: asyncio.Task[None] | None = None
         self._last_backchannel_ms = 0
+        self._barge_t_ms = 0
         self._backchannel_task: asyncio.Task[None] | None = None
         self.closed = False
 
@@ -184,7 +186,7 @@ class EngineSession:
 
     async def close(self) -> None:
         self.closed = True
-        for task in (self._turn_task, self._speak_task):
+        for task in (self._turn_task, self._speak_task, self._asr_task):
             if task is not None:
                 task.cancel()
         self.models.close_vad_stream(self.stream)
@@ -286,6 +288,7 @@ class EngineSession:
 
     async def _barge_in(self) -> None:
         self._barged = True
+        self._barge_t_ms = self.t_ms
         response = self._response
         if response is None:
             return
@@ -325,12 +328,21 @@ class EngineSession:
             self.turns.partial_transcript(text, self.t_ms)
             return
         self._barged = False
-        # Start decoding at the first silence so the text is ready when the turn ends.
+        self._utterance = []
+        # Start decoding at the first silence so the text is ready when the turn ends; listening
+        # goes on meanwhile (the turn detector waits for text it has not got yet).
+        previous = self._asr_task
+        self._asr_task = asyncio.create_task(self._transcribe_segment(audio, previous))
+
+    async def _transcribe_segment(
+        self, audio: np.ndarray, previous: asyncio.Task[None] | None
+    ) -> None:
+        if previous is not None:
+            await previous  # segments join the turn's text in the order they were spoken
         started = time.perf_counter()
         text = await self.models.transcribe(audio)
         self._asr_ms = (time.perf_counter() - started) * 1000
         self._hold_text = f"{self._hold_text} {text}".strip()
-        self._utterance = []
         self.turns.partial_transcript(self._hold_text, self.t_ms)
 
     def _roll_utterance(self) -> None:
@@ -358,6 +370,11 @@ class EngineSession:
 
     async def _end_of_turn(self, decision: Any) -> None:
         try:
+            if self._asr_task is not None:
+                # The decision may come before the last segment's text (a turn ended on its
+                # no-transcript wait): never answer, or drop, words still being decoded.
+                await self._asr_task
+                self._asr_task = None
             text, self._hold_text = self._hold_text.strip(), ""
             endpoint_ms = int(getattr(decision, "silence_ms", 0))
             item_id = new_id("item")
@@ -506,10 +523,12 @@ class EngineSession:
             )
 
     def _resume(self, response: _Response) -> None:
-        # The client dropped what it had queued; carry on from what the caller heard.
+        # The client dropped what it had queued; carry on from what the caller heard. With no
+        # truncate from the client, what had played by the barge-in is the best estimate.
         heard = response.heard_ms
-        if heard is not None:
-            response.sent_samples = min(response.sent_samples, heard * RATE // 1000)
+        if heard is None:
+            heard = max(0, self._barge_t_ms - response.start_t_ms)
+        response.sent_samples = min(response.sent_samples, heard * RATE // 1000)
         response.start_t_ms = self.t_ms - response.sent_samples * 1000 // RATE
         self._speak_task = asyncio.create_task(self._resume_audio(response))
 

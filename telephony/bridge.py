@@ -160,11 +160,14 @@ class CallBridge:
 
     async def flush(self, reason: str) -> PlayoutReport | None:
         """Stops the agent at once and reports how much of its utterance the caller heard."""
+        had_pending = bool(self._pending)
         self._pending.clear()
         self._partial = b""
         if self.port is None:
             return None
         utterance_id, played_ms = self.port.flush()
+        if utterance_id is None and not had_pending:
+            return None  # nothing was playing: not a flush worth recording
         self.flushes += 1
         self.outlet.emit(
             CallEvent(
