@@ -394,6 +394,7 @@ class EngineSession:
             await self._speak(
                 reply,
                 latency={
+                    "end_reason": str(getattr(decision, "reason", "")),
                     "endpointing_ms": endpoint_ms,
                     "asr_ms": round(self._asr_ms, 1),
                     "responder_ms": round(responder_ms, 1),
