@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import logging
 import os
@@ -261,6 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # A crash inside the C libraries (pjsua2, torch, onnxruntime) then leaves a Python stack.
+    faulthandler.enable()
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "dial":

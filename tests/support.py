@@ -204,7 +204,10 @@ def finish_dial(proc: subprocess.Popen[bytes], out: Path, timeout: float = 60) -
     proc.wait(timeout)
     log = out.with_suffix(".log")
     if not out.exists():
-        raise AssertionError(f"parley dial wrote no summary:\n{log.read_text(errors='replace')}")
+        raise AssertionError(
+            f"parley dial exited {proc.returncode} with no summary:\n"
+            f"{log.read_text(errors='replace')}"
+        )
     return json.loads(out.read_text())
 
 
