@@ -143,7 +143,7 @@ def cmd_dial(args: argparse.Namespace) -> int:
         CODEC_CHOICES,
         DialError,
         DialPlan,
-        dial,
+        Softphone,
         load_wav_16k,
         save_wav_16k,
     )
@@ -169,7 +169,8 @@ def cmd_dial(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(f"dialling {args.uri} ({args.count} call(s))...", file=sys.stderr, flush=True)
     try:
-        results = dial(plan)
+        phone = Softphone(plan)
+        results = phone.run()
     except DialError as error:
         print(f"parley dial: {error}", file=sys.stderr)
         return 2
@@ -195,10 +196,15 @@ def cmd_dial(args: argparse.Namespace) -> int:
             )
     if args.json:
         Path(args.json).write_text(json.dumps(summaries, indent=1))
+    code = 0 if all(r.answered for r in results) else 1
     sys.stdout.flush()
+    sys.stderr.flush()
     if args.no_bye:
-        os._exit(0)  # leave without BYE, as a caller whose network died would
-    return 0 if all(r.answered for r in results) else 1
+        os._exit(code)  # leave without BYE, as a caller whose network died would
+    # Everything is written before pjsua2 shuts down; the process then ends without running
+    # interpreter finalizers over library objects that are already gone.
+    phone.close()
+    os._exit(code)
 
 
 def build_parser() -> argparse.ArgumentParser:

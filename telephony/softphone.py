@@ -170,12 +170,12 @@ class Softphone:
         if self._thread.startup_error is not None:
             raise DialError(f"softphone could not start: {self._thread.startup_error}")
         self._done.wait(self.plan.max_s + 5)
-        if not self.plan.hangup:
-            # Leave without BYE: the caller of run() ends the process with os._exit.
-            return [leg.result for leg in self.legs]
+        return [leg.result for leg in self.legs]
+
+    def close(self) -> None:
+        """Shuts pjsua2 down in order (hang up, release, libDestroy)."""
         self._thread.stop()
         self._thread.finished.wait(10)
-        return [leg.result for leg in self.legs]
 
     # --- pjsua2 thread -------------------------------------------------------------------
 
@@ -249,8 +249,15 @@ class Softphone:
         return True
 
     def _collect(self, leg: _Leg) -> None:
-        if leg.port is not None:
-            leg.result.received = list(leg.port.rx)
+        if leg.port is None:
+            return
+        for _ in range(10):
+            try:
+                # The clock thread may still append while the call tears down.
+                leg.result.received = list(leg.port.rx)
+                return
+            except RuntimeError:
+                continue
 
     def _check_rtp(self, leg: _Leg, now: float) -> None:
         if now < leg.next_stats_at:
@@ -321,4 +328,8 @@ class Softphone:
 
 
 def dial(plan: DialPlan) -> list[DialResult]:
-    return Softphone(plan).run()
+    phone = Softphone(plan)
+    results = phone.run()
+    if plan.hangup:
+        phone.close()
+    return results
