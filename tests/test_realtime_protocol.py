@@ -1,0 +1,110 @@
+"""The Realtime protocol boundary: malformed client events get clear errors, never a crash."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+
+import pytest
+from websockets.asyncio.client import connect
+
+from agent import realtime as rt
+from agent.remote import RealtimeSession, resample_pcm16
+from agent.session import AgentDtmf, ClearPlayout, EventKind, SessionEvent
+from tests.support import EngineProcess
+
+
+@pytest.mark.parametrize(
+    ("message", "code"),
+    [
+        ("not json", "invalid_json"),
+        ("[1, 2]", "invalid_event"),
+        ('{"type": "nope.never"}', "unsupported_event"),
+        ('{"type": "input_audio_buffer.append", "audio": 5}', "invalid_value"),
+        ('{"type": "input_audio_buffer.append", "audio": "!!notbase64"}', "invalid_value"),
+        (
+            '{"type": "input_audio_buffer.append", "audio": "AAA="}',
+            "invalid_value",
+        ),  # 2 bytes? no: 2
+        ('{"type": "session.update", "session": []}', "invalid_value"),
+        (
+            '{"type": "session.update", "session": {"audio": {"input": {"format": '
+            '{"type": "audio/pcm", "rate": 44100}}}}}',
+            "unsupported_format",
+        ),
+        (
+            '{"type": "session.update", "session": {"audio": {"input": {"format": '
+            '{"type": "audio/opus"}}}}}',
+            "unsupported_format",
+        ),
+        ('{"type": "conversation.item.truncate", "item_id": "x"}', "invalid_value"),
+        ('{"type": "parley.dtmf", "digit": "12"}', "invalid_value"),
+    ],
+)
+def test_malformed_client_events_are_refused_with_a_code(message: str, code: str) -> None:
+    with pytest.raises(rt.ProtocolError) as refused:
+        rt.parse_client_event(message)
+    assert refused.value.code == code
+
+
+def test_good_client_events_parse() -> None:
+    audio = base64.b64encode(b"\x00\x01" * 160).decode()
+    event = rt.parse_client_event(json.dumps({"type": "input_audio_buffer.append", "audio": audio}))
+    assert event == rt.AudioAppend(b"\x00\x01" * 160)
+    update = rt.parse_client_event(
+        json.dumps(
+            {
+                "type": "session.update",
+                "session": {"audio": {"input": {"format": {"type": "audio/pcm", "rate": 16000}}}},
+            }
+        )
+    )
+    assert isinstance(update, rt.SessionUpdate) and update.input_rate == 16000
+    assert rt.parse_client_event('{"type": "parley.dtmf", "digit": "#"}') == rt.Dtmf("#")
+
+
+def test_the_client_clears_playout_on_speech_started_and_maps_parley_events() -> None:
+    session = RealtimeSession("ws://127.0.0.1:9/v1/realtime")
+    out = session._translate({"type": "input_audio_buffer.speech_started"})
+    assert isinstance(out[0], ClearPlayout)
+    [handoff] = session._translate({"type": "parley.handoff_requested", "reason": "caller_asked"})
+    assert isinstance(handoff, SessionEvent) and handoff.kind is EventKind.HANDOFF_REQUESTED
+    assert handoff.data["reason"] == "caller_asked"
+    assert session._translate({"type": "parley.dtmf", "digits": "12"}) == [AgentDtmf("12")]
+
+
+def test_resampling_keeps_duration() -> None:
+    pcm = b"\x10\x00" * 1600  # 100 ms at 16 kHz
+    assert len(resample_pcm16(pcm, 16000, 24000)) == 2400 * 2
+    assert resample_pcm16(pcm, 16000, 16000) is pcm
+
+
+def test_the_engine_answers_garbage_with_errors_and_keeps_the_session(
+    engine: EngineProcess,
+) -> None:
+    async def exchange() -> list[dict[str, object]]:
+        received: list[dict[str, object]] = []
+        async with connect(engine.url) as ws:
+            received.append(json.loads(await ws.recv()))
+            for bad in ("{oops", '{"type": "nope"}', '{"type": "input_audio_buffer.append"}'):
+                await ws.send(bad)
+                received.append(json.loads(await ws.recv()))
+            await ws.send(json.dumps({"type": "session.update", "session": {"type": "realtime"}}))
+            async with asyncio.timeout(10):
+                while True:
+                    event = json.loads(await ws.recv())
+                    received.append(event)
+                    if event["type"] == "response.created":  # the greeting: still working
+                        break
+        return received
+
+    events = asyncio.run(exchange())
+    assert events[0]["type"] == "session.created"
+    errors = [e for e in events if e["type"] == "error"]
+    assert [e["error"]["code"] for e in errors] == [  # type: ignore[index]
+        "invalid_json",
+        "unsupported_event",
+        "invalid_value",
+    ]
+    assert events[-1]["type"] == "response.created"
