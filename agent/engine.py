@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from agent.realtime import new_id
+from agent.realtime import audio_b64, new_id
 
 log = logging.getLogger(__name__)
 
@@ -255,8 +255,6 @@ class EngineSession:
 
     async def _send_backchannel(self) -> None:
         """A short acknowledgement, sent as its own item: it is not the agent's turn."""
-        from agent.realtime import audio_b64
-
         try:
             audio = await self.models.synthesize(self.config.backchannel_text)
             item_id = new_id("item")
@@ -499,8 +497,6 @@ class EngineSession:
             return
 
     async def _flush_audio(self, response: _Response) -> None:
-        from agent.realtime import audio_b64
-
         everything = np.concatenate(response.audio) if response.audio else np.zeros(0, np.int16)
         step = self.config.delta_ms * RATE // 1000
         if response.sent_samples == 0:
@@ -531,10 +527,7 @@ class EngineSession:
             heard = max(0, self._barge_t_ms - response.start_t_ms)
         response.sent_samples = min(response.sent_samples, heard * RATE // 1000)
         response.start_t_ms = self.t_ms - response.sent_samples * 1000 // RATE
-        self._speak_task = asyncio.create_task(self._resume_audio(response))
-
-    async def _resume_audio(self, response: _Response) -> None:
-        await self._flush_audio(response)
+        self._speak_task = asyncio.create_task(self._flush_audio(response))
 
     async def _finish(self, response: _Response) -> None:
         response.done = True

@@ -13,7 +13,7 @@ import collections
 import concurrent.futures
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -35,8 +35,6 @@ class HubStats:
     tts_calls: int = 0
     tts_busy_s: float = 0.0
     tts_cache_hits: int = 0
-    largest_batch: int = 0
-    batch_sizes: dict[int, int] = field(default_factory=dict)
 
 
 class ModelHub:
@@ -128,8 +126,6 @@ class ModelHub:
         stats.vad_busy_s += time.perf_counter() - started
         stats.vad_batches += 1
         stats.vad_windows += len(windows)
-        stats.largest_batch = max(stats.largest_batch, len(windows))
-        stats.batch_sizes[len(windows)] = stats.batch_sizes.get(len(windows), 0) + 1
         return results
 
     # --- ASR and TTS --------------------------------------------------------------------

@@ -266,3 +266,13 @@ def session_object(
 
 def audio_b64(pcm: bytes) -> str:
     return base64.b64encode(pcm).decode("ascii")
+
+
+def audio_bytes(b64: object) -> bytes:
+    """The PCM inside an audio field; ValueError when it is not base64 text."""
+    if not isinstance(b64, str):
+        raise ValueError("audio is not base64 text")
+    try:
+        return base64.b64decode(b64, validate=True)
+    except binascii.Error as error:
+        raise ValueError(f"audio is not valid base64: {error}") from None

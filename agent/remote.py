@@ -19,7 +19,7 @@ import numpy as np
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
-from agent.realtime import audio_b64
+from agent.realtime import audio_b64, audio_bytes
 from agent.session import (
     SAMPLE_RATE,
     AgentAudio,
@@ -72,7 +72,6 @@ class RealtimeSession:
         self._ws: ClientConnection | None = None
         self._out: asyncio.Queue[SessionOutput | object] = asyncio.Queue()
         self._reader: asyncio.Task[None] | None = None
-        self._playing_item: str | None = None
         self._closing = False
         self.session_id = ""
 
@@ -150,13 +149,11 @@ class RealtimeSession:
         kind = event.get("type")
         if kind == "response.output_audio.delta":
             item_id = str(event["item_id"])
-            self._playing_item = item_id
-            pcm = resample_pcm16(audio_from(event["delta"]), self.rate, SAMPLE_RATE)
+            pcm = resample_pcm16(audio_bytes(event["delta"]), self.rate, SAMPLE_RATE)
             return [AgentAudio(item_id, pcm)]
         if kind == "input_audio_buffer.speech_started":
             # The server may have finished sending an answer long before it finished playing:
             # whatever is still queued here is cut. With nothing playing the clear is a no-op.
-            self._playing_item = None
             return [
                 ClearPlayout(reason="barge_in"),
                 SessionEvent(EventKind.CALLER_SPEECH_STARTED, {}),
@@ -176,8 +173,6 @@ class RealtimeSession:
             ]
         if kind == "response.output_audio.done":
             item_id = str(event.get("item_id"))
-            if self._playing_item == item_id:
-                self._playing_item = None
             return [SessionEvent(EventKind.AGENT_UTTERANCE_DONE, {"utterance_id": item_id})]
         if kind == "parley.dtmf":
             return [AgentDtmf(str(event.get("digits", "")))]
@@ -219,11 +214,3 @@ class RealtimeSession:
         if self._reader is not None:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(self._reader, timeout=2.0)
-
-
-def audio_from(b64: object) -> bytes:
-    import base64
-
-    if not isinstance(b64, str):
-        raise ValueError("audio delta is not base64 text")
-    return base64.b64decode(b64)

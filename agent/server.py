@@ -22,7 +22,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from agent import realtime as rt
-from agent.engine import Dialogue, EngineConfig, EngineSession, Models, Turns
+from agent.engine import Dialogue, EngineConfig, EngineSession, Models, Send, Turns
 from agent.remote import resample_pcm16
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,7 @@ class EngineServer:
 
         async def send(kind: str, fields: dict[str, Any]) -> None:
             if kind == "response.output_audio.delta" and output_rate != 16_000:
-                pcm = rt_audio(fields["delta"])
+                pcm = rt.audio_bytes(fields["delta"])
                 fields = {**fields, "delta": rt.audio_b64(resample_pcm16(pcm, 16_000, output_rate))}
             async with lock:
                 try:
@@ -108,27 +108,11 @@ class EngineServer:
                         )
                     )
                     if session is None:
-                        session = EngineSession(
-                            models=self.models,
-                            dialogue=self.dialogue_factory(event.raw),
-                            turns=self.turns_factory(),
-                            send=send,
-                            is_backchannel=self.is_backchannel,
-                            config=self._config_for(event.raw),
-                        )
-                        await session.start()
+                        session = await self._open_session(event.raw, send)
                     continue
                 if session is None:
                     # A client that never sends session.update gets the defaults.
-                    session = EngineSession(
-                        models=self.models,
-                        dialogue=self.dialogue_factory({}),
-                        turns=self.turns_factory(),
-                        send=send,
-                        is_backchannel=self.is_backchannel,
-                        config=self.config,
-                    )
-                    await session.start()
+                    session = await self._open_session({}, send)
                 await self._dispatch(session, event, input_rate)
         except ConnectionClosed:
             pass
@@ -136,6 +120,18 @@ class EngineServer:
             self.sessions -= 1
             if session is not None:
                 await session.close()
+
+    async def _open_session(self, settings: dict[str, Any], send: Send) -> EngineSession:
+        session = EngineSession(
+            models=self.models,
+            dialogue=self.dialogue_factory(settings),
+            turns=self.turns_factory(),
+            send=send,
+            is_backchannel=self.is_backchannel,
+            config=self._config_for(settings),
+        )
+        await session.start()
+        return session
 
     def _config_for(self, session: dict[str, Any]) -> EngineConfig:
         """Per-line options arrive as session metadata (strings, as in the Realtime API)."""
@@ -161,9 +157,3 @@ class EngineServer:
             await session.cancel()
         elif isinstance(event, rt.ItemCreate) and event.role == "user" and event.text:
             await session.user_text(event.text)
-
-
-def rt_audio(b64: str) -> bytes:
-    import base64
-
-    return base64.b64decode(b64)

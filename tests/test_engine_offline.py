@@ -230,21 +230,22 @@ def test_agent_backchannels_while_the_caller_talks_at_length(
     models: tuple[ModelHub, Knowledge],
 ) -> None:
     async def scenario() -> None:
-        hub, knowledge = models
-        hub.batching = False
-        try:
-            h = Harness(hub, knowledge)
-            await h.open(greet=False, agent_backchannels=True, backchannel_every_ms=3000)
-            sentence = speak("so the package came and the box was open and the shoes were gone")
-            while h.fed_ms < 8000:
-                await h.feed(sentence, realtime=False)
-            await asyncio.sleep(0.5)  # let the synthesized "mm-hm" go out
-            acks = h.all("parley.agent_backchannel")
-            assert 1 <= len(acks) <= 3, h.kinds()
-            assert h.first("input_audio_buffer.committed") is None  # the caller kept the turn
-            assert h.first("parley.barge_in") is None
-            await h.close()
-        finally:
-            hub.batching = True
+        h = Harness(*models)
+        await h.open(greet=False, agent_backchannels=True, backchannel_every_ms=3000)
+        sentence = speak("so the package came and the box was open and the shoes were gone")
+        await h.feed(np.concatenate([sentence, sentence]))  # ~8 s without a pause, real time
+        acks = h.all("parley.agent_backchannel")
+        # An "mm-hm" every three seconds of talk: one at ~3 s and one at ~6 s.
+        assert len(acks) == 2, [(e.kind, e.t_ms) for e in h.events]
+        onset = h.first("input_audio_buffer.speech_started")
+        assert onset is not None
+        gaps = [a.t_ms - int(onset.fields["audio_start_ms"]) for a in acks]
+        assert 3000 <= gaps[0] < 3400 and 6000 <= gaps[1] < 6400, gaps
+        ack_items = {str(a.fields["item_id"]) for a in acks}
+        spoken = {str(e.fields["item_id"]) for e in h.all("response.output_audio.delta")}
+        assert ack_items <= spoken, "an acknowledgement was announced but not spoken"
+        assert h.first("input_audio_buffer.committed") is None  # the caller kept the turn
+        assert h.first("parley.barge_in") is None
+        await h.close()
 
     run(scenario())

@@ -377,7 +377,8 @@ def test_tts_speaks_at_16k(tts: PiperTts) -> None:
     pcm = tts.synthesize("Thanks for calling, how can I help you today?")
     assert pcm.dtype == np.int16 and tts.sample_rate == SAMPLE_RATE
     seconds = len(pcm) / SAMPLE_RATE
-    assert 1.5 < seconds < 5.0, seconds
+    # Piper's sampling noise moves the length by a few percent around 2.1 s.
+    assert 1.8 < seconds < 2.5, seconds
     assert 1000 < int(np.max(np.abs(pcm))) < 32767
     assert tts.synthesize(" ...  ").size == 0
 
