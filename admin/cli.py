@@ -118,6 +118,7 @@ def cmd_engine(args: argparse.Namespace) -> int:
             vad_threads=engine.vad_threads,
             asr_threads=engine.asr_threads,
             batching=not args.no_batching,
+            prerender=engine.prerender,
         )
     )
     return 0

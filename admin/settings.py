@@ -59,6 +59,9 @@ class EngineSettings(BaseModel):
     )
     vad_threads: int = Field(1, ge=1)
     asr_threads: int = Field(2, ge=1)
+    prerender: bool = Field(
+        True, description="synthesize the knowledge bases' fixed replies at start-up"
+    )
 
     def ws_url(self) -> str:
         return self.url or f"ws://{self.host}:{self.port}/v1/realtime"

@@ -13,7 +13,13 @@ from typing import Any
 from agent.backchannel import is_backchannel
 from agent.engine import Dialogue, EngineConfig, Turns
 from agent.hub import ModelHub
-from agent.knowledge import SAMPLE_KB, KnowledgeIndex, MiniLmEmbedder, load_knowledge_base
+from agent.knowledge import (
+    SAMPLE_KB,
+    KnowledgeBase,
+    KnowledgeIndex,
+    MiniLmEmbedder,
+    load_knowledge_base,
+)
 from agent.responder import Conversation
 from agent.server import EngineServer
 from agent.turns import HesitationAwareTurns
@@ -29,6 +35,9 @@ class EngineOptions:
     vad_threads: int = 1
     asr_threads: int = 2
     batching: bool = True
+    # Synthesize the knowledge bases' fixed replies in the background at start-up, so their
+    # first audio is ready the moment a turn ends.
+    prerender: bool = True
 
 
 class Knowledge:
@@ -47,6 +56,11 @@ class Knowledge:
             extra={"bases": len(self.bases), "seconds": round(time.perf_counter() - started, 2)},
         )
 
+    def fixed_replies(self) -> list[str]:
+        """Every configured knowledge base's fixed replies, each once."""
+        texts = [text for kb, _ in self.bases.values() for text in fixed_replies(kb)]
+        return list(dict.fromkeys(texts))
+
     def conversation(self, session: dict[str, Any]) -> Dialogue:
         metadata = session.get("metadata") or {}
         name = metadata.get("knowledge_base", "sample") if isinstance(metadata, dict) else "sample"
@@ -54,7 +68,15 @@ class Knowledge:
         return Conversation(kb, index, self.embedder)
 
 
-def build_server(options: EngineOptions) -> tuple[EngineServer, ModelHub]:
+def fixed_replies(kb: KnowledgeBase) -> list[str]:
+    """Replies whose words never change: worth synthesizing before the first call."""
+    texts = [kb.greeting, kb.handoff, kb.goodbye, kb.fallback]
+    texts += [entry.answer for entry in kb.entries]
+    texts += [slot.prompt for procedure in kb.procedures for slot in procedure.slots]
+    return [text for text in texts if text.strip()]
+
+
+def build_server(options: EngineOptions) -> tuple[EngineServer, ModelHub, Knowledge]:
     hub = ModelHub.load(
         vad_threads=options.vad_threads,
         asr_threads=options.asr_threads,
@@ -68,7 +90,7 @@ def build_server(options: EngineOptions) -> tuple[EngineServer, ModelHub]:
         is_backchannel=is_backchannel,
         config=EngineConfig(),
     )
-    return server, hub
+    return server, hub, knowledge
 
 
 def _turns() -> Turns:
@@ -83,10 +105,15 @@ def serve(options: EngineOptions) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        server, hub = await asyncio.to_thread(build_server, options)
+        server, hub, knowledge = await asyncio.to_thread(build_server, options)
+        prerender = None
+        if options.prerender:
+            prerender = asyncio.create_task(hub.prerender(knowledge.fixed_replies()))
         try:
             await server.serve(options.host, options.port, stop)
         finally:
+            if prerender is not None:
+                prerender.cancel()
             hub.close()
 
     asyncio.run(main())

@@ -10,6 +10,13 @@ truncates the item to what was heard). If that speech turns out to be a back-cha
 ("uh-huh"), the agent resumes from where it was cut: it pauses for the back-channel but
 keeps its turn. Speech quieter than the agent's own recent output (line echo) does not
 count while the agent speaks.
+
+Latency: the reply is prepared while the turn detector is still waiting. Whisper starts on the
+utterance at the first short silence (`asr_lookahead_ms`, before the VAD's hangover), and as
+soon as the turn's text is known the responder answers it on a fork of the dialogue and the
+first sentence is synthesized. When the turn ends on that same text the fork is adopted and its
+audio goes out at once; if the caller spoke on, or anything else changed the dialogue, the
+prepared reply is thrown away.
 """
 
 from __future__ import annotations
@@ -58,6 +65,10 @@ class Dialogue(Protocol):
 
     def silence(self) -> Any: ...
 
+    def fork(self) -> Dialogue:
+        """An independent copy of the dialogue state, to answer speculatively."""
+        ...
+
 
 class Turns(Protocol):
     def speech_started(self, t_ms: int) -> None: ...
@@ -75,6 +86,11 @@ class EngineConfig:
     offset_threshold: float = 0.35
     min_speech_ms: int = 96  # three VAD windows: a click is not speech
     hangover_ms: int = 160  # silence before the VAD says the caller stopped
+    # Silence after which the utterance so far is transcribed ahead of the hangover; thrown
+    # away if the caller goes on. 0 disables the look-ahead.
+    asr_lookahead_ms: int = 64
+    # Prepare the reply (responder and first sentence of audio) while the turn detector waits.
+    speculate: bool = True
     # Caller speech over the agent that stops it. The caller hears the stop one network round
     # trip later (~55 ms on loopback, more on real lines), inside the 200 ms target.
     barge_in_ms: int = 128
@@ -101,6 +117,16 @@ class _Response:
     done: bool = False
     end_call: bool = False
     paused: bool = False
+
+
+@dataclass
+class _Prepared:
+    """A reply made ahead of the turn's end, on a fork of the dialogue."""
+
+    text: str  # the caller's words it answers
+    epoch: int  # the dialogue epoch it forked from
+    fork: Dialogue
+    task: asyncio.Task[tuple[Any, float]]  # (reply, responder ms)
 
 
 Send = Callable[[str, dict[str, Any]], Awaitable[None]]
@@ -141,6 +167,9 @@ class EngineSession:
         self._hold_text = ""  # the caller's words so far in this turn
         self._asr_ms = 0.0  # time the last transcription took
         self._asr_task: asyncio.Task[None] | None = None
+        self._lookahead: asyncio.Task[str] | None = None
+        self._prepared: _Prepared | None = None
+        self._epoch = 0  # bumped whenever the real dialogue's state may have changed
         self._last_backchannel_ms = 0
         self._barge_t_ms = 0
         self._backchannel_task: asyncio.Task[None] | None = None
@@ -159,6 +188,7 @@ class EngineSession:
             await self._window(window)
 
     async def dtmf(self, digit: str) -> None:
+        self._epoch += 1
         reply = self.dialogue.dtmf(digit)
         if reply is not None:
             await self._interrupt_agent("dtmf")
@@ -170,6 +200,7 @@ class EngineSession:
     async def user_text(self, text: str) -> None:
         """A typed user message (conversation.item.create): answered like a spoken turn."""
         await self._interrupt_agent("new_turn")
+        self._epoch += 1
         await self._speak(await asyncio.to_thread(self.dialogue.respond, text))
 
     async def truncate(self, item_id: str, audio_end_ms: int) -> None:
@@ -186,6 +217,8 @@ class EngineSession:
 
     async def close(self) -> None:
         self.closed = True
+        self._drop_lookahead()
+        self._drop_prepared()
         for task in (self._turn_task, self._speak_task, self._asr_task):
             if task is not None:
                 task.cancel()
@@ -219,6 +252,11 @@ class EngineSession:
         if voiced:
             self._speech_run_ms += window_ms
             self._silence_run_ms = 0
+            if self._lookahead is not None:
+                # The caller went on inside the hangover: the look-ahead text, and any reply
+                # prepared from it, would be short of what they are saying.
+                self._drop_lookahead()
+                self._drop_prepared()
             await self._maybe_backchannel()
             if not self._in_speech and self._speech_run_ms >= config.min_speech_ms:
                 await self._speech_started()
@@ -236,6 +274,15 @@ class EngineSession:
                 self._utterance = self._utterance[-3:]  # keep the onset's lead-in
             elif self._silence_run_ms >= config.hangover_ms:
                 await self._speech_stopped()
+            elif (
+                config.asr_lookahead_ms
+                and self._silence_run_ms >= config.asr_lookahead_ms
+                and self._lookahead is None
+                and not self._barged  # is it a back-channel? Whisper needs the whole tail
+            ):
+                audio = np.concatenate(self._utterance)
+                self._lookahead = asyncio.create_task(self.models.transcribe(audio))
+                self._lookahead.add_done_callback(self._lookahead_done)
         if sum(len(w) for w in self._utterance) * 1000 // RATE > config.max_utterance_ms:
             self._roll_utterance()
         decision = self.turns.tick(self.t_ms)
@@ -274,6 +321,7 @@ class EngineSession:
             self._backchannel_task = None
 
     async def _speech_started(self) -> None:
+        self._drop_prepared()  # the turn goes on: its text will change
         self._in_speech = True
         self._speech_start_ms = self.t_ms - self._speech_run_ms
         self._last_activity_ms = self.t_ms
@@ -309,10 +357,12 @@ class EngineSession:
         self.turns.speech_stopped(self._speech_stop_ms)
         await self.send("input_audio_buffer.speech_stopped", {"audio_end_ms": self._speech_stop_ms})
         audio = np.concatenate(self._utterance) if self._utterance else np.zeros(0, np.int16)
+        lookahead, self._lookahead = self._lookahead, None
         response = self._response
         if self._barged and response is not None and response.paused:
             self._barged = False
             self._utterance = []
+            # Cut 100 ms early, a quick "uh-huh" reads as "uh-uh" (a no) to Whisper tiny.
             text = await self.models.transcribe(audio)
             if self.is_backchannel(text, duration) or _non_lexical(text, duration):
                 await self.send(
@@ -324,24 +374,71 @@ class EngineSession:
             await self._interrupt_agent("barge_in")
             self._hold_text = text
             self.turns.partial_transcript(text, self.t_ms)
+            if self.config.speculate and text:
+                self._prepare(text)
             return
         self._barged = False
         self._utterance = []
         # Start decoding at the first silence so the text is ready when the turn ends; listening
         # goes on meanwhile (the turn detector waits for text it has not got yet).
         previous = self._asr_task
-        self._asr_task = asyncio.create_task(self._transcribe_segment(audio, previous))
+        self._asr_task = asyncio.create_task(self._transcribe_segment(audio, previous, lookahead))
 
     async def _transcribe_segment(
-        self, audio: np.ndarray, previous: asyncio.Task[None] | None
+        self,
+        audio: np.ndarray,
+        previous: asyncio.Task[None] | None,
+        lookahead: asyncio.Task[str] | None,
     ) -> None:
+        # asr_ms: how long after the VAD's speech_stopped the text was there.
+        started = time.perf_counter()
         if previous is not None:
             await previous  # segments join the turn's text in the order they were spoken
-        started = time.perf_counter()
-        text = await self.models.transcribe(audio)
+        text = await (lookahead or self.models.transcribe(audio))
         self._asr_ms = (time.perf_counter() - started) * 1000
         self._hold_text = f"{self._hold_text} {text}".strip()
         self.turns.partial_transcript(self._hold_text, self.t_ms)
+        if self.config.speculate and not self._in_speech and self._hold_text:
+            self._prepare(self._hold_text)
+
+    def _lookahead_done(self, task: asyncio.Task[str]) -> None:
+        # The caller has been quiet since: answer ahead on these words without waiting for
+        # the hangover, unless an earlier segment of the turn is still being decoded.
+        if task is not self._lookahead or task.cancelled() or task.exception() is not None:
+            return
+        if not self.config.speculate or (self._asr_task is not None and not self._asr_task.done()):
+            return
+        text = f"{self._hold_text} {task.result()}".strip()
+        if text:
+            self._prepare(text)
+
+    def _prepare(self, text: str) -> None:
+        prepared = self._prepared
+        if prepared is not None and prepared.text == text and prepared.epoch == self._epoch:
+            return  # already under way (from the look-ahead)
+        self._drop_prepared()
+        fork = self.dialogue.fork()
+        task = asyncio.create_task(self._prepare_reply(fork, text))
+        self._prepared = _Prepared(text, self._epoch, fork, task)
+
+    async def _prepare_reply(self, fork: Dialogue, text: str) -> tuple[Any, float]:
+        started = time.perf_counter()
+        reply = await asyncio.to_thread(fork.respond, text)
+        responder_ms = (time.perf_counter() - started) * 1000
+        sentences = self.models.sentences(str(getattr(reply, "text", "") or ""))
+        if sentences:
+            await self.models.synthesize(sentences[0])  # lands in the hub's TTS cache
+        return reply, responder_ms
+
+    def _drop_prepared(self) -> None:
+        prepared, self._prepared = self._prepared, None
+        if prepared is not None:
+            _discard(prepared.task)
+
+    def _drop_lookahead(self) -> None:
+        lookahead, self._lookahead = self._lookahead, None
+        if lookahead is not None:
+            _discard(lookahead)
 
     def _roll_utterance(self) -> None:
         # A monologue keeps only its latest window of audio: memory stays bounded, and the
@@ -362,6 +459,7 @@ class EngineSession:
         if self.t_ms - quiet_since < self.config.silence_reprompt_ms:
             return
         self._last_activity_ms = self.t_ms
+        self._epoch += 1
         self._speak_task = asyncio.create_task(self._speak(self.dialogue.silence()))
 
     # --- a turn ends --------------------------------------------------------------------
@@ -383,10 +481,22 @@ class EngineSession:
                 "conversation.item.input_audio_transcription.completed",
                 {"item_id": item_id, "content_index": 0, "transcript": text},
             )
+            prepared, self._prepared = self._prepared, None
             if not text:
+                if prepared is not None:
+                    _discard(prepared.task)
                 return
             started = time.perf_counter()
-            reply = await asyncio.to_thread(self.dialogue.respond, text)
+            if prepared is not None and prepared.text == text and prepared.epoch == self._epoch:
+                # responder_ms: the wait left at the turn's end (the work began earlier).
+                reply, _ = await prepared.task
+                self.dialogue = prepared.fork
+            else:
+                if prepared is not None:
+                    _discard(prepared.task)
+                prepared = None
+                reply = await asyncio.to_thread(self.dialogue.respond, text)
+            self._epoch += 1
             responder_ms = (time.perf_counter() - started) * 1000
             await self._interrupt_agent("new_turn")
             await self._speak(
@@ -396,6 +506,7 @@ class EngineSession:
                     "endpointing_ms": endpoint_ms,
                     "asr_ms": round(self._asr_ms, 1),
                     "responder_ms": round(responder_ms, 1),
+                    "prepared": prepared is not None,
                 },
             )
         finally:
@@ -555,6 +666,12 @@ class EngineSession:
         )
         if response.end_call:
             await self.send("parley.hangup_requested", {"reason": "conversation_complete"})
+
+
+def _discard(task: asyncio.Task[Any]) -> None:
+    """Cancels work nobody will use; an error it already raised is read so it is not logged."""
+    task.cancel()
+    task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
 
 _NON_LEXICAL = frozenset({"", "uh", "um", "hm", "hmm", "mm", "mhm", "ah", "oh", "huh", "er"})

@@ -13,6 +13,7 @@ import collections
 import concurrent.futures
 import logging
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +36,8 @@ class HubStats:
     tts_calls: int = 0
     tts_busy_s: float = 0.0
     tts_cache_hits: int = 0
+    prerendered: int = 0
+    prerender_done: bool = False
 
 
 class ModelHub:
@@ -161,6 +164,25 @@ class ModelHub:
         if len(self._tts_cache) > self._tts_cache_size:
             self._tts_cache.popitem(last=False)
         return result
+
+    async def prerender(self, texts: Iterable[str]) -> int:
+        """Synthesizes the first sentence of each fixed text (greetings, knowledge-base
+        answers, procedure prompts) into the cache, one at a time so live calls' synthesis
+        never queues behind more than one of them. Returns how many were made."""
+        made = 0
+        started = time.perf_counter()
+        for text in texts:
+            first = next(iter(self.sentences(text)), "")
+            if first and first not in self._tts_cache:
+                await self.synthesize(first)
+                made += 1
+                self.stats.prerendered = made
+        self.stats.prerender_done = True
+        log.info(
+            "fixed replies prerendered",
+            extra={"sentences": made, "seconds": round(time.perf_counter() - started, 2)},
+        )
+        return made
 
     def close(self) -> None:
         self._asr_pool.shutdown(wait=False, cancel_futures=True)

@@ -9,9 +9,10 @@ three", "jane dot doe at example dot com") as well as written ones.
 
 from __future__ import annotations
 
+import copy
 import logging
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Literal
 
@@ -387,6 +388,17 @@ class Conversation:
         self._active: _ActiveProcedure | None = None
         self._offered: tuple[Entry | Procedure, ...] = ()
         self._last_question = _ANYTHING_ELSE
+
+    def fork(self) -> Conversation:
+        """An independent copy of this call's dialogue state, sharing the knowledge base.
+
+        The engine answers a turn on a fork while it waits to be sure the caller has finished,
+        then adopts the fork or throws it away.
+        """
+        twin = copy.copy(self)
+        if self._active is not None:
+            twin._active = replace(self._active, values=dict(self._active.values))
+        return twin
 
     @property
     def active_procedure(self) -> str | None:

@@ -3,7 +3,8 @@
 `parley engine` runs it in its own process. It loads the models once (agent/hub.py) and
 serves every live call; each WebSocket connection is one EngineSession. Paths: /v1/realtime
 and /realtime (what the official SDK appends to its base URL); GET /healthz answers 200 once
-the models are loaded.
+the models are loaded, with the model hub's counters (VAD batches, ASR and TTS calls and busy
+time, TTS cache hits, prerendering progress).
 """
 
 from __future__ import annotations
@@ -50,8 +51,11 @@ class EngineServer:
     def _http(self, connection: ServerConnection, request: Request) -> Response | None:
         path = request.path.split("?", 1)[0]
         if path == "/healthz":
-            body = json.dumps({"status": "ok", "sessions": self.sessions}).encode()
-            return connection.respond(http.HTTPStatus.OK, body.decode())
+            health: dict[str, Any] = {"status": "ok", "sessions": self.sessions}
+            stats = getattr(self.models, "stats", None)
+            if dataclasses.is_dataclass(stats) and not isinstance(stats, type):
+                health["models"] = dataclasses.asdict(stats)
+            return connection.respond(http.HTTPStatus.OK, json.dumps(health))
         if path not in PATHS:
             return connection.respond(http.HTTPStatus.NOT_FOUND, "use /v1/realtime\n")
         return None

@@ -51,12 +51,14 @@ class TurnConfig:
     """
 
     # Questions are the clearest hand-over on the phone, and the caller is waiting for an answer;
-    # 250 ms is about the gap people leave between turns in conversation.
-    question_wait_ms: int = 250
+    # the usual gap between turns in conversation is about 200 ms. The engine has the reply
+    # ready by then (it is prepared while this wait runs), and a caller who goes on anyway
+    # barges in and stops it.
+    question_wait_ms: int = 200
     # A finished statement is nearly as clear, but lists ("I need a refund. And ...") often follow
     # a full stop, so allow a little more. Still inside the 400 ms voice-to-voice p50 budget
-    # together with a fast first agent packet.
-    complete_wait_ms: int = 300
+    # together with the phone path.
+    complete_wait_ms: int = 250
     # Words with no cue either way (typical of unpunctuated streaming ASR): we have ruled out the
     # common mid-sentence cues, so wait less than with no transcript, but more than after a
     # clear ending, to cover a breath between clauses (300 to 500 ms).

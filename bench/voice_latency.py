@@ -249,8 +249,11 @@ def start_engine(tmp: Path) -> tuple[Proc, str]:
             raise SystemExit(f"engine exited:\n{engine.tail()}")
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as r:
-                if r.status == 200:
+                models = json.loads(r.read()).get("models", {})
+                # A long-running engine has its fixed replies prerendered; wait for that.
+                if r.status == 200 and models.get("prerender_done"):
                     return engine, f"ws://127.0.0.1:{port}/v1/realtime"
+                time.sleep(0.5)
         except OSError:
             time.sleep(0.5)
     engine.stop()

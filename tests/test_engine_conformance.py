@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
+import time
+import urllib.request
 from typing import Any
 
 import numpy as np
 import pytest
 from openai import AsyncOpenAI
 
+from agent.app import fixed_replies
+from agent.knowledge import SAMPLE_KB, load_knowledge_base
 from agent.remote import resample_pcm16
+from agent.tts import PiperTts
 from tests.engine_harness import silence, speak
 from tests.support import EngineProcess
 
@@ -73,3 +79,22 @@ def test_openai_sdk_realtime_client_talks_to_the_engine(engine: EngineProcess) -
     assert "price" in seen["caller"].lower()
     assert seen["audio_bytes"] > 24000 * 2  # over a second of 24 kHz agent audio
     assert any("price" in text.lower() for text in seen["agent"][1:]), seen["agent"]
+
+
+def test_healthz_reports_the_model_hub_and_prerendering(engine: EngineProcess) -> None:
+    deadline = time.monotonic() + 120
+    while True:
+        with urllib.request.urlopen(f"http://127.0.0.1:{engine.port}/healthz", timeout=5) as r:
+            health = json.loads(r.read())
+        models = health["models"]
+        if models["prerender_done"] or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert health["status"] == "ok"
+    assert models["prerender_done"], models
+    # The sample knowledge base: greeting, handoff, goodbye, fallback, its answers and prompts
+    # (a call may have synthesized the greeting or an answer first; those count as calls).
+    replies = fixed_replies(load_knowledge_base(SAMPLE_KB))
+    first_sentences = {PiperTts.sentences(text)[0] for text in replies}
+    assert len(first_sentences) - 3 <= models["prerendered"] <= len(first_sentences), models
+    assert models["tts_calls"] >= models["prerendered"]

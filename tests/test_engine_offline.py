@@ -45,6 +45,51 @@ def test_a_knowledge_base_question_gets_the_fact(models: tuple[ModelHub, Knowled
     run(scenario())
 
 
+def test_the_reply_is_prepared_while_the_turn_detector_waits(
+    models: tuple[ModelHub, Knowledge],
+) -> None:
+    async def scenario() -> None:
+        h = Harness(*models)
+        await h.open(greet=False)
+        await h.feed(silence(500))
+        await h.feed(speak("What is your return policy?"))
+        await h.feed_until("response.output_audio_transcript.done")
+        latency = h.first("parley.turn_latency")
+        assert latency is not None and latency.fields["prepared"] is True, latency
+        # The first audio was made before the turn ended: it left from the TTS cache.
+        assert float(latency.fields["first_audio_ms"]) < 20, latency
+        agent = h.first("response.output_audio_transcript.done")
+        assert agent is not None and "sixty days" in agent.fields["transcript"].lower()
+        await h.close()
+
+    run(scenario())
+
+
+def test_a_prepared_reply_is_dropped_when_the_caller_goes_on(
+    models: tuple[ModelHub, Knowledge],
+) -> None:
+    async def scenario() -> None:
+        h = Harness(*models)
+        await h.open(greet=False)
+        await h.feed(silence(400))
+        # A complete-sounding first half, a breath (~160 ms with espeak's edges: past the
+        # ASR look-ahead, so it is transcribed and answered ahead, but short of the 250 ms wait),
+        # then the real question.
+        await h.feed(speak("I have a question."))
+        await h.feed(silence(60))
+        await h.feed(speak("How much does shipping cost?"))
+        await h.feed_until("response.output_audio_transcript.done")
+        [commit] = h.all("conversation.item.input_audio_transcription.completed")
+        assert "shipping" in commit.fields["transcript"].lower(), commit.fields
+        agent = h.first("response.output_audio_transcript.done")
+        assert agent is not None and "fifty dollars" in agent.fields["transcript"].lower()
+        # Exactly one response: nothing prepared for "I have a question." was spoken.
+        assert len(h.all("response.created")) == 1, h.kinds()
+        await h.close()
+
+    run(scenario())
+
+
 def test_a_hesitation_mid_sentence_is_not_a_turn_end(models: tuple[ModelHub, Knowledge]) -> None:
     async def scenario() -> None:
         h = Harness(*models)

@@ -403,6 +403,20 @@ def test_order_status_with_spoken_digits(call: Call, spoken: str) -> None:
     assert done.text.startswith("Order 1 2 3 4 5 is on its way and should arrive Thursday.")
 
 
+def test_a_fork_answers_without_touching_the_original(call: Call) -> None:
+    call.say("where's my order")
+    fork = call.conversation.fork()
+    confirm = fork.respond("one two three four five")  # the fork moves on to the confirmation
+    assert "1 2 3 4 5" in confirm.text
+    fork.dtmf("9")
+    # The original is still waiting for the order number, with nothing keyed.
+    again = call.say("six seven eight nine zero")
+    assert again.kind is ReplyKind.PROCEDURE_PROMPT and "6 7 8 9 0" in again.text
+    # And the fork, adopted, carries on from its own state.
+    assert fork.respond("yes").kind is ReplyKind.PROCEDURE_DONE
+    assert call.conversation.active_procedure == "order_status"
+
+
 def test_order_status_with_dtmf(call: Call) -> None:
     call.say("can you check on my order")
     assert call.key("2468") is None

@@ -62,13 +62,13 @@ def play(
 def test_question_then_short_silence_ends_the_turn() -> None:
     decisions = play([Start(0), Text(900, "what are your hours?"), Stop(1000)], until_ms=1300)
     assert decisions == [
-        TurnDecision(reason=EndReason.QUESTION, wait_ms=250, silence_ms=260, at_ms=1260)
+        TurnDecision(reason=EndReason.QUESTION, wait_ms=200, silence_ms=200, at_ms=1200)
     ]
 
 
-def test_complete_sentence_ends_after_300_ms() -> None:
+def test_complete_sentence_ends_after_a_short_wait() -> None:
     (decision,) = play([Start(0), Text(900, "I need a refund."), Stop(1000)], until_ms=1400)
-    assert (decision.reason, decision.silence_ms) == (EndReason.COMPLETE, 300)
+    assert (decision.reason, decision.silence_ms) == (EndReason.COMPLETE, 260)
 
 
 def test_filled_pause_is_not_the_end_and_resumed_speech_continues_the_turn() -> None:
@@ -83,7 +83,7 @@ def test_filled_pause_is_not_the_end_and_resumed_speech_continues_the_turn() -> 
     assert play(events, until_ms=3900) == []
     (decision,) = play(events, until_ms=4400)
     assert decision.reason is EndReason.COMPLETE
-    assert decision.at_ms == 4300
+    assert decision.at_ms == 4260
 
 
 @pytest.mark.parametrize(
@@ -127,8 +127,9 @@ def test_no_transcript_uses_the_default_wait() -> None:
 @pytest.mark.parametrize(
     ("text", "arrives_ms", "reason", "ends_at_ms"),
     [
-        # Arrives inside the default wait and shortens it: ends on the next tick.
-        ("what are your hours?", 1200, EndReason.QUESTION, 1260),
+        # Arrives inside the default wait and shortens it: ends when the shorter wait is over,
+        # or at once if that is already past.
+        ("what are your hours?", 1100, EndReason.QUESTION, 1200),
         ("what are your hours?", 1400, EndReason.QUESTION, 1400),
         # Arrives inside the default wait and lengthens it past the 600 ms default.
         ("my order number is", 1400, EndReason.HESITATION, 3000),
@@ -148,12 +149,12 @@ def test_speech_resuming_cancels_the_pending_end() -> None:
         Start(0),
         Text(900, "I need a refund."),
         Stop(1000),
-        Start(1200),  # 200 ms: before the 300 ms wait ran out
+        Start(1200),  # 200 ms: before the 250 ms wait ran out
         Text(1900, "I need a refund. For the blue jacket."),
         Stop(2000),
     ]
     (decision,) = play(events, until_ms=3000)
-    assert (decision.reason, decision.at_ms) == (EndReason.COMPLETE, 2300)
+    assert (decision.reason, decision.at_ms) == (EndReason.COMPLETE, 2260)
 
 
 def test_breath_after_a_hesitation_keeps_the_long_wait() -> None:
