@@ -230,7 +230,7 @@ def _env(config: Path) -> dict[str, str]:
     return env
 
 
-def start_engine(tmp: Path) -> tuple[Proc, str]:
+def start_engine(tmp: Path, *, batching: bool = True) -> tuple[Proc, str]:
     port = free_port_block(1)
     config = tmp / "engine.yaml"
     config.write_text(
@@ -242,7 +242,8 @@ def start_engine(tmp: Path) -> tuple[Proc, str]:
             }
         )
     )
-    engine = Proc([*PARLEY, "engine"], _env(config), tmp, tmp / "engine.log")
+    command = [*PARLEY, "engine", *([] if batching else ["--no-batching"])]
+    engine = Proc(command, _env(config), tmp, tmp / "engine.log")
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
         if engine.proc.poll() is not None:
@@ -637,6 +638,8 @@ def print_header(args: argparse.Namespace, script: Script) -> None:
         pass
     rev = _tree()
     print(f"Parley voice latency bench (embedded engine, real SIP calls), tree {rev or '?'}")
+    if args.no_batching:
+        print("engine: --no-batching (every VAD window and utterance on its own)")
     print(
         f"machine: {os.cpu_count()} CPUs ({cpu_model}), Python {platform.python_version()}, "
         f"{platform.system()} {platform.release()}, load avg at start {_loadavg()}"
@@ -725,6 +728,11 @@ def main() -> None:
     parser.add_argument("--greeting-s", type=float, default=7.0)
     parser.add_argument("--answer-s", type=float, default=8.5)
     parser.add_argument("--keep", help="keep the work folder here (recordings, logs, events)")
+    parser.add_argument(
+        "--no-batching",
+        action="store_true",
+        help="engine without VAD/ASR batching across calls (to measure what batching gains)",
+    )
     args = parser.parse_args()
     if args.quick:
         args.calls = "1,10" if args.calls == "1,10,20" else args.calls
@@ -750,7 +758,7 @@ def main() -> None:
             # A fresh engine per run: its TTS cache starts empty, so runs compare alike.
             tmp = work / f"run-{calls}"
             tmp.mkdir(parents=True, exist_ok=True)
-            engine, url = start_engine(tmp)
+            engine, url = start_engine(tmp, batching=not args.no_batching)
             try:
                 if echo_ms is None:
                     echo_ms = echo_round_trip(work, url)

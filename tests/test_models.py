@@ -6,6 +6,7 @@ voices are unlike Piper's, so the round trip (Piper → Whisper) is not the only
 
 from __future__ import annotations
 
+import asyncio
 import re
 import subprocess
 from collections.abc import Callable
@@ -17,6 +18,7 @@ import pytest
 
 from agent.asr import MIN_SECONDS, Transcript, WhisperAsr, _cut_trailing_loop
 from agent.audio import Int16Array, read_wav_16k, resample, to_float32, to_int16
+from agent.hub import ModelHub
 from agent.session import SAMPLE_RATE
 from agent.tts import PiperTts, normalize_text, split_sentences
 from agent.vad import (
@@ -326,6 +328,33 @@ def test_asr_batch_matches_single(asr: WhisperAsr, say: Speaker) -> None:
     single = [asr.transcribe(p) for p in pcms]
     assert [t.text for t in batch] == [t.text for t in single]
     assert batch[1].text == "" and asr.transcribe_batch([]) == []
+
+
+def test_hub_batches_asr_requests_that_wait(
+    vad: BatchedVad, asr: WhisperAsr, tts: PiperTts, say: Speaker
+) -> None:
+    hub = ModelHub(vad=vad, asr=asr, tts=tts)
+    texts = ["what time do you close", "please call me back tomorrow", "i want a refund", "hello"]
+    speech = [say(text) for text in texts]
+
+    async def calls() -> list[str]:
+        # Five sessions ask at once; the first finds Whisper idle, the rest wait for it.
+        first = asyncio.ensure_future(hub.transcribe(speech[0]))
+        withdrawn = asyncio.ensure_future(hub.transcribe(say("this one hangs up")))
+        asked = [first, *(asyncio.ensure_future(hub.transcribe(pcm)) for pcm in speech[1:])]
+        await asyncio.sleep(0)
+        withdrawn.cancel()  # a discarded look-ahead: must cost no decoding
+        return list(await asyncio.gather(*asked))
+
+    try:
+        heard = asyncio.run(calls())
+    finally:
+        hub.close()
+    for text, got in zip(texts, heard, strict=True):
+        assert words(text) <= words(got) | {"i"}, (text, got)
+    # Withdrawn before Whisper was free: four utterances decoded, in fewer passes than four.
+    assert hub.stats.asr_utterances == 4, hub.stats
+    assert hub.stats.asr_calls < 4, hub.stats
 
 
 def test_cut_trailing_loop() -> None:
