@@ -27,6 +27,7 @@ run: deps
 	$(BIN)/parley run $(ARGS)
 
 test: deps lint
+	@.ci/test-services.sh
 	$(BIN)/python -m pytest $(ARGS)
 
 lint: $(STAMP)

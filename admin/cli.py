@@ -41,6 +41,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"parley: {error}", file=sys.stderr)
         return 2
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if not _upgrade_database(settings):
+        return 2
     edge = settings.edge_config()
     cfg_path = write_files(edge)
     env = {"PARLEY_CONFIG": os.environ["PARLEY_CONFIG"]} if "PARLEY_CONFIG" in os.environ else {}
@@ -78,6 +80,51 @@ def cmd_run(args: argparse.Namespace) -> int:
         flush=True,
     )
     return supervisor.run()
+
+
+def _upgrade_database(settings: Any) -> bool:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from admin.db import display_url
+    from admin.schema import upgrade
+
+    url = settings.database_url()
+    log.info("upgrading the database schema", extra={"database": display_url(url)})
+    try:
+        upgrade(url)
+    except SQLAlchemyError as error:
+        reason = getattr(error, "orig", None) or error
+        print(f"parley: cannot upgrade {display_url(url)}: {reason}", file=sys.stderr)
+        return False
+    return True
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from admin.logs import configure
+
+    settings = _settings(args)
+    configure("db", level=settings.log_level, fmt=settings.log_format)
+    return 0 if _upgrade_database(settings) else 2
+
+
+def cmd_db_current(args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from admin.db import display_url
+    from admin.schema import current_revision, head_revision
+
+    settings = _settings(args)
+    url = settings.database_url()
+    try:
+        current = current_revision(url)
+    except SQLAlchemyError as error:
+        reason = getattr(error, "orig", None) or error
+        print(f"parley: cannot read {display_url(url)}: {reason}", file=sys.stderr)
+        return 2
+    head = head_revision()
+    state = "up to date" if current == head else f"behind head {head}; run: parley db upgrade"
+    print(f"{display_url(url)}: revision {current or '(empty)'}, {state}")
+    return 0
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -134,8 +181,13 @@ def cmd_edge(args: argparse.Namespace) -> int:
 
 
 def cmd_config(args: argparse.Namespace) -> int:
+    from admin.db import display_url
+
     settings = _settings(args)
-    print(settings.model_dump_json(indent=2))
+    shown = json.loads(settings.model_dump_json())
+    if shown["database"]["url"]:
+        shown["database"]["url"] = display_url(shown["database"]["url"])  # no password
+    print(json.dumps(shown, indent=2))
     return 0
 
 
@@ -220,6 +272,17 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="start the whole platform (SIP edge + media workers)")
     run.set_defaults(func=cmd_run)
 
+    db = sub.add_parser("db", help="manage the database schema (Alembic migrations)")
+    db_actions = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    db_upgrade = db_actions.add_parser(
+        "upgrade", help="apply every pending migration (parley run does this at start)"
+    )
+    db_upgrade.set_defaults(func=cmd_db_upgrade)
+    db_current = db_actions.add_parser(
+        "current", help="print the database's schema revision and whether it is up to date"
+    )
+    db_current.set_defaults(func=cmd_db_current)
+
     worker = sub.add_parser("worker", help="run one media worker (parley run starts these)")
     worker.add_argument("--index", type=int, required=True, help="worker number, from 0")
     worker.set_defaults(func=cmd_worker)
@@ -229,7 +292,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     engine.add_argument("--host", help="listen address (default: engine.host)")
     engine.add_argument("--port", type=int, help="listen port (default: engine.port)")
-    engine.add_argument("--no-batching", action="store_true", help="one VAD pass per window")
+    engine.add_argument(
+        "--no-batching",
+        action="store_true",
+        help="no batching across calls: one VAD pass per window, one Whisper pass per utterance",
+    )
     engine.set_defaults(func=cmd_engine)
 
     edge = sub.add_parser("edge", help="print the generated Kamailio edge configuration")

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -19,6 +19,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from admin.keyfile import Keys, load_keys
 from agent.profiles import PROFILES, SessionTarget
 from telephony.edge import EdgeConfig, WorkerAddress
 from telephony.lines import Line, LineRouter
@@ -89,6 +90,45 @@ class LineSettings(BaseModel):
         return value
 
 
+class DatabaseSettings(BaseModel):
+    url: str | None = Field(
+        None,
+        description="SQLAlchemy URL: sqlite:///path or postgresql+psycopg://user:pw@host/db; "
+        "default: a SQLite file in data_dir",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _supported_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        scheme, sep, rest = value.partition("://")
+        if not sep:
+            raise ValueError("database.url must look like sqlite:///path or postgresql+psycopg://…")
+        if scheme in ("postgres", "postgresql"):
+            return f"postgresql+psycopg://{rest}"  # psycopg 3 is the driver Parley installs
+        if scheme not in ("sqlite", "postgresql+psycopg"):
+            raise ValueError(
+                f"database.url scheme {scheme!r} is not supported; use sqlite or postgresql+psycopg"
+            )
+        return value
+
+
+class SecuritySettings(BaseModel):
+    """Keys that must stay the same for the life of the data: changing one breaks lookups by
+    caller number or the audit chain. Unset, each is generated once into data_dir/keys.json."""
+
+    audit_hmac_key: SecretStr | None = None
+    number_hash_key: SecretStr | None = None
+
+    @field_validator("audit_hmac_key", "number_hash_key")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 32:
+            raise ValueError("must be at least 32 characters (try: openssl rand -base64 32)")
+        return value
+
+
 def _default_lines() -> list[LineSettings]:
     return [
         LineSettings(name="main", numbers=["100"], agent="embedded"),
@@ -108,6 +148,8 @@ class Settings(BaseSettings):
     http_port: int = Field(8000, ge=1, le=65535)
     sip: SipSettings = Field(default_factory=lambda: SipSettings())  # noqa: PLW0108
     engine: EngineSettings = Field(default_factory=lambda: EngineSettings())  # noqa: PLW0108
+    database: DatabaseSettings = Field(default_factory=lambda: DatabaseSettings())  # noqa: PLW0108
+    security: SecuritySettings = Field(default_factory=lambda: SecuritySettings())  # noqa: PLW0108
     lines: list[LineSettings] = Field(default_factory=_default_lines)
     default_line: str | None = "main"
     restart_backoff_s: float = Field(1.0, gt=0)
@@ -196,6 +238,18 @@ class Settings(BaseSettings):
 
     def events_dir(self) -> Path:
         return self.data_dir / "events"
+
+    def database_url(self) -> str:
+        return self.database.url or f"sqlite:///{self.data_dir / 'parley.db'}"
+
+    def keys(self) -> Keys:
+        """The configured keys, or those generated into data_dir/keys.json on first use."""
+        audit, number = self.security.audit_hmac_key, self.security.number_hash_key
+        return load_keys(
+            self.data_dir / "keys.json",
+            audit_hmac_key=audit.get_secret_value() if audit else None,
+            number_hash_key=number.get_secret_value() if number else None,
+        )
 
 
 @functools.cache

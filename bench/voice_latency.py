@@ -376,6 +376,9 @@ def finish_dials(procs: list[tuple[subprocess.Popen[bytes], Path]], timeout: flo
 @dataclass
 class CallMeasures:
     v2v_ms: list[float] = field(default_factory=list)
+    # The same, less the caller's receive jitter-buffer delay (pjmedia's mean for the call):
+    # the agent's first speech packet on the wire rather than at the ear (DESIGN.md's target).
+    v2v_wire_ms: list[float] = field(default_factory=list)
     v2v_overlap: int = 0  # agent still talking when the question ended
     v2v_missing: int = 0  # no agent audio before the caller's next segment
     barge_ms: list[float] = field(default_factory=list)
@@ -440,6 +443,7 @@ def analyse_call(result: dict[str, Any], script: Script) -> CallMeasures:
                 m.v2v_overlap += 1  # too early to answer this question: an earlier reply
             else:
                 m.v2v_ms.append(t_ms(onset) - t_ms(end))
+                m.v2v_wire_ms.append(m.v2v_ms[-1] - float(result.get("jbuf_avg_delay_ms", 0.0)))
         if seg.kind == "barge":
             if not mid_answer(seg.first):
                 m.barge_na += 1
@@ -663,8 +667,8 @@ def print_rows(rows: list[RunResult], echo_ms: float | None) -> None:
     print()
     print("Voice-to-voice (ms, at the caller) and the engine's mean end_of_turn breakdown (ms)")
     print(
-        "calls ans |  n   p50   p95   max miss ovl | endpt   asr  resp  tts1 turns cached |"
-        " CPU% engine workers callers | load avg"
+        "calls ans |  n   p50   p95   max miss ovl | wire p50  p95 |"
+        " endpt   asr  resp  tts1 turns cached | CPU% engine workers callers | load avg"
     )
     for r in rows:
         m, b = r.measures, r.breakdown
@@ -672,6 +676,7 @@ def print_rows(rows: list[RunResult], echo_ms: float | None) -> None:
             f"{r.calls:5} {r.answered:3} |{len(m.v2v_ms):3}{_fmt(_pct(m.v2v_ms, 50))}"
             f"{_fmt(_pct(m.v2v_ms, 95))}{_fmt(max(m.v2v_ms, default=float('nan')))}"
             f"{m.v2v_missing:5}{m.v2v_overlap:4} |"
+            f"    {_fmt(_pct(m.v2v_wire_ms, 50))}{_fmt(_pct(m.v2v_wire_ms, 95))} |"
             f"{_fmt(b['endpointing_ms'])}{_fmt(b['asr_ms'])}{_fmt(b['responder_ms'])}"
             f"{_fmt(b['first_audio_ms'])}{r.breakdown_n:6}{r.tts_cached:7} |"
             f"{r.engine_cpu_pct:12.0f}{r.workers_cpu_pct:8.0f}{r.callers_cpu_pct:8.0f}"
@@ -697,12 +702,15 @@ def print_rows(rows: list[RunResult], echo_ms: float | None) -> None:
     print()
     print(
         "v2v: caller's last voiced frame of a question -> first agent voiced frame after it;\n"
+        "  wire = the same less the caller's mean jitter-buffer delay (pjmedia's stream stat),\n"
+        "  i.e. when the agent's first speech packet reached the caller rather than its ear;\n"
         "  miss = no agent audio before the caller spoke again; ovl = left out: agent audible\n"
         "  within 200 ms before the question ended, or starting < 300 ms after it (an earlier\n"
         "  reply). endpt..tts1: engine-reported means (endpointing = stream time from the last\n"
         "  voiced VAD window to the turn decision, hangover included; tts1 = first sentence\n"
-        "  synthesized; cached = turns whose first sentence came from the TTS cache, < 5 ms;\n"
-        "  each run has a fresh engine, so only repeats within the run hit it).\n"
+        "  synthesized; cached = turns whose first sentence came from the TTS cache, < 5 ms:\n"
+        "  each run has a fresh engine that prerenders its fixed replies before calls start,\n"
+        "  and a prepared reply's first sentence is cached before the turn ends).\n"
         "  CPU%: of one core, averaged over the calls.\n"
         "barge-in: caller onset over agent audio -> start of >= 400 ms agent silence;\n"
         "  >1s = agent kept talking; na = agent not audible at onset;\n"

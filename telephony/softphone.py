@@ -57,6 +57,7 @@ class DialResult:
     rx_packets: int = 0
     rx_lost: int = 0
     rx_jitter_ms: float = 0.0
+    jbuf_avg_delay_ms: float = 0.0  # the receive jitter buffer's mean delay (pjmedia)
     tx_packets: int = 0
 
     def received_pcm(self) -> bytes:
@@ -78,6 +79,7 @@ class DialResult:
             "rx_packets": self.rx_packets,
             "rx_lost": self.rx_lost,
             "rx_jitter_ms": round(self.rx_jitter_ms, 2),
+            "jbuf_avg_delay_ms": round(self.jbuf_avg_delay_ms, 1),
             "tx_packets": self.tx_packets,
         }
 
@@ -245,6 +247,7 @@ class Softphone:
         leg.result.rx_packets = int(rx.pkt)
         leg.result.rx_lost = int(rx.loss)
         leg.result.rx_jitter_ms = float(rx.jitterUsec.mean) / 1000.0
+        leg.result.jbuf_avg_delay_ms = float(stat.jbuf.avgDelayMsec)
         leg.result.tx_packets = int(stat.rtcp.txStat.pkt)
         return True
 

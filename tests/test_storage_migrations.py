@@ -1,0 +1,84 @@
+"""The migrations are the schema: applied to an empty database they give exactly the models."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import CheckConstraint, Column, Integer, MetaData, inspect
+
+from admin import schema
+from admin.db import create_engine
+from admin.models import Base
+
+pytest_plugins = ["tests.db_support"]
+
+
+def _diff(url: str, metadata: MetaData) -> list[Any]:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            opts = {"compare_type": True, "autogenerate_plugins": schema.AUTOGENERATE_PLUGINS}
+            context = MigrationContext.configure(connection, opts=opts)
+            return list(compare_metadata(context, metadata))
+    finally:
+        engine.dispose()
+
+
+def _tables(url: str) -> set[str]:
+    engine = create_engine(url)
+    try:
+        return set(inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
+def test_upgrade_head_matches_the_models_and_downgrade_removes_it(
+    empty_database_url: str,
+) -> None:
+    url = empty_database_url
+    assert schema.current_revision(url) is None
+    schema.upgrade(url)
+    assert schema.current_revision(url) == schema.head_revision()
+    assert _diff(url, Base.metadata) == []
+    assert set(Base.metadata.tables) <= _tables(url)
+
+    schema.downgrade(url, "base")
+    assert schema.current_revision(url) is None
+    assert _tables(url) == {"alembic_version"}
+
+    schema.upgrade(url)  # and back up again, cleanly
+    assert _diff(url, Base.metadata) == []
+
+
+def test_the_comparison_notices_columns_and_rules_the_migrations_do_not_have(
+    empty_database_url: str,
+) -> None:
+    schema.upgrade(empty_database_url)
+    drifted = MetaData(naming_convention=Base.metadata.naming_convention)
+    for table in Base.metadata.tables.values():
+        table.to_metadata(drifted)
+    drifted.tables["calls"].append_column(Column("added_in_a_model_only", Integer))
+    drifted.tables["calls"].append_constraint(CheckConstraint("to_number <> ''", name="to_given"))
+    diff = _diff(empty_database_url, drifted)
+    assert sorted(entry[0] for entry in diff) == ["add_column", "add_constraint"]
+
+
+def test_parley_db_upgrade_then_current(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PARLEY_")}
+    env["PARLEY_DATA_DIR"] = str(tmp_path)
+    parley = [sys.executable, "-m", "admin.cli", "db"]
+
+    def run(action: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*parley, action], env=env, capture_output=True, text=True, timeout=60, check=True
+        )
+
+    assert "behind head" in run("current").stdout
+    assert "upgrading the database schema" in run("upgrade").stderr
+    assert f"revision {schema.head_revision()}, up to date" in run("current").stdout
