@@ -350,7 +350,12 @@ class EngineSession:
 
     async def _speech_stopped(self) -> None:
         self._in_speech = False
-        self._speech_stop_ms = self.t_ms - self._silence_run_ms
+        trailing = self._silence_run_ms // (VAD_WINDOW * 1000 // RATE)
+        voiced_until = self.t_ms - self._silence_run_ms
+        # Silero stays above its offset threshold a little past the last sound (0-70 ms on
+        # speech ending in a fricative or a fading vowel): turn waits count from where the
+        # energy actually fell.
+        self._speech_stop_ms = voiced_until - _energy_tail_ms(self._utterance, trailing)
         duration = self._speech_stop_ms - self._speech_start_ms
         self._speech_run_ms = 0
         self._last_activity_ms = self.t_ms
@@ -666,6 +671,28 @@ class EngineSession:
         )
         if response.end_call:
             await self.send("parley.hangup_requested", {"reason": "conversation_complete"})
+
+
+_TAIL_BLOCK = 256  # samples: 16 ms
+
+
+def _energy_tail_ms(windows: list[np.ndarray], trailing: int) -> int:
+    """How long before the end of the last voiced VAD window the speech energy ended.
+
+    Looks at the last two voiced windows in 16 ms blocks: the speech ended after the last block
+    whose RMS is at least a tenth of the utterance's median window RMS.
+    """
+    voiced = windows[: len(windows) - trailing] if trailing else windows
+    if len(voiced) < 3:
+        return 0
+    rms = [float(np.sqrt(np.mean(w.astype(np.float32) ** 2))) for w in voiced]
+    floor = 0.1 * float(np.median(rms))
+    tail = np.concatenate(voiced[-2:]).astype(np.float32)
+    blocks = tail[: len(tail) // _TAIL_BLOCK * _TAIL_BLOCK].reshape(-1, _TAIL_BLOCK)
+    loud = np.flatnonzero(np.sqrt(np.mean(blocks**2, axis=1)) >= floor)
+    if not len(loud):
+        return len(tail) * 1000 // RATE
+    return (len(blocks) - 1 - int(loud[-1])) * _TAIL_BLOCK * 1000 // RATE
 
 
 def _discard(task: asyncio.Task[Any]) -> None:
