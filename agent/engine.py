@@ -47,7 +47,7 @@ class Models(Protocol):
 
     def close_vad_stream(self, stream_id: int) -> None: ...
 
-    async def transcribe(self, pcm: np.ndarray) -> str: ...
+    async def transcribe(self, pcm: np.ndarray, *, urgent: bool = False) -> str: ...
 
     async def synthesize(self, sentence: str) -> np.ndarray: ...
 
@@ -368,7 +368,8 @@ class EngineSession:
             self._barged = False
             self._utterance = []
             # Cut 100 ms early, a quick "uh-huh" reads as "uh-uh" (a no) to Whisper tiny.
-            text = await self.models.transcribe(audio)
+            # Urgent: the agent is paused until this text says whether to resume.
+            text = await self.models.transcribe(audio, urgent=True)
             if self.is_backchannel(text, duration) or _non_lexical(text, duration):
                 await self.send(
                     "parley.backchannel_ignored", {"text": text, "duration_ms": duration}

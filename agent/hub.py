@@ -33,6 +33,13 @@ log = logging.getLogger(__name__)
 MAX_ASR_BATCH = 8
 
 
+@dataclass(frozen=True, slots=True)
+class _AsrRequest:
+    pcm: np.ndarray
+    future: asyncio.Future[str]
+    urgent: bool
+
+
 @dataclass
 class HubStats:
     vad_batches: int = 0
@@ -66,7 +73,7 @@ class ModelHub:
         self._pending: dict[int, tuple[np.ndarray, asyncio.Future[float]]] = {}
         self._flush_scheduled = False
         self._asr_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="asr")
-        self._asr_waiting: list[tuple[np.ndarray, asyncio.Future[str]]] = []
+        self._asr_waiting: list[_AsrRequest] = []
         self._asr_busy = False
         self._closed = False
         self._tts_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="tts")
@@ -144,47 +151,50 @@ class ModelHub:
 
     # --- ASR and TTS --------------------------------------------------------------------
 
-    async def transcribe(self, pcm: np.ndarray) -> str:
+    async def transcribe(self, pcm: np.ndarray, *, urgent: bool = False) -> str:
+        """Text of one utterance. `urgent` goes ahead of the queue: a session whose agent is
+        paused on caller speech waits on it to know whether that was only a back-channel."""
         if len(pcm) < 1600:  # under 0.1 s: nothing Whisper can read
             return ""
         future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self._asr_waiting.append((pcm, future))
+        self._asr_waiting.append(_AsrRequest(pcm, future, urgent))
         if not self._asr_busy:
             self._next_asr_batch()
         return await future
 
     def _next_asr_batch(self) -> None:
-        waiting = [(pcm, future) for pcm, future in self._asr_waiting if not future.done()]
+        waiting = [request for request in self._asr_waiting if not request.future.done()]
         if not waiting:
             self._asr_waiting, self._asr_busy = [], False
             return
-        # The oldest request, with the others whose length is within a factor of two of it:
+        waiting.sort(key=lambda request: not request.urgent)  # stable: arrival order otherwise
+        # The first request, with the others whose length is within a factor of two of it:
         # each utterance in a batch is padded to the longest.
-        oldest = len(waiting[0][0])
+        first = len(waiting[0].pcm)
         batch, rest = [waiting[0]], []
-        for pcm, future in waiting[1:]:
-            similar = oldest / 2 <= len(pcm) <= oldest * 2
+        for request in waiting[1:]:
+            similar = first / 2 <= len(request.pcm) <= first * 2
             if similar and self.batching and len(batch) < MAX_ASR_BATCH:
-                batch.append((pcm, future))
+                batch.append(request)
             else:
-                rest.append((pcm, future))
+                rest.append(request)
         self._asr_waiting, self._asr_busy = rest, True
         started = time.perf_counter()
         job = asyncio.get_running_loop().run_in_executor(
-            self._asr_pool, self._asr.transcribe_batch, [pcm for pcm, _ in batch]
+            self._asr_pool, self._asr.transcribe_batch, [request.pcm for request in batch]
         )
         job.add_done_callback(lambda done: self._asr_batch_done(batch, done, started))
 
     def _asr_batch_done(
         self,
-        batch: list[tuple[np.ndarray, asyncio.Future[str]]],
+        batch: list[_AsrRequest],
         job: asyncio.Future[list[Transcript]],
         started: float,
     ) -> None:
         self.stats.asr_calls += 1
         self.stats.asr_utterances += len(batch)
         self.stats.asr_busy_s += time.perf_counter() - started
-        for i, (_, future) in enumerate(batch):
+        for i, future in enumerate(request.future for request in batch):
             if future.done():
                 continue
             if job.cancelled():  # the hub is closing

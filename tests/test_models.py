@@ -357,6 +357,35 @@ def test_hub_batches_asr_requests_that_wait(
     assert hub.stats.asr_calls < 4, hub.stats
 
 
+def test_hub_decodes_urgent_asr_requests_first(
+    vad: BatchedVad, asr: WhisperAsr, tts: PiperTts, say: Speaker
+) -> None:
+    hub = ModelHub(vad=vad, asr=asr, tts=tts)
+    busy = say("what time do you close on saturday")
+    long = say("i would like to know where my order is and when it will arrive at my house")
+    short = say("uh huh")
+    finished: list[str] = []
+
+    async def ask(name: str, pcm: np.ndarray, urgent: bool) -> None:
+        await hub.transcribe(pcm, urgent=urgent)
+        finished.append(name)
+
+    async def calls() -> None:
+        first = asyncio.ensure_future(ask("busy", busy, False))
+        await asyncio.sleep(0)  # Whisper is now busy with the first
+        later = [
+            asyncio.ensure_future(ask("long", long, False)),
+            asyncio.ensure_future(ask("urgent", short, True)),  # asked last, decoded next
+        ]
+        await asyncio.gather(first, *later)
+
+    try:
+        asyncio.run(calls())
+    finally:
+        hub.close()
+    assert finished == ["busy", "urgent", "long"]
+
+
 def test_cut_trailing_loop() -> None:
     assert _cut_trailing_loop([1, 2, 3, 4, 5, 4, 5, 4, 5]) == [1, 2, 3, 4, 5]
     assert _cut_trailing_loop([1, 7, 7, 7, 7]) == [1, 7]
