@@ -24,19 +24,31 @@ def store_events(session: Session, events: Iterable[CallEvent]) -> int:
     Raises ValueError, naming the event, for an id that is not a UUID hex string; nothing of
     that batch is written.
     """
-    rows = [_row(event) for event in events]
+    return len(insert_new_events(session, events))
+
+
+def insert_new_events(session: Session, events: Iterable[CallEvent]) -> list[CallEvent]:
+    """Like `store_events`, but returns the events that were new, in the order given (an id
+    repeated within `events` counts once)."""
+    given = list(events)
+    rows = [_row(event) for event in given]
     insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-    stored = 0
+    inserted: set[str] = set()
     for start in range(0, len(rows), _BATCH):
         batch: Sequence[dict[str, Any]] = rows[start : start + _BATCH]
         statement = (
             insert(CallEventRecord)
             .values(batch)
-            .on_conflict_do_nothing()
+            .on_conflict_do_nothing(index_elements=[CallEventRecord.event_id])
             .returning(CallEventRecord.event_id)  # only the rows actually inserted
         )
-        stored += len(session.scalars(statement).all())
-    return stored
+        inserted.update(session.scalars(statement).all())
+    new: list[CallEvent] = []
+    for event in given:
+        if event.event_id in inserted:
+            inserted.discard(event.event_id)
+            new.append(event)
+    return new
 
 
 def _row(event: CallEvent) -> dict[str, Any]:

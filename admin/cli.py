@@ -55,8 +55,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         for i in range(settings.sip.workers)
     ]
     specs.append(ProcessSpec("sip-edge", tuple(kamailio_command(edge, cfg_path))))
+    specs.append(ProcessSpec("ingest", (sys.executable, "-m", "admin.cli", "ingest"), env))
+    specs.append(ProcessSpec("api", (sys.executable, "-m", "admin.cli", "api"), env))
     if settings.engine_needed():
         specs.insert(0, ProcessSpec("engine", (sys.executable, "-m", "admin.cli", "engine"), env))
+    if settings.jobs.enabled:
+        specs.append(
+            ProcessSpec("jobs", (sys.executable, "-m", "admin.cli", "jobs", "worker"), env)
+        )
     supervisor = Supervisor(specs, backoff_s=settings.restart_backoff_s)
 
     def stop(signum: int, _frame: object) -> None:
@@ -128,6 +134,7 @@ def cmd_db_current(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    from admin.event_pipeline import start_shipper
     from admin.logs import configure
     from agent.profiles import create_session
     from telephony.events import JsonlOutlet
@@ -136,7 +143,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
     settings = _settings(args)
     configure(f"worker-{args.index}", level=settings.log_level, fmt=settings.log_format)
     config = settings.worker_config(args.index)
-    outlet = JsonlOutlet(settings.events_dir() / f"worker-{args.index}.jsonl")
+    spool = settings.events_dir() / f"worker-{args.index}.jsonl"
+    outlet = JsonlOutlet(spool, segment_bytes=settings.events.segment_bytes)
+    shipper = start_shipper(settings, spool)
     try:
         serve(
             config,
@@ -147,7 +156,26 @@ def cmd_worker(args: argparse.Namespace) -> int:
     except RuntimeError as error:
         log.error("media worker failed", extra={"error": str(error)})
         return 1
+    finally:
+        if shipper is not None:
+            shipper.stop()
     return 0
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from admin.event_pipeline import run_ingester
+    from admin.logs import configure
+
+    settings = _settings(args)
+    configure("ingest", level=settings.log_level, fmt=settings.log_format)
+    result: int = run_ingester(settings)
+    return result
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    from admin.jobs.commands import run
+
+    return run(args, _settings(args))
 
 
 def cmd_engine(args: argparse.Namespace) -> int:
@@ -187,6 +215,8 @@ def cmd_config(args: argparse.Namespace) -> int:
     shown = json.loads(settings.model_dump_json())
     if shown["database"]["url"]:
         shown["database"]["url"] = display_url(shown["database"]["url"])  # no password
+    if shown["redis_url"]:
+        shown["redis_url"] = display_url(shown["redis_url"])
     print(json.dumps(shown, indent=2))
     return 0
 
@@ -286,6 +316,19 @@ def build_parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="run one media worker (parley run starts these)")
     worker.add_argument("--index", type=int, required=True, help="worker number, from 0")
     worker.set_defaults(func=cmd_worker)
+
+    ingest = sub.add_parser(
+        "ingest", help="store call events in the database (parley run starts it)"
+    )
+    ingest.set_defaults(func=cmd_ingest)
+
+    from admin.jobs.commands import add_parser as add_jobs_parser
+
+    add_jobs_parser(sub, func=cmd_jobs)
+
+    from admin.api.commands import add_parsers as add_api_parsers
+
+    add_api_parsers(sub, settings=_settings)  # api, users, api-keys
 
     engine = sub.add_parser(
         "engine", help="run the embedded voice engine server (parley run starts it)"

@@ -22,6 +22,7 @@ from sqlalchemy import (
     Enum,
     ForeignKey,
     Index,
+    Integer,
     MetaData,
     String,
     Text,
@@ -404,9 +405,15 @@ class CallEventRecord(Base):
     __table_args__ = (
         CheckConstraint("length(event_id) = 32", name="event_id_uuid_hex"),
         Index(None, "call_id", "occurred_at"),
+        {"sqlite_autoincrement": True},  # a seq is never reused, even after deletes
     )
 
-    event_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    # Insertion order, for readers that poll "events after N" (the dashboard's live stream).
+    # The ingester serializes its inserts, so a higher seq is never committed before a lower.
+    seq: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
+    )
+    event_id: Mapped[str] = mapped_column(String(32), unique=True)
     call_id: Mapped[str] = mapped_column(String(32))
     kind: Mapped[str] = mapped_column(String(64))
     occurred_at: Mapped[dt.datetime]

@@ -19,6 +19,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from admin.jobs.config import JobsSettings
 from admin.keyfile import Keys, load_keys
 from agent.profiles import PROFILES, SessionTarget
 from telephony.edge import EdgeConfig, WorkerAddress
@@ -120,13 +121,42 @@ class SecuritySettings(BaseModel):
 
     audit_hmac_key: SecretStr | None = None
     number_hash_key: SecretStr | None = None
+    jwt_signing_key: SecretStr | None = Field(
+        None, description="signs the API's access tokens; changing it logs everybody out"
+    )
+    access_token_minutes: int = Field(60, ge=1, le=24 * 60)
 
-    @field_validator("audit_hmac_key", "number_hash_key")
+    @field_validator("audit_hmac_key", "number_hash_key", "jwt_signing_key")
     @classmethod
     def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and len(value.get_secret_value()) < 32:
             raise ValueError("must be at least 32 characters (try: openssl rand -base64 32)")
         return value
+
+
+class EventsSettings(BaseModel):
+    """How call events travel from the media workers' spool files to the database."""
+
+    carrier: Literal["file", "redis"] | None = Field(
+        None,
+        description="file: the ingester reads the spool files itself (one host); redis: each "
+        "worker ships its spool to a Redis stream; default: redis when redis_url is set",
+    )
+    stream: str = Field("parley:events", min_length=1, description="the Redis stream's key")
+    group: str = Field("parley-ingest", min_length=1, description="the ingesters' consumer group")
+    batch_size: int = Field(500, ge=1, le=10_000, description="events per transaction")
+    ship_batch_size: int = Field(500, ge=1, le=10_000, description="events per XADD round trip")
+    segment_bytes: int = Field(
+        16 * 2**20, ge=4096, description="a worker starts a new spool file past this size"
+    )
+    poll_interval_s: float = Field(0.2, gt=0, description="how often idle readers look again")
+    max_backoff_s: float = Field(5.0, gt=0, description="longest wait between retries")
+    claim_idle_s: float = Field(
+        30.0, gt=0, description="a pending entry idle this long is taken from its dead consumer"
+    )
+    source: str | None = Field(
+        None, description="this host's name in the shipped offsets; default: the hostname"
+    )
 
 
 def _default_lines() -> list[LineSettings]:
@@ -150,6 +180,11 @@ class Settings(BaseSettings):
     engine: EngineSettings = Field(default_factory=lambda: EngineSettings())  # noqa: PLW0108
     database: DatabaseSettings = Field(default_factory=lambda: DatabaseSettings())  # noqa: PLW0108
     security: SecuritySettings = Field(default_factory=lambda: SecuritySettings())  # noqa: PLW0108
+    redis_url: str | None = Field(
+        None, description="redis://host:6379/0 carries events between hosts; None: no Redis"
+    )
+    events: EventsSettings = Field(default_factory=lambda: EventsSettings())  # noqa: PLW0108
+    jobs: JobsSettings = Field(default_factory=lambda: JobsSettings())  # noqa: PLW0108
     lines: list[LineSettings] = Field(default_factory=_default_lines)
     default_line: str | None = "main"
     restart_backoff_s: float = Field(1.0, gt=0)
@@ -157,6 +192,14 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _lines_route(self) -> Settings:
         self.router()  # raises on duplicate numbers or an unknown default line
+        return self
+
+    @model_validator(mode="after")
+    def _events_carrier_reachable(self) -> Settings:
+        if self.events.carrier == "redis" and not self.redis_url:
+            raise ValueError("events.carrier is redis but redis_url is not set")
+        if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("redis_url must look like redis://host:6379/0")
         return self
 
     @classmethod
@@ -239,16 +282,23 @@ class Settings(BaseSettings):
     def events_dir(self) -> Path:
         return self.data_dir / "events"
 
+    def events_carrier(self) -> Literal["file", "redis"]:
+        if self.events.carrier is not None:
+            return self.events.carrier
+        return "redis" if self.redis_url else "file"
+
     def database_url(self) -> str:
         return self.database.url or f"sqlite:///{self.data_dir / 'parley.db'}"
 
     def keys(self) -> Keys:
         """The configured keys, or those generated into data_dir/keys.json on first use."""
         audit, number = self.security.audit_hmac_key, self.security.number_hash_key
+        jwt = self.security.jwt_signing_key
         return load_keys(
             self.data_dir / "keys.json",
             audit_hmac_key=audit.get_secret_value() if audit else None,
             number_hash_key=number.get_secret_value() if number else None,
+            jwt_signing_key=jwt.get_secret_value() if jwt else None,
         )
 
 

@@ -74,6 +74,7 @@ class ModelHub:
         self._flush_scheduled = False
         self._asr_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="asr")
         self._asr_waiting: list[_AsrRequest] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._asr_busy = False
         self._closed = False
         self._tts_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="tts")
@@ -113,7 +114,7 @@ class ModelHub:
     async def vad(self, stream_id: int, window: np.ndarray) -> float:
         if not self.batching:
             return self._run_vad({stream_id: window})[stream_id]
-        loop = asyncio.get_running_loop()
+        loop = self._on_loop()
         if stream_id in self._pending:
             # One window per stream per batch: the recurrent state must advance in order.
             self._flush()
@@ -123,6 +124,20 @@ class ModelHub:
             self._flush_scheduled = True
             loop.call_later(self._vad_batch_s, self._flush)
         return await future
+
+    def _on_loop(self) -> asyncio.AbstractEventLoop:
+        """The running loop; a hub moved to a new one starts its batching afresh.
+
+        A VAD flush or ASR completion scheduled on a loop that has since closed never runs:
+        left as it was, the hub would wait on it for ever. (The server keeps one loop for its
+        life; tests and tools that call asyncio.run more than once do not.)
+        """
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            self._loop = loop
+            self._pending, self._flush_scheduled = {}, False
+            self._asr_waiting, self._asr_busy = [], False
+        return loop
 
     def _flush(self) -> None:
         self._flush_scheduled = False
@@ -156,7 +171,7 @@ class ModelHub:
         paused on caller speech waits on it to know whether that was only a back-channel."""
         if len(pcm) < 1600:  # under 0.1 s: nothing Whisper can read
             return ""
-        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[str] = self._on_loop().create_future()
         self._asr_waiting.append(_AsrRequest(pcm, future, urgent))
         if not self._asr_busy:
             self._next_asr_batch()

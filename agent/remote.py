@@ -74,6 +74,11 @@ class RealtimeSession:
         self._reader: asyncio.Task[None] | None = None
         self._closing = False
         self.session_id = ""
+        # The utterance being received: its id, ms of audio and transcript so far. The records
+        # need when it started, how long it was and what it said, also when it is cut short.
+        self._item_id: str | None = None
+        self._item_ms = 0
+        self._item_text: dict[str, str] = {}
 
     async def start(self) -> None:
         try:
@@ -150,7 +155,23 @@ class RealtimeSession:
         if kind == "response.output_audio.delta":
             item_id = str(event["item_id"])
             pcm = resample_pcm16(audio_bytes(event["delta"]), self.rate, SAMPLE_RATE)
-            return [AgentAudio(item_id, pcm)]
+            outputs: list[SessionOutput] = []
+            if item_id != self._item_id:
+                self._item_id, self._item_ms = item_id, 0
+                outputs.append(
+                    SessionEvent(EventKind.AGENT_UTTERANCE_STARTED, {"utterance_id": item_id})
+                )
+            self._item_ms += len(pcm) * 1000 // (2 * SAMPLE_RATE)
+            outputs.append(AgentAudio(item_id, pcm))
+            return outputs
+        if kind == "response.output_audio_transcript.delta":
+            item_id = str(event.get("item_id"))
+            if len(self._item_text) > 8 and item_id not in self._item_text:
+                self._item_text.clear()  # ids whose transcript never ended
+            self._item_text[item_id] = self._item_text.get(item_id, "") + str(
+                event.get("delta", "")
+            )
+            return []
         if kind == "input_audio_buffer.speech_started":
             # The server may have finished sending an answer long before it finished playing:
             # whatever is still queued here is cut. With nothing playing the clear is a no-op.
@@ -165,15 +186,20 @@ class RealtimeSession:
                 SessionEvent(EventKind.CALLER_TRANSCRIPT, {"text": event.get("transcript", "")})
             ]
         if kind == "response.output_audio_transcript.done":
-            return [
-                SessionEvent(
-                    EventKind.AGENT_TRANSCRIPT,
-                    {"utterance_id": event.get("item_id"), "text": event.get("transcript", "")},
-                )
-            ]
+            # A server that cuts its transcript to what was heard (Parley's engine, after a
+            # truncate) sent the whole text as deltas: keep both.
+            transcript = str(event.get("transcript", ""))
+            said = self._item_text.pop(str(event.get("item_id")), "").strip()
+            data: dict[str, object] = {"utterance_id": event.get("item_id"), "text": transcript}
+            if said and said != transcript.strip():
+                data.update(text=said, heard_text=transcript)
+            return [SessionEvent(EventKind.AGENT_TRANSCRIPT, data)]
         if kind == "response.output_audio.done":
             item_id = str(event.get("item_id"))
-            return [SessionEvent(EventKind.AGENT_UTTERANCE_DONE, {"utterance_id": item_id})]
+            done: dict[str, object] = {"utterance_id": item_id}
+            if item_id == self._item_id:
+                done["audio_ms"] = self._item_ms
+            return [SessionEvent(EventKind.AGENT_UTTERANCE_DONE, done)]
         if kind == "parley.dtmf":
             return [AgentDtmf(str(event.get("digits", "")))]
         parley_kinds = {

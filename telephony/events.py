@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import json
+import re
 import threading
 import time
 import uuid
@@ -72,14 +73,67 @@ class EventOutlet(Protocol):
     def close(self) -> None: ...
 
 
-class JsonlOutlet:
-    """Appends events to a spool file, one JSON object a line; safe to call from any thread."""
+DEFAULT_SEGMENT_BYTES = 16 * 2**20
+_SEGMENT = re.compile(r"(?P<spool>[A-Za-z0-9_-]+)(?:\.(?P<seq>[0-9]{8}))?\.jsonl")
 
-    def __init__(self, path: Path) -> None:
+
+def segment_path(spool: Path, seq: int) -> Path:
+    """Segment `seq` of the spool `spool` (var/events/worker-0.jsonl: worker-0.00000001.jsonl)."""
+    return spool.with_name(f"{spool.stem}.{seq:08d}{spool.suffix}")
+
+
+def spool_segments(spool: Path) -> list[tuple[int, Path]]:
+    """The spool's segment files, oldest first. A plain `worker-0.jsonl` (written before spools
+    had segments) counts as segment 0."""
+    found = []
+    if spool.is_file():
+        found.append((0, spool))
+    for path in spool.parent.glob(f"{spool.stem}.*{spool.suffix}"):
+        match = _SEGMENT.fullmatch(path.name)
+        if match and match["spool"] == spool.stem and match["seq"]:
+            found.append((int(match["seq"]), path))
+    return sorted(found)
+
+
+def spools_in(folder: Path) -> list[Path]:
+    """The spools whose segments are in `folder`, by their base path (folder/worker-0.jsonl)."""
+    names = set()
+    for path in folder.glob("*.jsonl"):
+        match = _SEGMENT.fullmatch(path.name)
+        if match:
+            names.add(match["spool"])
+    return [folder / f"{name}.jsonl" for name in sorted(names)]
+
+
+class JsonlOutlet:
+    """Appends events to a spool, one JSON object a line; safe to call from any thread.
+
+    The spool is a series of segment files: once one passes `segment_bytes` it is closed and
+    the next one started, so a reader can delete segments it has stored. A restarted worker
+    goes on appending to its last segment, after ending a line torn by a crash (a reader
+    reports that line as garbage and skips it; the lines around it stay whole).
+    """
+
+    def __init__(self, path: Path, *, segment_bytes: int = DEFAULT_SEGMENT_BYTES) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
+        self.spool = path
+        self.segment_bytes = segment_bytes
         self._lock = threading.Lock()
-        self._file: IO[str] | None = path.open("a", encoding="utf-8")
+        segments = [(seq, p) for seq, p in spool_segments(path) if seq > 0]
+        self._seq = segments[-1][0] if segments else 1
+        self.path = segment_path(path, self._seq)
+        self._file: IO[str] | None = self._open(self.path)
+
+    @staticmethod
+    def _open(path: Path) -> IO[str]:
+        file = path.open("a", encoding="utf-8")
+        if file.tell() > 0:
+            with path.open("rb") as existing:
+                existing.seek(-1, 2)
+                if existing.read(1) != b"\n":
+                    file.write("\n")
+                    file.flush()
+        return file
 
     def emit(self, event: CallEvent) -> None:
         line = event.to_json() + "\n"
@@ -88,6 +142,13 @@ class JsonlOutlet:
                 return
             self._file.write(line)
             self._file.flush()
+            if self._file.tell() >= self.segment_bytes:
+                # Close before the next segment exists: a reader that sees segment N+1 knows
+                # segment N is complete.
+                self._file.close()
+                self._seq += 1
+                self.path = segment_path(self.spool, self._seq)
+                self._file = self._open(self.path)
 
     def close(self) -> None:
         with self._lock:

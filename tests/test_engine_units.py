@@ -11,7 +11,8 @@ BLOCK_MS = 16
 
 def _tone(samples: int, rms: float) -> np.ndarray:
     t = np.arange(samples)
-    return (np.sin(2 * np.pi * 220 * t / 16_000) * rms * np.sqrt(2)).astype(np.int16)
+    tone: np.ndarray = (np.sin(2 * np.pi * 220 * t / 16_000) * rms * np.sqrt(2)).astype(np.int16)
+    return tone
 
 
 def _windows(audio: np.ndarray) -> list[np.ndarray]:

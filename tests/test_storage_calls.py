@@ -48,7 +48,9 @@ def test_an_event_id_is_stored_once(session: Session) -> None:
     assert store_events(session, [started, ended, ended]) == 1  # a replayed spool
     assert _event_count(session) == 2
     session.expire_all()
-    stored = session.get_one(CallEventRecord, ended.event_id)
+    stored = session.scalars(
+        select(CallEventRecord).where(CallEventRecord.event_id == ended.event_id)
+    ).one()
     assert (stored.call_id, stored.kind, stored.data) == (
         call_id,
         "call.ended",

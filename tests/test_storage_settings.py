@@ -42,14 +42,43 @@ def test_keys_are_generated_once_into_an_owner_only_file(tmp_path: Path) -> None
 def test_configured_keys_win_and_leave_no_file(tmp_path: Path) -> None:
     settings = Settings(
         data_dir=tmp_path,
-        security={"audit_hmac_key": "a" * 32, "number_hash_key": "n" * 32},
+        security={
+            "audit_hmac_key": "a" * 32,
+            "number_hash_key": "n" * 32,
+            "jwt_signing_key": "j" * 32,
+        },
     )
     keys = settings.keys()
-    assert (keys.audit_hmac, keys.number_hash) == (b"a" * 32, b"n" * 32)
+    assert (keys.audit_hmac, keys.number_hash, keys.jwt_signing) == (
+        b"a" * 32,
+        b"n" * 32,
+        b"j" * 32,
+    )
     assert not (tmp_path / "keys.json").exists()
     assert "a" * 32 not in settings.model_dump_json()
     with pytest.raises(ValidationError, match="at least 32 characters"):
         Settings(security={"audit_hmac_key": "short"})
+
+
+def test_a_key_file_from_before_the_token_key_gets_it_added(tmp_path: Path) -> None:
+    path = tmp_path / "keys.json"
+    path.write_text('{"audit_hmac_key": "a-old", "number_hash_key": "n-old"}')
+    path.chmod(0o600)
+    keys = load_keys(path)
+    assert (keys.audit_hmac, keys.number_hash) == (b"a-old", b"n-old")  # kept as they were
+    assert len(keys.jwt_signing) >= 32
+    assert load_keys(path) == keys
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keys.json"]
+
+
+def test_a_file_that_is_not_a_key_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "keys.json"
+    for content in ("[1, 2]", "{not json", '{"number_hash_key": "n"}'):
+        path.write_text(content)
+        path.chmod(0o600)
+        with pytest.raises(ValueError, match="is not a Parley key file"):
+            load_keys(path)
 
 
 def test_a_key_file_others_can_read_is_refused(tmp_path: Path) -> None:

@@ -110,6 +110,12 @@ def upgrade() -> None:
     )
     op.create_table(
         "call_events",
+        sa.Column(
+            "seq",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            autoincrement=True,
+            nullable=False,
+        ),
         sa.Column("event_id", sa.String(length=32), nullable=False),
         sa.Column("call_id", sa.String(length=32), nullable=False),
         sa.Column("kind", sa.String(length=64), nullable=False),
@@ -118,7 +124,9 @@ def upgrade() -> None:
         sa.Column("data", sa.JSON(), nullable=False),
         sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
         sa.CheckConstraint("length(event_id) = 32", name=op.f("ck_call_events_event_id_uuid_hex")),
-        sa.PrimaryKeyConstraint("event_id", name=op.f("pk_call_events")),
+        sa.PrimaryKeyConstraint("seq", name=op.f("pk_call_events")),
+        sa.UniqueConstraint("event_id", name=op.f("uq_call_events_event_id")),
+        sqlite_autoincrement=True,
     )
     op.create_index(
         op.f("ix_call_events_call_id_occurred_at"),

@@ -1,0 +1,53 @@
+"""Who may do what: the one table of the API's permissions by role.
+
+Every route names one permission (admin.api.deps.require); a role either has it or gets 403.
+Supervisors read calls through a scope instead of a permission: they see live and escalated
+calls only (admin.api.call_queries.visible_to), and any other call is "not found" to them.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from admin.models import Role
+
+
+class Permission(enum.StrEnum):
+    READ_CALLS = "read_calls"  # list and detail; supervisors within their scope
+    READ_ALL_CALLS = "read_all_calls"  # no scope: finished calls that never escalated too
+    READ_METRICS = "read_metrics"
+    READ_LINES = "read_lines"
+    MANAGE_LINES = "manage_lines"
+    READ_DISCLOSURES = "read_disclosures"
+    MANAGE_DISCLOSURES = "manage_disclosures"
+    MANAGE_USERS = "manage_users"  # list, create, change role, deactivate
+    MANAGE_API_KEYS = "manage_api_keys"  # list, issue, revoke
+    READ_AUDIT = "read_audit"  # list and verify the chain
+    WATCH_LIVE = "watch_live"  # the /live event stream
+
+
+PERMISSIONS: dict[Role, frozenset[Permission]] = {
+    Role.ADMIN: frozenset(Permission),
+    Role.SUPERVISOR: frozenset(
+        {
+            Permission.READ_CALLS,
+            Permission.READ_METRICS,
+            Permission.READ_LINES,
+            Permission.WATCH_LIVE,
+        }
+    ),
+    Role.AUDITOR: frozenset(
+        {
+            Permission.READ_CALLS,
+            Permission.READ_ALL_CALLS,
+            Permission.READ_METRICS,
+            Permission.READ_LINES,
+            Permission.READ_DISCLOSURES,
+            Permission.READ_AUDIT,
+        }
+    ),
+}
+
+
+def allows(role: Role, permission: Permission) -> bool:
+    return permission in PERMISSIONS[role]

@@ -1,0 +1,95 @@
+"""Calls: the filtered, paged list and one call with its transcript, plays, events and metrics."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query
+from sqlalchemy import ColumnElement
+
+from admin import phone_numbers
+from admin.api import call_queries
+from admin.api.auth import Principal
+from admin.api.call_queries import CallFilters, Sort
+from admin.api.cursor import BadCursor
+from admin.api.deps import CallReader, Context, DbSession
+from admin.api.errors import ERROR_RESPONSES, ApiError, ErrorDetail, not_found
+from admin.api.roles import Permission
+from admin.api.schemas import CallDetail, CallPage, Id, Timestamp
+from admin.models import Outcome
+
+router = APIRouter(prefix="/calls", tags=["calls"], responses=ERROR_RESPONSES)
+
+CallId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$", description="the call's UUID hex")]
+
+
+@router.get("", response_model=CallPage)
+def list_calls(
+    *,
+    principal: CallReader,
+    context: Context,
+    session: DbSession,
+    started_from: Annotated[
+        Timestamp | None, Query(alias="from", description="started at or after (ISO 8601)")
+    ] = None,
+    started_to: Annotated[Timestamp | None, Query(alias="to", description="started before")] = None,
+    line_id: Id | None = None,
+    outcome: Outcome | None = None,
+    escalated: Annotated[bool | None, Query(description="had an escalation")] = None,
+    caller: Annotated[
+        str | None,
+        Query(max_length=64, description="the caller's number, any format; matched by hash"),
+    ] = None,
+    sort: Sort = "-started_at",
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+) -> CallPage:
+    """Calls, newest first by default. Supervisors see live and escalated calls only."""
+    filters = CallFilters(
+        started_from=started_from,
+        started_to=started_to,
+        line_id=line_id,
+        outcome=outcome,
+        escalated=escalated,
+        caller_hash=_caller_hash(caller, context.keys.number_hash) if caller else None,
+    )
+    try:
+        page = call_queries.list_calls(
+            session,
+            filters=filters,
+            sort=sort,
+            limit=limit,
+            page_cursor=cursor,
+            scope=_scope(principal),
+        )
+    except BadCursor as error:
+        raise ApiError(400, str(error), code="bad_cursor") from None
+    return CallPage(items=page.items, next_cursor=page.next_cursor)
+
+
+@router.get("/{call_id}", response_model=CallDetail)
+def get_call(principal: CallReader, session: DbSession, call_id: CallId) -> CallDetail:
+    """One call in full: legs, transcript (with what the caller heard of interrupted speech),
+    disclosure plays, escalations, events (caller numbers masked), turn and call metrics."""
+    found = call_queries.get_call(session, call_id, scope=_scope(principal))
+    if found is None:
+        raise not_found(f"call {call_id}")
+    return found
+
+
+def _scope(principal: Principal) -> ColumnElement[bool] | None:
+    if principal.may(Permission.READ_ALL_CALLS):
+        return None
+    return call_queries.supervisor_scope()
+
+
+def _caller_hash(caller: str, key: bytes) -> str:
+    try:
+        return phone_numbers.number_hash(caller, key=key)
+    except ValueError:
+        detail = ErrorDetail(
+            loc=["query", "caller"],
+            message="not a phone number: expected up to 20 digits with an optional '+'",
+            type="value_error",
+        )
+        raise ApiError(422, "the request is not valid; see details", details=[detail]) from None

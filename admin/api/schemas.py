@@ -1,0 +1,364 @@
+"""What the API takes and returns. ORM rows never leave a route: they become these."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+)
+
+from admin.models import (
+    ConsentMethod,
+    ConsentResult,
+    EscalationReason,
+    EscalationStatus,
+    LegKind,
+    Outcome,
+    Redaction,
+    Role,
+    Speaker,
+)
+from agent.profiles import PROFILES
+
+_EARLIEST = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_LATEST = dt.datetime(2200, 1, 1, tzinfo=dt.UTC)
+
+
+def _utc_in_range(value: dt.datetime) -> dt.datetime:
+    if not _EARLIEST <= value < _LATEST:
+        raise ValueError("must be between 1970 and 2200")
+    return value.astimezone(dt.UTC)
+
+
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+def _known_profile(value: str) -> str:
+    if value not in PROFILES:
+        raise ValueError(f"unknown agent profile; known: {', '.join(PROFILES)}")
+    return value
+
+
+# A timezone-aware time (ISO 8601 with an offset), returned in UTC.
+Timestamp = Annotated[AwareDatetime, AfterValidator(_utc_in_range)]
+Text = Annotated[str, StringConstraints(min_length=1, max_length=20_000), AfterValidator(_no_nul)]
+Slug = Annotated[
+    str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+]
+Password = Annotated[str, StringConstraints(min_length=8, max_length=256), AfterValidator(_no_nul)]
+Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+Jurisdiction = Annotated[
+    str, StringConstraints(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+]
+BusinessNumber = Annotated[str, StringConstraints(pattern=r"^\+?[0-9]{1,31}$")]
+AgentProfile = Annotated[str, AfterValidator(_known_profile)]
+Id = Annotated[int, Field(ge=1, le=2**31 - 1)]
+
+
+class Out(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class Input(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- auth ------------------------------------------------------------------------------------
+
+
+class TokenOut(BaseModel):
+    access_token: str
+    token_type: Literal["bearer"] = "bearer"
+    expires_at: dt.datetime
+
+
+class Me(BaseModel):
+    id: int
+    username: str
+    role: Role
+    via: str = Field(description="'token' or 'api_key:<prefix>'")
+
+
+# --- calls -----------------------------------------------------------------------------------
+
+
+class CallSummary(BaseModel):
+    id: str
+    line_id: int | None
+    line: str | None
+    caller: str | None = Field(description="the caller's number, masked; never in clear")
+    to_number: str
+    started_at: dt.datetime
+    answered_at: dt.datetime | None
+    ended_at: dt.datetime | None
+    end_reason: str | None
+    outcome: Outcome | None
+    escalated: bool
+    duration_ms: int | None = Field(description="from the call's metrics, once computed")
+
+
+class CallPage(BaseModel):
+    items: list[CallSummary]
+    next_cursor: str | None = Field(description="pass as ?cursor= for the next page; null: last")
+
+
+class LegOut(Out):
+    id: int
+    kind: LegKind
+    user_id: int | None
+    codec: str | None
+    started_at: dt.datetime
+    ended_at: dt.datetime | None
+    end_reason: str | None
+
+
+class SegmentOut(Out):
+    id: int
+    speaker: Speaker
+    text: str
+    start_ms: int
+    end_ms: int
+    interrupted: bool
+    heard_text: str | None = Field(description="for interrupted speech: what the caller heard")
+    heard_ms: int | None
+    redaction: Redaction
+
+
+class DisclosurePlayOut(BaseModel):
+    id: int
+    disclosure: str
+    version: int
+    version_id: int
+    jurisdiction: str
+    audio_sha256: str
+    text: str
+    started_at: dt.datetime
+    ended_at: dt.datetime | None
+    interrupted: bool
+    consent: ConsentResult
+    consent_method: ConsentMethod | None
+
+
+class EventOut(BaseModel):
+    event_id: str
+    call_id: str
+    kind: str
+    occurred_at: dt.datetime
+    received_at: dt.datetime
+    data: dict[str, Any] = Field(description="as the worker sent it, caller numbers masked")
+
+
+class TurnMetricsOut(Out):
+    turn_index: int
+    endpointing_ms: int | None
+    asr_ms: int | None
+    responder_ms: int | None
+    first_audio_ms: int | None
+    voice_to_voice_ms: int | None
+
+
+class CallMetricsOut(Out):
+    duration_ms: int
+    turns: int
+    barge_ins: int
+    backchannels: int
+    voice_to_voice_p50_ms: int | None
+    voice_to_voice_p95_ms: int | None
+    computed_at: dt.datetime
+
+
+class EscalationOut(Out):
+    id: int
+    reason: EscalationReason
+    status: EscalationStatus
+    queue: str | None
+    supervisor_id: int | None
+    summary: str | None
+    requested_at: dt.datetime
+    connected_at: dt.datetime | None
+    ended_at: dt.datetime | None
+
+
+class CallDetail(CallSummary):
+    legs: list[LegOut]
+    transcript: list[SegmentOut]
+    disclosure_plays: list[DisclosurePlayOut]
+    escalations: list[EscalationOut]
+    events: list[EventOut]
+    turn_metrics: list[TurnMetricsOut]
+    metrics: CallMetricsOut | None
+
+
+# --- metrics ---------------------------------------------------------------------------------
+
+
+class MetricsBucket(BaseModel):
+    start: dt.datetime
+    end: dt.datetime
+    calls: int = Field(description="calls that started in the bucket")
+    finished: int = Field(description="of those, calls that ended with an outcome")
+    containment_rate: float | None = Field(description="contained / finished")
+    escalation_rate: float | None = Field(description="calls with an escalation / calls")
+    escalation_rate_by_reason: dict[str, float] = Field(
+        description="per reason: calls escalated for it / calls"
+    )
+    aht_ms: float | None = Field(description="mean handled time: answered to ended")
+    asa_ms: float | None = Field(description="mean time to answer: started to answered")
+    escalation_asa_ms: float | None = Field(
+        description="mean time from an escalation's request to a supervisor connecting"
+    )
+    voice_to_voice_p50_ms: int | None = Field(description="nearest-rank, over every turn")
+    voice_to_voice_p95_ms: int | None
+    barge_ins_per_call: float | None = Field(description="over calls with metrics")
+
+
+class MetricsSummary(BaseModel):
+    from_: dt.datetime = Field(alias="from")
+    to: dt.datetime
+    bucket: Literal["hour", "day"]
+    total: MetricsBucket
+    buckets: list[MetricsBucket]
+
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
+
+
+# --- disclosures -----------------------------------------------------------------------------
+
+
+class VersionIn(Input):
+    text: Text
+    audio_sha256: Sha256 = Field(description="SHA-256 of the audio callers hear, 64 hex digits")
+    jurisdiction: Jurisdiction = Field(examples=["US-CA", "EU"])
+
+
+class DisclosureIn(VersionIn):
+    name: Slug = Field(examples=["ai-and-recording-us"])
+
+
+class VersionPatch(Input):
+    text: Text | None = None
+    audio_sha256: Sha256 | None = None
+    jurisdiction: Jurisdiction | None = None
+
+
+class VersionOut(BaseModel):
+    id: int
+    version: int
+    text: str
+    audio_sha256: str
+    jurisdiction: str
+    created_at: dt.datetime
+    played: bool = Field(description="played to a caller: frozen, correct it with a new version")
+
+
+class DisclosureOut(BaseModel):
+    id: int
+    name: str
+    created_at: dt.datetime
+    versions: list[VersionOut]
+
+
+# --- lines -----------------------------------------------------------------------------------
+
+
+class LineIn(Input):
+    name: Slug
+    agent_profile: AgentProfile = "embedded"
+    disclosure_id: Id | None = None
+    queue: Slug | None = None
+    numbers: list[BusinessNumber] = Field(default=[], max_length=100)
+
+
+class LinePatch(Input):
+    agent_profile: AgentProfile | None = None
+    disclosure_id: Id | None = None
+    queue: Slug | None = None
+    numbers: list[BusinessNumber] | None = Field(default=None, max_length=100)
+
+
+class LineOut(BaseModel):
+    id: int
+    name: str
+    agent_profile: str
+    disclosure_id: int | None
+    queue: str | None
+    numbers: list[str]
+    created_at: dt.datetime
+
+
+# --- users and keys --------------------------------------------------------------------------
+
+
+class UserIn(Input):
+    username: Slug
+    role: Role
+    password: Password | None = Field(None, description="omit for a user of API keys only")
+
+
+class UserPatch(Input):
+    role: Role | None = None
+    active: bool | None = None
+    password: Password | None = None
+
+
+class UserOut(Out):
+    id: int
+    username: str
+    role: Role
+    active: bool
+    has_password: bool
+    created_at: dt.datetime
+
+
+class ApiKeyIn(Input):
+    name: Slug
+    user_id: Id | None = Field(None, description="whose key; default: yours")
+
+
+class ApiKeyOut(BaseModel):
+    id: int
+    user_id: int
+    username: str
+    name: str
+    prefix: str
+    created_at: dt.datetime
+    last_used_at: dt.datetime | None
+    revoked_at: dt.datetime | None
+
+
+class IssuedApiKey(ApiKeyOut):
+    key: str = Field(description="shown this once; only its hash is stored")
+
+
+# --- audit -----------------------------------------------------------------------------------
+
+
+class AuditEntryOut(Out):
+    id: int
+    at: dt.datetime
+    actor: str
+    action: str
+    target: str
+    details: dict[str, Any]
+    mac: str
+
+
+class AuditPage(BaseModel):
+    items: list[AuditEntryOut]
+    next_cursor: str | None
+
+
+class AuditVerification(BaseModel):
+    ok: bool
+    entries: int
+    first_bad_id: int | None = Field(description="the first entry that breaks the chain")

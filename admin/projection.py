@@ -1,0 +1,409 @@
+"""Turns call events into records: calls, legs, transcript segments, turn metrics, escalations.
+
+`Projection.apply` runs in the ingester's transaction, on the events that transaction has just
+inserted, so each event is projected exactly once. It reads what it needs about earlier events
+from `call_events` (times are the media worker's monotonic clock, ms from `call.started`), so it
+does not depend on which batch an event arrived in. Events of a call whose `call.started` is not
+stored yet wait in `call_events` and are projected when it arrives.
+
+Outcome, decided at `call.ended`:
+- `escalated`: a handoff was requested or the call was transferred;
+- `contained`: answered, and either the agent ended the call (end reason `agent:*`) or the call
+  ended (caller hangup, lost media) after the agent had answered the caller's last words;
+- `abandoned`: everything else: never answered, or ended before the caller said anything or
+  while the caller's last words were still unanswered (model failure with nowhere to transfer
+  to included).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from admin.models import (
+    Call,
+    CallEventRecord,
+    CallLeg,
+    Escalation,
+    EscalationReason,
+    LegKind,
+    Line,
+    Outcome,
+    Speaker,
+    TranscriptSegment,
+    TurnMetrics,
+)
+from admin.phone_numbers import mask, number_hash
+from telephony.events import CallEvent, CallEventKind
+
+log = logging.getLogger(__name__)
+
+_SIP_USER = re.compile(r"(?:sips?|tel):([^@;>?]+)")
+_HANDOFF_REASONS = {
+    "caller_asked": EscalationReason.CALLER_REQUEST,
+    "dtmf_0": EscalationReason.DTMF_ZERO,
+    "repeated_misunderstanding": EscalationReason.MISUNDERSTANDING,
+    "no_response": EscalationReason.MISUNDERSTANDING,  # reprompted until it gave up
+}
+_AGENT = CallEventKind.AGENT.value
+
+
+@dataclass(frozen=True, slots=True)
+class _Seen:
+    """An earlier agent-side event of the call, as stored."""
+
+    name: str  # the session event's name (data["event"]) or the call event's kind
+    t_mono_ns: int
+    data: dict[str, Any]
+
+
+class Projection:
+    def __init__(self, *, number_key: bytes) -> None:
+        self._number_key = number_key
+
+    def apply(self, session: Session, events: Sequence[CallEvent]) -> list[str]:
+        """Projects newly stored events; returns the ids of calls that ended among them."""
+        by_call: dict[str, list[CallEvent]] = {}
+        for event in events:
+            by_call.setdefault(event.call_id, []).append(event)
+        batch_ids = {event.event_id for event in events}
+        ended: list[str] = []
+        for call_id, call_events in by_call.items():
+            for event in sorted(call_events, key=lambda e: e.t_mono_ns):
+                if event.kind is CallEventKind.STARTED:
+                    if self._start(session, event):
+                        ended += self._catch_up(session, call_id, batch_ids)
+                    continue
+                call = session.get(Call, call_id)
+                if call is not None and self._apply(session, call, event):
+                    ended.append(call_id)
+        return ended
+
+    def _catch_up(self, session: Session, call_id: str, batch_ids: set[str]) -> list[str]:
+        """Projects the call's events that were stored before its call.started."""
+        earlier = session.scalars(
+            select(CallEventRecord)
+            .where(CallEventRecord.call_id == call_id)
+            .order_by(CallEventRecord.t_mono_ns)
+        ).all()
+        call = session.get_one(Call, call_id)
+        ended = []
+        for row in earlier:
+            if row.event_id in batch_ids or row.kind == CallEventKind.STARTED.value:
+                continue
+            event = CallEvent(
+                row.call_id,
+                CallEventKind(row.kind),
+                row.data,
+                row.t_mono_ns,
+                row.occurred_at.timestamp(),
+                row.event_id,
+            )
+            if self._apply(session, call, event):
+                ended.append(call_id)
+        return ended
+
+    # --- one event -----------------------------------------------------------------------
+
+    def _start(self, session: Session, event: CallEvent) -> bool:
+        if session.get(Call, event.call_id) is not None:
+            return False
+        data = event.data
+        caller_hash, caller_masked = self._caller(_text(data.get("from")))
+        line_name = _text(data.get("line"))
+        line_id = (
+            session.scalar(select(Line.id).where(Line.name == line_name)) if line_name else None
+        )
+        started = _wall(event)
+        call = Call(
+            id=event.call_id,
+            line_id=line_id,
+            caller_hash=caller_hash,
+            caller_masked=caller_masked,
+            to_number=_text(data.get("to"))[:64],
+            started_at=started,
+        )
+        session.add(call)
+        session.add(CallLeg(call=call, kind=LegKind.CALLER, started_at=started))
+        session.flush()
+        return True
+
+    def _caller(self, from_uri: str) -> tuple[str | None, str | None]:
+        match = _SIP_USER.search(from_uri)
+        try:
+            number = match.group(1) if match else ""
+            return number_hash(number, key=self._number_key), mask(number)
+        except ValueError:
+            return None, None  # anonymous, or a SIP user name rather than a number
+
+    def _apply(self, session: Session, call: Call, event: CallEvent) -> bool:
+        """Projects one event of an existing call; True when it ended the call."""
+        kind = event.kind
+        if kind is CallEventKind.ANSWERED:
+            self._answered(session, call, event)
+        elif kind is CallEventKind.AGENT:
+            self._agent_event(session, call, event)
+        elif kind is CallEventKind.PLAYOUT_FLUSHED:
+            self._flushed(session, call, event)
+        elif kind is CallEventKind.TRANSFERRED:
+            session.add(
+                Escalation(
+                    call_id=call.id,
+                    reason=EscalationReason.MODEL_FAILURE,
+                    queue=call.line.queue if call.line else None,
+                    requested_at=_not_before(_wall(event), call.started_at),
+                )
+            )
+        elif kind is CallEventKind.ENDED:
+            self._ended(session, call, event)
+            return True
+        return False
+
+    def _answered(self, session: Session, call: Call, event: CallEvent) -> None:
+        answered = _not_before(_wall(event), call.started_at)
+        call.answered_at = answered
+        codec = _text(event.data.get("codec"))[:16] or None
+        for leg in call.legs:
+            if leg.kind is LegKind.CALLER:
+                leg.codec = codec
+        session.add(CallLeg(call=call, kind=LegKind.AGENT, started_at=answered))
+
+    def _agent_event(self, session: Session, call: Call, event: CallEvent) -> None:
+        name = _text(event.data.get("event"))
+        if name == "caller_transcript":
+            self._caller_segment(session, call, event)
+        elif name == "agent_transcript":
+            self._agent_segment(session, call, event)
+        elif name == "end_of_turn":
+            self._turn(session, call, event)
+        elif name == "handoff_requested":
+            reason = _text(event.data.get("reason"))
+            session.add(
+                Escalation(
+                    call_id=call.id,
+                    reason=_escalation_reason(reason),
+                    queue=call.line.queue if call.line else None,
+                    requested_at=_not_before(_wall(event), call.started_at),
+                )
+            )
+
+    def _caller_segment(self, session: Session, call: Call, event: CallEvent) -> None:
+        text = _text(event.data.get("text")).strip()
+        if not text:
+            return
+        seen = self._seen(session, call.id, event)
+        since = max(
+            (s.t_mono_ns for s in seen if s.name == "caller_transcript"), default=-1
+        )  # the caller's previous turn ended there
+        starts = [
+            s.t_mono_ns for s in seen if s.name == "caller_speech_started" and s.t_mono_ns > since
+        ]
+        stops = [
+            s.t_mono_ns for s in seen if s.name == "caller_speech_stopped" and s.t_mono_ns > since
+        ]
+        start = starts[0] if starts else event.t_mono_ns
+        end = stops[-1] if stops and stops[-1] >= start else event.t_mono_ns
+        origin = self._origin(session, call.id)
+        session.add(
+            TranscriptSegment(
+                call_id=call.id,
+                speaker=Speaker.CALLER,
+                text=text,
+                start_ms=_ms(start, origin),
+                end_ms=max(_ms(end, origin), _ms(start, origin)),
+            )
+        )
+
+    def _agent_segment(self, session: Session, call: Call, event: CallEvent) -> None:
+        text = _text(event.data.get("text")).strip()
+        utterance = _text(event.data.get("utterance_id"))
+        if not text:
+            return
+        seen = [
+            s
+            for s in self._seen(session, call.id, event)
+            if s.data.get("utterance_id") == utterance
+        ]
+        origin = self._origin(session, call.id)
+        started = [s.t_mono_ns for s in seen if s.name == "agent_utterance_started"]
+        start_ms = _ms(started[0] if started else event.t_mono_ns, origin)
+        done = [s for s in seen if s.name == "agent_utterance_done"]
+        flushed = [s for s in seen if s.name == CallEventKind.PLAYOUT_FLUSHED.value]
+        segment = TranscriptSegment(
+            call_id=call.id, speaker=Speaker.AGENT, text=text, start_ms=start_ms
+        )
+        audio_ms = _count(done[-1].data.get("audio_ms")) if done else None
+        if audio_ms is not None:
+            segment.end_ms = start_ms + audio_ms
+        else:
+            end_t = done[-1].t_mono_ns if done else event.t_mono_ns
+            segment.end_ms = max(start_ms, _ms(end_t, origin))
+        # Cut short if the playout was flushed after the engine had sent all its audio, or
+        # with the engine never finishing (a barge-in).
+        if flushed and (not done or flushed[-1].t_mono_ns > done[-1].t_mono_ns):
+            heard_text = _text(event.data.get("heard_text")).strip() or None
+            _interrupt(segment, _count(flushed[-1].data.get("played_ms")) or 0, heard_text)
+        session.add(segment)
+
+    def _flushed(self, session: Session, call: Call, event: CallEvent) -> None:
+        """A flush after the agent's transcript arrived: mark its segment as cut short."""
+        utterance = _text(event.data.get("utterance_id"))
+        if not utterance:
+            return
+        seen = [
+            s
+            for s in self._seen(session, call.id, event)
+            if s.data.get("utterance_id") == utterance
+        ]
+        started = [s.t_mono_ns for s in seen if s.name == "agent_utterance_started"]
+        if not started or not any(s.name == "agent_transcript" for s in seen):
+            return  # the transcript, when it comes, sees this flush
+        start_ms = _ms(started[0], self._origin(session, call.id))
+        segment = session.scalar(
+            select(TranscriptSegment)
+            .where(
+                TranscriptSegment.call_id == call.id,
+                TranscriptSegment.speaker == Speaker.AGENT,
+                TranscriptSegment.start_ms == start_ms,
+            )
+            .order_by(TranscriptSegment.id.desc())
+            .limit(1)
+        )
+        if segment is not None:
+            _interrupt(segment, _count(event.data.get("played_ms")) or 0, None)
+
+    def _turn(self, session: Session, call: Call, event: CallEvent) -> None:
+        data = event.data
+        index = session.scalar(
+            select(func.count()).select_from(TurnMetrics).where(TurnMetrics.call_id == call.id)
+        )
+        parts = [_count(data.get(k)) for k in ("endpointing_ms", "responder_ms", "first_audio_ms")]
+        session.add(
+            TurnMetrics(
+                call_id=call.id,
+                turn_index=index or 0,
+                endpointing_ms=parts[0],
+                asr_ms=_count(data.get("asr_ms")),
+                responder_ms=parts[1],
+                first_audio_ms=parts[2],
+                # The engine's share: from the caller's end of speech as its VAD saw it to the
+                # first agent audio; the network and the caller's jitter buffer come on top.
+                voice_to_voice_ms=sum(p for p in parts if p is not None)
+                if all(p is not None for p in parts)
+                else None,
+            )
+        )
+
+    def _ended(self, session: Session, call: Call, event: CallEvent) -> None:
+        ended = _not_before(_wall(event), call.started_at)
+        reason = _text(event.data.get("reason"))[:64] or "unknown"
+        call.ended_at, call.end_reason = ended, reason
+        for leg in call.legs:
+            if leg.ended_at is None:
+                leg.ended_at = _not_before(ended, leg.started_at)
+                leg.end_reason = reason
+        session.flush()
+        escalated = session.scalar(
+            select(func.count()).select_from(Escalation).where(Escalation.call_id == call.id)
+        )
+        if escalated:
+            call.outcome = Outcome.ESCALATED
+        elif call.answered_at is not None and (
+            reason.startswith("agent:") or self._caller_answered(session, call.id, event)
+        ):
+            call.outcome = Outcome.CONTAINED
+        else:
+            call.outcome = Outcome.ABANDONED
+
+    def _caller_answered(self, session: Session, call_id: str, event: CallEvent) -> bool:
+        seen = self._seen(session, call_id, event)
+        asked = [
+            s.t_mono_ns
+            for s in seen
+            if s.name == "caller_transcript" and _text(s.data.get("text")).strip()
+        ]
+        replied = [s.t_mono_ns for s in seen if s.name == "agent_transcript"]
+        return bool(asked) and bool(replied) and replied[-1] > asked[-1]
+
+    # --- what came before ----------------------------------------------------------------
+
+    def _seen(self, session: Session, call_id: str, before: CallEvent) -> list[_Seen]:
+        """The call's agent events and playout flushes up to `before`, oldest first."""
+        rows = session.execute(
+            select(CallEventRecord.kind, CallEventRecord.t_mono_ns, CallEventRecord.data)
+            .where(
+                CallEventRecord.call_id == call_id,
+                CallEventRecord.kind.in_([_AGENT, CallEventKind.PLAYOUT_FLUSHED.value]),
+                CallEventRecord.t_mono_ns <= before.t_mono_ns,
+                CallEventRecord.event_id != before.event_id,
+            )
+            .order_by(CallEventRecord.t_mono_ns)
+        ).all()
+        seen = []
+        for kind, t_mono_ns, data in rows:
+            if not isinstance(data, dict):
+                continue
+            name = _text(data.get("event")) if kind == _AGENT else kind
+            seen.append(_Seen(name, t_mono_ns, data))
+        return seen
+
+    def _origin(self, session: Session, call_id: str) -> int:
+        """The monotonic time of the call's start, which transcript times count from."""
+        origin = session.scalar(
+            select(CallEventRecord.t_mono_ns).where(
+                CallEventRecord.call_id == call_id,
+                CallEventRecord.kind == CallEventKind.STARTED.value,
+            )
+        )
+        return origin or 0
+
+
+def _interrupt(segment: TranscriptSegment, played_ms: int, heard_text: str | None) -> None:
+    segment.interrupted = True
+    segment.end_ms = segment.start_ms + played_ms
+    segment.heard_ms = played_ms
+    segment.heard_text = heard_text
+
+
+def _escalation_reason(reason: str) -> EscalationReason:
+    if reason in _HANDOFF_REASONS:
+        return _HANDOFF_REASONS[reason]
+    try:
+        return EscalationReason(reason)
+    except ValueError:
+        log.warning("unknown handoff reason; recorded as low confidence")
+        return EscalationReason.LOW_CONFIDENCE
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _count(value: Any) -> int | None:
+    """A non-negative whole number of ms from an event field, or None if it is not one."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if not math.isfinite(value):
+        return None
+    return max(0, min(round(value), 2**31 - 1))
+
+
+def _ms(t_mono_ns: int, origin_ns: int) -> int:
+    return max(0, (t_mono_ns - origin_ns) // 1_000_000)
+
+
+def _wall(event: CallEvent) -> dt.datetime:
+    return dt.datetime.fromtimestamp(event.t_wall, dt.UTC)
+
+
+def _not_before(when: dt.datetime, floor: dt.datetime) -> dt.datetime:
+    # Wall clocks step (NTP); an ordering CHECK must not turn a record into a lost event.
+    return max(when, floor)

@@ -1,0 +1,393 @@
+"""Nothing lost: events travel from a worker's spool to the database exactly once, through
+database and Redis outages, a killed ingester, and garbage in the spool."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+import yaml
+from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session
+
+from admin import schema
+from admin.db import create_engine, session_factory
+from admin.ingest import REJECTED_FILE, FileCarrier, Ingester, RedisCarrier
+from admin.models import Call, CallEventRecord, CallLeg, LegKind, Outcome, TranscriptSegment
+from admin.outbox import SpoolShipper
+from admin.projection import Projection
+from admin.spool import Quarantine
+from telephony.events import CallEvent, JsonlOutlet, spool_segments
+from tests.ingest_support import CALLER, NUMBER_KEY, scripted_call, stored_count
+from tests.private_servers import PrivatePostgres, PrivateRedis
+from tests.support import PARLEY, PlatformConfig, Running, dial, start_worker
+
+SEGMENTS_PER_CALL = 4
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[PrivatePostgres]:
+    server = PrivatePostgres()
+    try:
+        schema.upgrade(server.url)
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture(scope="module")
+def redis_server() -> Iterator[PrivateRedis]:
+    server = PrivateRedis()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def pg_engine(postgres: PrivatePostgres) -> Iterator[Engine]:
+    engine = create_engine(postgres.url)
+    yield engine
+    engine.dispose()
+
+
+def _ingester(
+    carrier: FileCarrier | RedisCarrier, engine: Engine, tmp: Path, **kw: object
+) -> Ingester:
+    return Ingester(
+        carrier,
+        session_factory(engine),
+        projection=Projection(number_key=NUMBER_KEY),
+        quarantine=Quarantine(tmp / REJECTED_FILE),
+        max_backoff_s=0.3,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+class _Background:
+    """Runs an ingester (or a shipper's loop) in a thread until the test ends."""
+
+    def __init__(self, ingester: Ingester) -> None:
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=ingester.run, args=(self.stop,), daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(10)
+        assert not self.thread.is_alive()
+
+
+def _wait_for(check: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def _count(engine: Engine, call_ids: list[str]) -> int:
+    try:
+        with Session(engine) as session:
+            return stored_count(session, call_ids)
+    except Exception:
+        return -1  # the database is down
+
+
+def _assert_projected_once(engine: Engine, call_ids: list[str]) -> None:
+    with Session(engine) as session:
+        for call_id in call_ids:
+            call = session.get_one(Call, call_id)
+            assert call.outcome is Outcome.ESCALATED
+            segments = session.scalar(
+                select(func.count()).where(TranscriptSegment.call_id == call_id)
+            )
+            assert segments == SEGMENTS_PER_CALL
+            legs = session.scalar(select(func.count()).where(CallLeg.call_id == call_id))
+            assert legs == 2
+
+
+def _outage_logs(caplog: pytest.LogCaptureFixture, what: str) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.getMessage().startswith(f"{what} unavail")]
+
+
+# --- (a) the database goes away mid-call ----------------------------------------------------
+
+
+def test_postgres_stopped_mid_call_loses_nothing(
+    postgres: PrivatePostgres, pg_engine: Engine, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    events = scripted_call()
+    call_ids = [events[0].call_id]
+    outlet = JsonlOutlet(tmp_path / "worker-0.jsonl")
+    carrier = FileCarrier(tmp_path, poll_interval_s=0.05)
+    running = _Background(_ingester(carrier, pg_engine, tmp_path))
+    try:
+        for event in events[:8]:
+            outlet.emit(event)
+        _wait_for(lambda: _count(pg_engine, call_ids) == 8, what="the first half")
+        postgres.stop()
+        for event in events[8:]:
+            outlet.emit(event)
+        time.sleep(1.0)  # the ingester retries against a dead server
+        assert running.thread.is_alive()
+        postgres.start()
+        _wait_for(lambda: _count(pg_engine, call_ids) == len(events), what="the rest")
+    finally:
+        running.close()
+        carrier.close()
+        outlet.close()
+    _assert_projected_once(pg_engine, call_ids)
+    assert len(_outage_logs(caplog, "database")) == 1  # once per outage, not per retry
+    assert any("database is back" in r.getMessage() for r in caplog.records)
+
+
+# --- (b) Redis goes away mid-call -----------------------------------------------------------
+
+
+def test_redis_stopped_mid_call_loses_nothing(
+    redis_server: PrivateRedis, pg_engine: Engine, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    stream = f"events-{uuid.uuid4().hex[:8]}"
+    events = scripted_call()
+    call_ids = [events[0].call_id]
+    outlet = JsonlOutlet(tmp_path / "worker-0.jsonl")
+    client = redis.Redis.from_url(redis_server.url, socket_timeout=2)
+    shipper = SpoolShipper(
+        tmp_path / "worker-0.jsonl",
+        redis.Redis.from_url(redis_server.url, socket_timeout=2),
+        stream=stream,
+        poll_interval_s=0.05,
+        max_backoff_s=0.3,
+        quarantine=Quarantine(tmp_path / REJECTED_FILE),
+    )
+    shipper.start()
+    carrier = RedisCarrier(
+        redis.Redis.from_url(redis_server.url, socket_timeout=2),
+        stream=stream,
+        group="ingest",
+        block_s=0.1,
+    )
+    running = _Background(_ingester(carrier, pg_engine, tmp_path))
+    try:
+        for event in events[:8]:
+            outlet.emit(event)
+        _wait_for(lambda: _count(pg_engine, call_ids) == 8, what="the first half")
+        redis_server.stop()
+        for event in events[8:]:
+            outlet.emit(event)
+        time.sleep(1.0)  # the spool holds them; both sides retry
+        assert _count(pg_engine, call_ids) == 8
+        redis_server.start()
+        _wait_for(lambda: _count(pg_engine, call_ids) == len(events), what="the rest")
+        assert client.xlen(stream) == 0  # stored entries leave the stream
+    finally:
+        running.close()
+        shipper.stop()
+        outlet.close()
+    _assert_projected_once(pg_engine, call_ids)
+    warned = [r.name for r in caplog.records if "redis unavailable" in r.getMessage()]
+    assert sorted(warned) == ["admin.ingest", "admin.outbox"]  # once each, not per retry
+    assert shipper.shipped == len(events)
+
+
+# --- (c) an ingester killed mid-batch -------------------------------------------------------
+
+
+def test_an_ingester_killed_mid_batch_loses_and_repeats_nothing(
+    redis_server: PrivateRedis, postgres: PrivatePostgres, pg_engine: Engine, tmp_path: Path
+) -> None:
+    stream = f"events-{uuid.uuid4().hex[:8]}"
+    calls = [scripted_call() for _ in range(150)]
+    call_ids = [call[0].call_id for call in calls]
+    total = sum(len(call) for call in calls)
+    outlet = JsonlOutlet(tmp_path / "var" / "events" / "worker-0.jsonl")
+    for call in calls:
+        for event in call:
+            outlet.emit(event)
+    outlet.close()
+    client = redis.Redis.from_url(redis_server.url)
+    shipper = SpoolShipper(
+        outlet.spool,
+        client,
+        stream=stream,
+        quarantine=Quarantine(tmp_path / REJECTED_FILE),
+    )
+    while shipper.ship_once():
+        pass
+    assert client.xlen(stream) == total
+    client.xgroup_create(stream, "ingest", id="0")  # as the ingester would, so we can watch it
+
+    config = {
+        "data_dir": str(tmp_path / "var"),
+        "database": {"url": postgres.url},
+        "redis_url": redis_server.url,
+        "security": {"number_hash_key": NUMBER_KEY.decode()},
+        "events": {"stream": stream, "group": "ingest", "batch_size": 40, "claim_idle_s": 0.5},
+    }
+    (tmp_path / "parley.yaml").write_text(yaml.safe_dump(config))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PARLEY_")}
+    env["PARLEY_CONFIG"] = str(tmp_path / "parley.yaml")
+    log = (tmp_path / "ingest.log").open("wb")
+    proc = subprocess.Popen([*PARLEY, "ingest"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+
+        def reading_mid_batch() -> bool:
+            pending = client.xpending(stream, "ingest")["pending"]
+            return pending > 0 and _count(pg_engine, call_ids) > 0
+
+        _wait_for(reading_mid_batch, timeout=30, what="the ingester to be mid-batch")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        log.close()
+    assert 0 < _count(pg_engine, call_ids) < total, (tmp_path / "ingest.log").read_text()
+    assert client.xpending(stream, "ingest")["pending"] > 0  # read, never acknowledged
+
+    carrier = RedisCarrier(client, stream=stream, group="ingest", claim_idle_s=0.5, block_s=0.1)
+    running = _Background(_ingester(carrier, pg_engine, tmp_path))
+    try:
+        _wait_for(lambda: _count(pg_engine, call_ids) == total, what="every event")
+        _wait_for(lambda: client.xlen(stream) == 0, what="the stream to empty")
+    finally:
+        running.close()
+    assert client.xpending(stream, "ingest")["pending"] == 0
+    _assert_projected_once(pg_engine, call_ids)
+
+
+# --- (d) the embedded carrier on SQLite -----------------------------------------------------
+
+
+@pytest.fixture
+def sqlite_engine(tmp_path: Path) -> Iterator[Engine]:
+    url = f"sqlite:///{tmp_path / 'parley.db'}"
+    schema.upgrade(url)
+    engine = create_engine(url)
+    yield engine
+    engine.dispose()
+
+
+def test_file_carrier_end_to_end_on_sqlite(sqlite_engine: Engine, tmp_path: Path) -> None:
+    spool_dir = tmp_path / "events"
+    calls = [scripted_call() for _ in range(6)]
+    call_ids = [call[0].call_id for call in calls]
+    outlets = [JsonlOutlet(spool_dir / f"worker-{i}.jsonl", segment_bytes=4096) for i in (0, 1)]
+    for index, call in enumerate(calls):
+        for event in call:
+            outlets[index % 2].emit(event)
+    assert len(spool_segments(outlets[0].spool)) > 1  # the spool rolled over
+    ended: list[str] = []
+    carrier = FileCarrier(spool_dir, poll_interval_s=0.01)
+    ingester = _ingester(carrier, sqlite_engine, tmp_path, batch_size=7, on_call_ended=ended.append)
+    assert ingester.drain() == sum(len(call) for call in calls)
+    assert sorted(ended) == sorted(call_ids)  # once per call
+    _assert_projected_once(sqlite_engine, call_ids)
+    for outlet in outlets:  # stored segments are gone; the one being written stays
+        assert [path for _, path in spool_segments(outlet.spool)] == [outlet.path]
+
+    carrier.close()
+    (spool_dir / "ingest-offsets.json").unlink()  # lose the offsets: everything is read again
+    carrier = FileCarrier(spool_dir, poll_interval_s=0.01)
+    again = _ingester(carrier, sqlite_engine, tmp_path, on_call_ended=ended.append)
+    assert again.drain() == 0
+    assert len(ended) == len(calls)
+    _assert_projected_once(sqlite_engine, call_ids)
+    with pytest.raises(RuntimeError, match="another ingester"):
+        FileCarrier(spool_dir)
+    carrier.close()
+    for outlet in outlets:
+        outlet.close()
+
+
+# --- (e) garbage in the spool ---------------------------------------------------------------
+
+
+def test_garbage_lines_are_reported_and_skipped(
+    sqlite_engine: Engine, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    spool_dir = tmp_path / "events"
+    spool_dir.mkdir()
+    first, second = scripted_call()[:2]
+    good = json.loads(first.to_json())
+    secret = "+15550001111"  # personal data in a bad line must not reach the log
+    garbage = [
+        first.to_json(),
+        first.to_json()[:40],  # torn
+        json.dumps({**good, "event_id": uuid.uuid4().hex, "t_mono_ns": "soon", "note": secret}),
+        json.dumps({**good, "event_id": uuid.uuid4().hex, "data": [secret]}),
+        json.dumps({**good, "event_id": "not-hex", "kind": "call.started"}),
+        json.dumps({**good, "event_id": uuid.uuid4().hex, "kind": "call.exploded"}),
+        json.dumps({**good, "event_id": uuid.uuid4().hex, "t_wall": 1e300}),
+        json.dumps([secret]),
+        "",
+        second.to_json(),
+    ]
+    segment = spool_dir / "worker-0.00000001.jsonl"
+    segment.write_bytes("\n".join(garbage).encode() + b"\n\xff\xfe" + secret.encode() + b"\n")
+    (spool_dir / "worker-0.00000002.jsonl").write_bytes(b'{"event_id": "torn at a crash')
+    (spool_dir / "worker-0.00000003.jsonl").touch()  # the worker came back: 2 is complete
+    caplog.set_level(logging.INFO)
+    carrier = FileCarrier(spool_dir, poll_interval_s=0.01)
+    assert _ingester(carrier, sqlite_engine, tmp_path).drain() == 2
+    carrier.close()
+    with Session(sqlite_engine) as session:
+        assert stored_count(session, [first.call_id]) == 2
+        assert session.get_one(Call, first.call_id).answered_at is not None
+    rejected = [json.loads(line) for line in (tmp_path / REJECTED_FILE).read_text().splitlines()]
+    reasons = sorted(r["why"] for r in rejected)
+    assert len(rejected) == 9, reasons
+    assert "t_mono_ns is not a non-negative integer" in reasons
+    assert "data is not a JSON object" in reasons
+    assert "unknown kind" in reasons
+    assert secret not in caplog.text
+    assert not segment.exists()  # read to the end, stored, deleted
+
+
+# --- (f) a real call, placed with `parley dial` ---------------------------------------------
+
+
+def test_a_real_call_reaches_the_database(tmp_path: Path) -> None:
+    config = PlatformConfig(tmp_path, extra={"security": {"number_hash_key": NUMBER_KEY.decode()}})
+    url = f"sqlite:///{tmp_path / 'var' / 'parley.db'}"
+    schema.upgrade(url)
+    worker = start_worker(config)
+    ingest = Running([*PARLEY, "ingest"], config, "ingest.log")
+    engine = create_engine(url)
+    try:
+        summary = dial(f"sip:100@127.0.0.1:{config.worker_base_port}", tmp_path, hold=0.5)
+        assert summary[0]["answered"], summary
+
+        def call_ended() -> bool:
+            with Session(engine) as session:
+                return session.scalar(select(Call).where(Call.ended_at.is_not(None))) is not None
+
+        _wait_for(call_ended, what=f"the call in the database:\n{ingest.log()[-2000:]}")
+    finally:
+        assert ingest.stop() == 0, ingest.log()[-3000:]
+        worker.stop()
+    spooled: list[CallEvent] = config.events()
+    with Session(engine) as session:
+        call = session.scalars(select(Call)).one()
+        assert (call.to_number, call.end_reason) == ("100", "hangup")
+        assert call.answered_at is not None and call.outcome is Outcome.ABANDONED
+        stored = session.scalars(
+            select(CallEventRecord.event_id).where(CallEventRecord.call_id == call.id)
+        ).all()
+        assert sorted(stored) == sorted(e.event_id for e in spooled if e.call_id == call.id)
+        legs = {leg.kind: leg for leg in session.scalars(select(CallLeg))}
+        assert set(legs) == {LegKind.CALLER, LegKind.AGENT}
+        assert legs[LegKind.CALLER].codec and legs[LegKind.CALLER].ended_at is not None
+    engine.dispose()
+    assert CALLER not in (tmp_path / "ingest.log").read_text()
