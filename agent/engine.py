@@ -285,9 +285,13 @@ class EngineSession:
                 self._lookahead.add_done_callback(self._lookahead_done)
         if sum(len(w) for w in self._utterance) * 1000 // RATE > config.max_utterance_ms:
             self._roll_utterance()
-        decision = self.turns.tick(self.t_ms)
-        if decision is not None and self._turn_task is None and not self._in_speech:
-            self._turn_task = asyncio.create_task(self._end_of_turn(decision))
+        # No turn ends on a guess while its words are still being decoded: the reply needs them
+        # anyway, and under load they arrive after the no-transcript wait, when they may say
+        # "my order number is um" (wait on) rather than a question (answer now).
+        if self._asr_task is None or self._asr_task.done():
+            decision = self.turns.tick(self.t_ms)
+            if decision is not None and self._turn_task is None and not self._in_speech:
+                self._turn_task = asyncio.create_task(self._end_of_turn(decision))
         await self._check_silence()
 
     async def _maybe_backchannel(self) -> None:

@@ -109,6 +109,43 @@ def test_a_hesitation_mid_sentence_is_not_a_turn_end(models: tuple[ModelHub, Kno
     run(scenario())
 
 
+class _SlowAsr:
+    """The real hub, with every transcription finishing `delay_s` late (a loaded engine)."""
+
+    def __init__(self, hub: ModelHub, delay_s: float) -> None:
+        self._hub, self._delay_s = hub, delay_s
+
+    async def transcribe(self, pcm: np.ndarray, *, urgent: bool = False) -> str:
+        text = await self._hub.transcribe(pcm, urgent=urgent)
+        await asyncio.sleep(self._delay_s)
+        return text
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._hub, name)
+
+
+def test_a_hesitation_is_not_a_turn_end_when_asr_lags(
+    models: tuple[ModelHub, Knowledge],
+) -> None:
+    async def scenario() -> None:
+        hub, knowledge = models
+        h = Harness(_SlowAsr(hub, 0.9), knowledge)  # type: ignore[arg-type]
+        await h.open(greet=False)
+        await h.feed(silence(400))
+        await h.feed(speak("My order number is"))
+        await h.feed(speak("ummmm", rate_wpm=80))
+        await h.feed(silence(1000))  # the words arrive ~0.9 s after each pause: "um" is late
+        assert h.first("input_audio_buffer.committed") is None, h.kinds()
+        await h.feed(speak("one two three four five"))
+        await h.feed_until("input_audio_buffer.committed")
+        [commit] = h.all("conversation.item.input_audio_transcription.completed")
+        text = commit.fields["transcript"].lower()
+        assert "order" in text and ("five" in text or "5" in text), text
+        await h.close()
+
+    run(scenario())
+
+
 def test_talk_over_stops_the_agent_within_200ms(models: tuple[ModelHub, Knowledge]) -> None:
     async def scenario() -> None:
         h = Harness(*models)
