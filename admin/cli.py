@@ -43,6 +43,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     if not _upgrade_database(settings):
         return 2
+    from admin.sync_commands import sync_settings
+
+    if not sync_settings(settings):  # disclosures (rendered) and lines, before any call
+        return 2
     edge = settings.edge_config()
     cfg_path = write_files(edge)
     env = {"PARLEY_CONFIG": os.environ["PARLEY_CONFIG"]} if "PARLEY_CONFIG" in os.environ else {}
@@ -136,6 +140,7 @@ def cmd_db_current(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     from admin.event_pipeline import start_shipper
     from admin.logs import configure
+    from admin.sync_commands import worker_disclosures
     from agent.profiles import create_session
     from telephony.events import JsonlOutlet
     from telephony.worker import serve
@@ -152,6 +157,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
             router=settings.router(),
             session_factory=lambda line: create_session(line.agent, settings.session_target(line)),
             outlet=outlet,
+            disclosures=worker_disclosures(settings),
         )
     except RuntimeError as error:
         log.error("media worker failed", extra={"error": str(error)})
@@ -329,6 +335,10 @@ def build_parser() -> argparse.ArgumentParser:
     from admin.api.commands import add_parsers as add_api_parsers
 
     add_api_parsers(sub, settings=_settings)  # api, users, api-keys
+
+    from admin.sync_commands import add_parser as add_sync_parser
+
+    add_sync_parser(sub, settings=_settings)
 
     engine = sub.add_parser(
         "engine", help="run the embedded voice engine server (parley run starts it)"

@@ -85,10 +85,36 @@ def build_ingester(
     return ingester, engine
 
 
+def post_call_hook(settings: Settings) -> Callable[[str], None]:
+    """What the ingester does when a call has ended: queue its metrics rollup and redaction,
+    when background jobs are enabled. A broker that is down costs nothing but a log line: the
+    schedule's `parley.rollup_missing` rolls up such calls later."""
+    if not settings.jobs.enabled:
+        return lambda _call_id: None
+    from admin.jobs.celery_app import create_app
+    from admin.jobs.enqueue import JobsUnavailable, after_call
+
+    app = create_app(settings)
+    # The ingester never reads job results; without a result store, queueing a job touches
+    # only the broker (a Redis result store that is down would retry for many seconds).
+    app.conf.update(result_backend=None)
+
+    def queue_post_call_jobs(call_id: str) -> None:
+        try:
+            after_call(call_id, app=app)
+        except JobsUnavailable as error:
+            log.warning(
+                "post-call jobs not queued; the schedule will roll the call up later",
+                extra={"call_id": call_id, "error": str(error)},
+            )
+
+    return queue_post_call_jobs
+
+
 def run_ingester(settings: Settings) -> int:
     """`parley ingest`: runs until SIGINT or SIGTERM."""
     try:
-        ingester, engine = build_ingester(settings)
+        ingester, engine = build_ingester(settings, on_call_ended=post_call_hook(settings))
     except RuntimeError as error:
         log.error("ingester cannot start", extra={"error": str(error)})
         return 2

@@ -31,6 +31,9 @@ from sqlalchemy import (
     event,
     exists,
     select,
+    text,
+    true,
+    update,
 )
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import DeclarativeBase, Mapped, Mapper, mapped_column, relationship
@@ -249,6 +252,9 @@ class Line(Base):
         ForeignKey("disclosures.id", ondelete="RESTRICT")
     )
     queue: Mapped[str | None] = mapped_column(String(64))
+    # The settings file is the source of truth for lines (admin.line_sync): a line dropped
+    # from it is deactivated, not deleted, because its calls still refer to it.
+    active: Mapped[bool] = mapped_column(default=True, server_default=true())
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
     numbers: Mapped[list[LineNumber]] = relationship(
@@ -290,6 +296,7 @@ class Call(Base):
             "(caller_hash IS NULL) = (caller_masked IS NULL)", name="caller_hash_with_mask"
         ),
         Index(None, "started_at"),
+        Index(None, "duration_sort_ms", "id"),  # serves /calls?sort=(-)duration
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
@@ -304,6 +311,9 @@ class Call(Base):
     ended_at: Mapped[dt.datetime | None]
     end_reason: Mapped[str | None] = mapped_column(String(64))
     outcome: Mapped[Outcome | None] = mapped_column(_enum(Outcome))
+    # The duration from the call's metrics, copied here by the rollup so that sorting by it is
+    # an index scan; -1 until the metrics exist (such calls sort as the shortest).
+    duration_sort_ms: Mapped[int] = mapped_column(default=-1, server_default=text("-1"))
 
     line: Mapped[Line | None] = relationship()
     legs: Mapped[list[CallLeg]] = relationship(back_populates="call", cascade="all")
@@ -548,3 +558,13 @@ def _refuse_played_version(
 @event.listens_for(CallEventRecord, "before_update")
 def _refuse_append_only(_mapper: Mapper[Any], _connection: Connection, target: Base) -> None:
     raise ImmutableRowError(f"{type(target).__tablename__} is append-only")
+
+
+@event.listens_for(CallMetrics, "after_insert")
+@event.listens_for(CallMetrics, "after_update")
+def _copy_sort_duration(_mapper: Mapper[Any], connection: Connection, target: CallMetrics) -> None:
+    # Calls sort by duration through calls.duration_sort_ms (indexed); keep it in step with
+    # metrics written through the ORM. admin.jobs.rollup, which upserts in Core, sets it itself.
+    connection.execute(
+        update(Call).where(Call.id == target.call_id).values(duration_sort_ms=target.duration_ms)
+    )

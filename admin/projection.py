@@ -32,6 +32,11 @@ from admin.models import (
     Call,
     CallEventRecord,
     CallLeg,
+    ConsentMethod,
+    ConsentResult,
+    Disclosure,
+    DisclosurePlay,
+    DisclosureVersion,
     Escalation,
     EscalationReason,
     LegKind,
@@ -153,7 +158,12 @@ class Projection:
             self._agent_event(session, call, event)
         elif kind is CallEventKind.PLAYOUT_FLUSHED:
             self._flushed(session, call, event)
-        elif kind is CallEventKind.TRANSFERRED:
+        elif kind is CallEventKind.DISCLOSURE_PLAYED:
+            self._disclosure_played(session, call, event)
+        elif kind is CallEventKind.TRANSFERRED and _text(event.data.get("reason")) in (
+            "",
+            "session_failed",
+        ):  # a transfer after consent was refused is not an escalation
             session.add(
                 Escalation(
                     call_id=call.id,
@@ -166,6 +176,48 @@ class Projection:
             self._ended(session, call, event)
             return True
         return False
+
+    def _disclosure_played(self, session: Session, call: Call, event: CallEvent) -> None:
+        """A disclosure_plays row for a disclosure that was played (one that was not, for want
+        of its audio, is only in call_events: nobody heard it)."""
+        data = event.data
+        if data.get("played") is not True:
+            return
+        name, version = _text(data.get("disclosure")), data.get("version")
+        found = session.scalar(
+            select(DisclosureVersion)
+            .join(Disclosure, Disclosure.id == DisclosureVersion.disclosure_id)
+            .where(Disclosure.name == name, DisclosureVersion.version == version)
+        )
+        try:
+            consent = ConsentResult(_text(data.get("consent")))
+            method = ConsentMethod(_text(data.get("consent_method")))
+        except ValueError:
+            consent, method = ConsentResult.NO_RESPONSE, None
+        if found is None:
+            log.warning(
+                "a played disclosure version is not in the database; play not recorded",
+                extra={"call_id": call.id, "disclosure": name, "version": version},
+            )
+            return
+        if found.audio_sha256 != data.get("sha256"):
+            log.warning(
+                "played disclosure audio differs from its version's",
+                extra={"call_id": call.id, "disclosure": name, "version": version},
+            )
+        started = _at_mono(event, data.get("start_mono_ns"), call.started_at)
+        ended = _at_mono(event, data.get("end_mono_ns"), started)
+        session.add(
+            DisclosurePlay(
+                call_id=call.id,
+                version_id=found.id,
+                started_at=started,
+                ended_at=ended,
+                interrupted=data.get("interrupted") is True,
+                consent=consent,
+                consent_method=method,
+            )
+        )
 
     def _answered(self, session: Session, call: Call, event: CallEvent) -> None:
         answered = _not_before(_wall(event), call.started_at)
@@ -402,6 +454,14 @@ def _ms(t_mono_ns: int, origin_ns: int) -> int:
 
 def _wall(event: CallEvent) -> dt.datetime:
     return dt.datetime.fromtimestamp(event.t_wall, dt.UTC)
+
+
+def _at_mono(event: CallEvent, t_mono_ns: Any, floor: dt.datetime) -> dt.datetime:
+    """The wall time of a monotonic instant the event reports, from the event's own pair."""
+    if isinstance(t_mono_ns, bool) or not isinstance(t_mono_ns, int):
+        return _not_before(_wall(event), floor)
+    offset_s = (event.t_mono_ns - t_mono_ns) / 1e9
+    return _not_before(_wall(event) - dt.timedelta(seconds=offset_s), floor)
 
 
 def _not_before(when: dt.datetime, floor: dt.datetime) -> dt.datetime:

@@ -19,6 +19,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from admin.disclosure_settings import ConsentSettings, DisclosureSettings
 from admin.jobs.config import JobsSettings
 from admin.keyfile import Keys, load_keys
 from agent.profiles import PROFILES, SessionTarget
@@ -81,6 +82,10 @@ class LineSettings(BaseModel):
     knowledge_base: str = "sample"
     agent_backchannels: bool = Field(
         False, description="the agent says 'mm-hm' while the caller talks at length"
+    )
+    consent: ConsentSettings = Field(default_factory=lambda: ConsentSettings())  # noqa: PLW0108
+    disclosure_missing: Literal["proceed", "refuse"] = Field(
+        "proceed", description="when the disclosure's audio cannot be played: go on, or refuse"
     )
 
     @field_validator("agent")
@@ -161,8 +166,19 @@ class EventsSettings(BaseModel):
 
 def _default_lines() -> list[LineSettings]:
     return [
-        LineSettings(name="main", numbers=["100"], agent="embedded"),
+        LineSettings(name="main", numbers=["100"], agent="embedded", disclosure="ai-assistant"),
         LineSettings(name="echo", numbers=["199"], agent="echo"),
+    ]
+
+
+def _default_disclosures() -> list[DisclosureSettings]:
+    # Callers must know they are talking to a machine before it talks with them.
+    return [
+        DisclosureSettings(
+            name="ai-assistant",
+            text="This call is answered by an automated assistant and may be recorded.",
+            jurisdiction="US",
+        )
     ]
 
 
@@ -186,6 +202,10 @@ class Settings(BaseSettings):
     events: EventsSettings = Field(default_factory=lambda: EventsSettings())  # noqa: PLW0108
     jobs: JobsSettings = Field(default_factory=lambda: JobsSettings())  # noqa: PLW0108
     lines: list[LineSettings] = Field(default_factory=_default_lines)
+    disclosures: list[DisclosureSettings] = Field(
+        default_factory=_default_disclosures,
+        description="synced into the database at parley run start",
+    )
     default_line: str | None = "main"
     restart_backoff_s: float = Field(1.0, gt=0)
 

@@ -98,6 +98,7 @@ def _load(url: str, calls: int) -> None:
             ended = answered + dt.timedelta(seconds=rng.uniform(20, 400))
             outcome = rng.choice(OUTCOMES)
             caller_hash, masked = hashes[rng.randrange(CALLERS)]
+            duration = int((ended - started).total_seconds() * 1000)
             rows["calls"].append(
                 (
                     call_id,
@@ -110,6 +111,7 @@ def _load(url: str, calls: int) -> None:
                     ended,
                     "hangup",
                     outcome,
+                    duration,  # duration_sort_ms: as the rollup leaves it
                 )
             )
             for turn in range(3):
@@ -125,7 +127,6 @@ def _load(url: str, calls: int) -> None:
                     )
                 )
                 rows["turn_metrics"].append((call_id, turn, rng.randint(250, 900)))
-            duration = int((ended - started).total_seconds() * 1000)
             rows["call_metrics"].append((call_id, duration, 3, rng.randint(0, 3), 0, T_END))
             if outcome == "escalated":
                 requested = answered + dt.timedelta(seconds=10)
@@ -140,7 +141,7 @@ def _load(url: str, calls: int) -> None:
                 )
         columns = {
             "calls": "id, line_id, caller_hash, caller_masked, to_number, started_at, "
-            "answered_at, ended_at, end_reason, outcome",
+            "answered_at, ended_at, end_reason, outcome, duration_sort_ms",
             "transcript_segments": "call_id, speaker, text, start_ms, end_ms, interrupted, "
             "redaction",
             "turn_metrics": "call_id, turn_index, voice_to_voice_ms",

@@ -29,6 +29,7 @@ class CallEventKind(enum.StrEnum):
     AGENT = "call.agent_event"
     SESSION_FAILED = "call.session_failed"
     TRANSFERRED = "call.transferred"
+    DISCLOSURE_PLAYED = "call.disclosure_played"
     ENDED = "call.ended"
 
 

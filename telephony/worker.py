@@ -26,8 +26,17 @@ from typing import Any
 
 import pjsua2 as pj
 
-from agent.session import FRAME_BYTES, DuplexSession, SessionError
+from agent.session import FRAME_BYTES, FRAME_MS, DuplexSession, SessionError
 from telephony.bridge import CallBridge
+from telephony.consent import (
+    ConsentRun,
+    Decision,
+    DisclosureAudioError,
+    DisclosurePlan,
+    NextStep,
+    Phase,
+    read_pcm,
+)
 from telephony.events import CallEvent, CallEventKind, EventOutlet
 from telephony.lines import Line, LineRouter, request_uri_user
 from telephony.mediaport import MediaPort, wake_on
@@ -38,6 +47,8 @@ from telephony.rtpwatch import RtpInactivity
 log = logging.getLogger(__name__)
 
 SessionFactory = Callable[[Line], DuplexSession]
+DisclosureSource = Callable[[Line], DisclosurePlan | None]
+PROMPT_AHEAD_FRAMES = 10  # disclosure audio queued ahead of the playout clock
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +100,13 @@ class ActiveCall:
     end_reason: str | None = None
     ended: bool = False
     failed: bool = False
+    disclosure_plan: DisclosurePlan | None = None
+    disclosure_task: asyncio.Task[None] | None = None
+    consent: ConsentRun | None = None
+    consent_changed: asyncio.Event = field(default_factory=asyncio.Event)
+    disclosure_started_ns: int = 0
+    disclosure_ended_ns: int = 0  # its last frame went out (0: not yet)
+    disclosure_reported: bool = False
 
     def media_stats(self) -> dict[str, object]:
         data = self.stats.as_dict()
@@ -157,11 +175,13 @@ class MediaWorker:
         router: LineRouter,
         session_factory: SessionFactory,
         outlet: EventOutlet,
+        disclosures: DisclosureSource = lambda _line: None,
     ) -> None:
         self.config = config
         self.router = router
         self.session_factory = session_factory
         self.outlet = outlet
+        self.disclosures = disclosures
         self.calls: dict[str, ActiveCall] = {}  # the registry, keyed by our own UUID
         self.loop: asyncio.AbstractEventLoop | None = None
         self.pj: PjThread | None = None
@@ -348,6 +368,126 @@ class MediaWorker:
     def _start_bridge(self, record: ActiveCall) -> None:
         if record.ended or record.port is None or record.rx_ready is None:
             return
+        plan = self.disclosures(record.line)
+        if plan is None:
+            self._open_session(record)
+            return
+        record.disclosure_plan = plan
+        record.disclosure_task = asyncio.get_running_loop().create_task(
+            self._disclose(record, plan, record.port), name=f"disclosure-{record.call_id}"
+        )
+
+    async def _disclose(self, record: ActiveCall, plan: DisclosurePlan, port: MediaPort) -> None:
+        """Plays the line's disclosure before the agent is connected, then acts on consent."""
+        try:
+            if plan.audio_path is None or plan.sha256 is None:
+                raise DisclosureAudioError("no_version", f"disclosure {plan.name} has no version")
+            pcm = read_pcm(plan.audio_path, sha256=plan.sha256)
+        except DisclosureAudioError as error:
+            self._disclosure_not_played(record, plan, error)
+            return
+        run = record.consent = ConsentRun(plan.policy)
+        record.disclosure_started_ns = time.monotonic_ns()
+        await _play(port, "disclosure", pcm)
+        record.disclosure_ended_ns = time.monotonic_ns()
+        decision = run.played()
+        if decision is None:  # dtmf: the caller has not pressed a key yet
+            try:
+                await asyncio.wait_for(_decided(record, run), timeout=plan.policy.timeout_s)
+            except TimeoutError:
+                pass
+            decision = run.decision or run.timed_out()
+        assert decision is not None
+        self._report_disclosure(record, plan, decision)
+        await self._after_consent(record, plan, decision, port)
+
+    def _disclosure_not_played(
+        self, record: ActiveCall, plan: DisclosurePlan, error: DisclosureAudioError
+    ) -> None:
+        refuse = plan.on_missing == "refuse"
+        log.warning(
+            "disclosure not played",
+            extra={
+                "call_id": record.call_id,
+                "disclosure": plan.name,
+                "reason": error.reason,
+                "error": str(error),
+                "call_refused": refuse,
+            },
+        )
+        record.disclosure_reported = True
+        self._emit(
+            CallEvent(
+                record.call_id,
+                CallEventKind.DISCLOSURE_PLAYED,
+                {
+                    "disclosure": plan.name,
+                    "version": plan.version,
+                    "sha256": plan.sha256,
+                    "played": False,
+                    "reason": error.reason,
+                    "next_step": NextStep.HANGUP.value if refuse else NextStep.BRIDGE.value,
+                },
+            )
+        )
+        if refuse:
+            self.hangup(record.call_id, "disclosure_unavailable")
+        else:
+            self._open_session(record)
+
+    def _report_disclosure(
+        self, record: ActiveCall, plan: DisclosurePlan, decision: Decision
+    ) -> None:
+        if record.disclosure_reported:
+            return
+        # Cut short by a hang-up, it ended when the caller left.
+        ended_ns = record.disclosure_ended_ns or time.monotonic_ns()
+        record.disclosure_reported = True
+        self._emit(
+            CallEvent(
+                record.call_id,
+                CallEventKind.DISCLOSURE_PLAYED,
+                {
+                    "disclosure": plan.name,
+                    "version": plan.version,
+                    "sha256": plan.sha256,
+                    "played": True,
+                    "start_mono_ns": record.disclosure_started_ns,
+                    "end_mono_ns": ended_ns,
+                    "interrupted": decision.interrupted,
+                    "consent": decision.consent,
+                    "consent_method": decision.method,
+                    "next_step": decision.next_step.value,
+                },
+            )
+        )
+
+    async def _after_consent(
+        self, record: ActiveCall, plan: DisclosurePlan, decision: Decision, port: MediaPort
+    ) -> None:
+        if decision.next_step is NextStep.BRIDGE:
+            port.rx.clear()  # what the caller said over the disclosure is not for the agent
+            self._open_session(record)
+            return
+        reason = f"consent_{decision.consent}"
+        if decision.next_step is NextStep.TRANSFER and plan.policy.transfer_to:
+            target = plan.policy.transfer_to
+            assert self.pj is not None
+            self.pj.post(lambda: self._pj_transfer(record, target, reason))
+            return
+        if plan.goodbye_path is not None:
+            try:
+                await _play(port, "goodbye", read_pcm(plan.goodbye_path))
+            except DisclosureAudioError as error:
+                log.warning(
+                    "goodbye prompt not played",
+                    extra={"call_id": record.call_id, "reason": error.reason},
+                )
+        self.hangup(record.call_id, reason)
+
+    def _open_session(self, record: ActiveCall) -> None:
+        if record.ended or record.port is None or record.rx_ready is None:
+            return
         try:
             session = self.session_factory(record.line)
         except Exception as error:
@@ -400,25 +540,28 @@ class MediaWorker:
             return
         if transfer_to:
             assert self.pj is not None
-            self.pj.post(lambda: self._pj_transfer(record, transfer_to))
+            self.pj.post(lambda: self._pj_transfer(record, transfer_to, "session_failed"))
         else:
             self.hangup(call_id, "session_failed")
 
-    def _pj_transfer(self, record: ActiveCall, target: str) -> None:
+    def _pj_transfer(self, record: ActiveCall, target: str, reason: str) -> None:
         if record.ended or record.pj_call is None:
             return
         try:
             record.pj_call.xfer(target, pj.CallOpParam(True))
         except pj.Error as error:
             log.warning("transfer failed", extra={"call_id": record.call_id, "error": error.info()})
-            self._pj_hangup(record, "session_failed")
+            self._pj_hangup(record, reason)
             return
         record.end_reason = "transferred"
-        self._emit(
-            CallEvent(record.call_id, CallEventKind.TRANSFERRED, {"reason": "session_failed"})
-        )
+        self._emit(CallEvent(record.call_id, CallEventKind.TRANSFERRED, {"reason": reason}))
 
     def _deliver_dtmf(self, record: ActiveCall, digit: str) -> None:
+        run = record.consent
+        if run is not None and run.phase is not Phase.DONE:
+            run.digit(digit)  # the consent answer, not for the agent
+            record.consent_changed.set()
+            return
         if record.bridge is not None and not record.ended:
             asyncio.get_running_loop().create_task(record.bridge.dtmf(digit))
 
@@ -426,6 +569,13 @@ class MediaWorker:
         asyncio.get_running_loop().create_task(self._finish(record))
 
     async def _finish(self, record: ActiveCall) -> None:
+        task, record.disclosure_task = record.disclosure_task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            if record.consent is not None and record.disclosure_plan is not None:
+                decision = record.consent.hung_up()
+                self._report_disclosure(record, record.disclosure_plan, decision)
         if record.bridge is not None:
             await record.bridge.close()
             record.bridge = None
@@ -507,6 +657,28 @@ class MediaWorker:
         await asyncio.to_thread(self.pj.finished.wait)
 
 
+async def _play(port: MediaPort, tag: str, pcm: bytes) -> None:
+    """Plays a recorded prompt to the caller and returns once its last frame has gone out."""
+    whole = len(pcm) - len(pcm) % FRAME_BYTES
+    frames = [pcm[i : i + FRAME_BYTES] for i in range(0, whole, FRAME_BYTES)]
+    if whole < len(pcm):
+        frames.append(pcm[whole:].ljust(FRAME_BYTES, b"\0"))
+    for frame in frames:
+        while port.playout_depth() >= PROMPT_AHEAD_FRAMES:
+            await asyncio.sleep(FRAME_MS / 1000 * (PROMPT_AHEAD_FRAMES // 2))
+        port.queue_playout(tag, frame)
+    while port.playout_depth() > 0:
+        await asyncio.sleep(FRAME_MS / 1000)
+    await asyncio.sleep(FRAME_MS / 1000)  # the last frame is on its way to the caller
+    port.utterance_finished()
+
+
+async def _decided(record: ActiveCall, run: ConsentRun) -> None:
+    while run.decision is None:
+        record.consent_changed.clear()
+        await record.consent_changed.wait()
+
+
 def _disconnect_reason(info: Any) -> str:
     code = int(info.lastStatusCode)
     if code in (200, 0):
@@ -520,6 +692,7 @@ def serve(
     router: LineRouter,
     session_factory: SessionFactory,
     outlet: EventOutlet,
+    disclosures: DisclosureSource = lambda _line: None,
 ) -> None:
     """Runs a media worker in this process until SIGINT or SIGTERM."""
 
@@ -528,7 +701,13 @@ def serve(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        worker = MediaWorker(config, router=router, session_factory=session_factory, outlet=outlet)
+        worker = MediaWorker(
+            config,
+            router=router,
+            session_factory=session_factory,
+            outlet=outlet,
+            disclosures=disclosures,
+        )
         await worker.run(stop)
 
     try:

@@ -130,9 +130,12 @@ def test_bad_jobs_settings_are_refused(config: dict[str, object]) -> None:
 
 def test_purge_schedule_becomes_a_crontab_or_a_clear_error(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path, jobs={"purge_schedule": "15 2 * * 0"})
-    [entry] = beat_schedule(settings).values()
+    schedule = beat_schedule(settings)
+    entry = schedule["retention purge"]
     assert entry["task"] == "parley.purge_expired"
     assert entry["schedule"].hour == {2}
+    heal = schedule["missing metrics"]  # rolls up calls whose post-call job was lost
+    assert (heal["task"], heal["schedule"]) == ("parley.rollup_missing", 300.0)
     with pytest.raises(ValueError, match="purge_schedule"):
         beat_schedule(Settings(data_dir=tmp_path, jobs={"purge_schedule": "61 3 * * *"}))
 

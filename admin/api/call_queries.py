@@ -10,7 +10,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, and_, exists, func, or_, select
+from sqlalchemy import ColumnElement, and_, exists, or_, select
 from sqlalchemy.orm import Session
 
 from admin.api import cursor, event_redaction
@@ -46,7 +46,7 @@ EVENTS_SHOWN = 5000  # per call detail; media stats every few seconds add up on 
 _NO_DURATION = -1  # live calls and calls without metrics sort as the shortest
 
 _escalated = exists().where(Escalation.call_id == Call.id)
-_duration = func.coalesce(CallMetrics.duration_ms, _NO_DURATION)
+_duration = Call.duration_sort_ms  # the metrics' duration, or _NO_DURATION; indexed
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +124,7 @@ def list_calls(
         value: str | int = (
             last.started_at.isoformat()
             if key is Call.started_at
-            else (last.duration_ms if last.duration_ms is not None else _NO_DURATION)
+            else rows[limit - 1].Call.duration_sort_ms
         )
         next_cursor = cursor.encode(Position(value, last.id), sort=sort, digest=digest)
     return CallListing(items, next_cursor)

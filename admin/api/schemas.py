@@ -293,6 +293,7 @@ class LineOut(BaseModel):
     disclosure_id: int | None
     queue: str | None
     numbers: list[str]
+    active: bool  # False: no longer in the settings file (which is the source of truth)
     created_at: dt.datetime
 
 

@@ -18,6 +18,7 @@ from admin.jobs.tasks import JobContext, register_tasks
 from admin.settings import Settings
 
 PURGE_TASK = "parley.purge_expired"
+HEAL_TASK = "parley.rollup_missing"
 _POLL_S = 0.1  # how often the no-server worker looks for new message files
 _RESULTS_KEPT_S = 7 * 24 * 3600
 # Redis re-delivers an unacknowledged job after this long; an export may take a while and jobs
@@ -100,4 +101,7 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
         )
     except ValueError as error:
         raise ValueError(f"jobs.purge_schedule {settings.jobs.purge_schedule!r}: {error}") from None
-    return {"retention purge": {"task": PURGE_TASK, "schedule": schedule}}
+    return {
+        "retention purge": {"task": PURGE_TASK, "schedule": schedule},
+        "missing metrics": {"task": HEAL_TASK, "schedule": settings.jobs.heal_interval_s},
+    }

@@ -42,6 +42,12 @@ class JobsSettings(BaseModel):
         "30 3 * * *", description="when the retention purge runs: crontab fields, UTC"
     )
     purge_batch: int = Field(500, ge=1, le=5000, description="calls purged per transaction")
+    heal_interval_s: float = Field(
+        300.0,
+        ge=5,
+        description="how often the schedule rolls up ended calls still without metrics "
+        "(their post-call job was lost)",
+    )
     retention_days: int = Field(365, ge=1, description="default retention of a call, in days")
     redact: list[PiiKind] = Field(
         default_factory=lambda: list(PiiKind), description="default redaction policy"

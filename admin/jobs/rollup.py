@@ -138,4 +138,24 @@ def rollup_call(session: Session, *, call_id: str) -> Metrics:
         where=or_(*(table.c[name].is_distinct_from(statement.excluded[name]) for name in measured)),
     )
     session.execute(statement)
+    if call.duration_sort_ms != metrics.duration_ms:
+        call.duration_sort_ms = metrics.duration_ms  # what /calls sorts by (an index scan)
     return metrics
+
+
+def calls_missing_metrics(session: Session, *, ended_before: dt.datetime, limit: int) -> list[str]:
+    """Ended calls that have no metrics yet (their post-call job was lost: the broker was down,
+    the worker crashed), oldest first. Calls that ended after `ended_before` are left to the
+    job their hangup queued."""
+    query = (
+        select(Call.id)
+        .outerjoin(CallMetrics, CallMetrics.call_id == Call.id)
+        .where(
+            Call.ended_at.is_not(None),
+            Call.ended_at < ended_before,
+            CallMetrics.call_id.is_(None),
+        )
+        .order_by(Call.ended_at, Call.id)
+        .limit(limit)
+    )
+    return list(session.scalars(query))

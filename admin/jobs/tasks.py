@@ -32,6 +32,10 @@ log = logging.getLogger("parley.jobs")
 
 T = TypeVar("T")
 
+# A call that ended less than this ago is left to the job its hangup queued.
+HEAL_GRACE = dt.timedelta(seconds=60)
+HEAL_BATCH = 500
+
 
 class JobContext:
     """What the tasks of one worker process share: the settings and, made on first use (after
@@ -113,6 +117,32 @@ def register_tasks(app: Celery, context: JobContext) -> None:
         def work() -> dict[str, Any]:
             with context.session() as session:
                 return rollup.rollup_call(session, call_id=call_id).as_dict()
+
+        return _attempt(self, context, work)
+
+    @app.task(name="parley.rollup_missing", bind=True, throws=(JobInputError,))
+    def rollup_missing(self: Task[Any, Any]) -> dict[str, Any]:
+        """Heals a lost post-call hook: rolls up ended calls that still have no metrics."""
+
+        def work() -> dict[str, Any]:
+            ended_before = dt.datetime.now(dt.UTC) - HEAL_GRACE
+            with context.session() as session:
+                missing = rollup.calls_missing_metrics(
+                    session, ended_before=ended_before, limit=HEAL_BATCH
+                )
+            done = 0
+            for call_id in missing:
+                with context.session() as session:  # one call's failure spares the others
+                    try:
+                        rollup.rollup_call(session, call_id=call_id)
+                        done += 1
+                    except JobInputError as error:
+                        log.warning(
+                            "cannot roll up a call", extra={"call_id": call_id, "error": str(error)}
+                        )
+            if done:
+                log.info("rolled up calls that had no metrics", extra={"calls": done})
+            return {"found": len(missing), "rolled_up": done}
 
         return _attempt(self, context, work)
 

@@ -87,6 +87,7 @@ def _out(line: Line) -> LineOut:
         disclosure_id=line.disclosure_id,
         queue=line.queue,
         numbers=sorted(number.number for number in line.numbers),
+        active=line.active,
         created_at=line.created_at,
     )
 
