@@ -66,6 +66,24 @@ def resample(samples: npt.NDArray[np.generic], src_rate: int, dst_rate: int) -> 
     return np.clip(np.asarray(out, dtype=np.float32), -1.0, 1.0)
 
 
+def trim_leading_silence(
+    pcm: Int16Array, *, rate: int = SAMPLE_RATE, keep_ms: int = 10, floor: float = 0.02
+) -> Int16Array:
+    """`pcm` from `keep_ms` before its first sample louder than `floor` times its peak.
+
+    Synthesised speech often starts with tens of milliseconds of near-silence; on the phone
+    that is pure added latency before the caller hears the first word.
+    """
+    if pcm.size == 0:
+        return pcm
+    magnitude = np.abs(pcm.astype(np.int32))
+    loud = np.flatnonzero(magnitude >= max(1.0, floor * float(magnitude.max())))
+    if not len(loud):
+        return pcm[:0]
+    start = max(0, int(loud[0]) - keep_ms * rate // 1000)
+    return pcm[start:]
+
+
 def read_wav(path: Path) -> tuple[Int16Array, int]:
     """A 16-bit PCM WAV file as mono int16 samples and its sample rate (channels averaged)."""
     with wave.open(str(path), "rb") as w:

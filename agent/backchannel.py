@@ -18,6 +18,9 @@ MAX_BACKCHANNEL_WORDS = 3
 _REPEATS = re.compile(r"(.)\1+")
 _SEPARATORS = re.compile(r"[^a-z0-9']+")
 
+# Longer than this, speech over the agent is judged by its words alone (see `agent_keeps_floor`).
+BRIEF_OVERLAP_MS = 500
+
 # Folded spellings: "uh huh" and "uhhuh" both become "uhuh"; "mm-hmm", "mmhmm", "mm hm" become
 # "mhm". "uh-uh" (a no) stays two words and so matches nothing.
 _ONE_WORD_PAIRS = {
@@ -111,6 +114,43 @@ def is_stop_request(text: str) -> bool:
         if word not in _STOP_LEAD_INS:
             return False
     return False
+
+
+# Sounds with no words in them: a cough, a breath, a filled pause as the ASR spells it.
+_NON_LEXICAL = frozenset(_fold("uh um hm mm ah oh huh er"))
+# A short overlap with any of these asks something of the agent ("no", "what?", "sorry?").
+_TAKES_FLOOR = frozenset(
+    _fold(
+        "no nope nah not don't stop wait what what's sorry pardon excuse hold hang repeat "
+        "again who where when why how"
+    )
+)
+
+
+def agent_keeps_floor(text: str, duration_ms: int) -> bool:
+    """Whether the agent, paused by caller speech over it, should carry on speaking.
+
+    It carries on for an acknowledgement (`is_backchannel`), a sound with no words (a cough,
+    "uh"), and a brief overlap of a word or two that asks nothing: Whisper tiny renders a quick
+    "uh-huh" as "uh-uh", "aha" or a stray word, and a caller who really means "uh-uh" goes on to
+    say more, which stops the agent again. An explicit stop request, a negation or a question
+    word always takes the floor.
+    """
+    if duration_ms < 0:
+        raise ValueError(f"duration_ms must not be negative, got {duration_ms}")
+    if is_stop_request(text):
+        return False
+    if is_backchannel(text, duration_ms):
+        return True
+    words = _fold(text)
+    if duration_ms < 800 and all(w in _NON_LEXICAL for w in words):
+        return True
+    spoken_words = len(text.split())  # "M-f-a" is one garbled word, not three
+    return (
+        duration_ms <= BRIEF_OVERLAP_MS
+        and 0 < spoken_words <= 2
+        and not any(w in _TAKES_FLOOR for w in words)
+    )
 
 
 def _made_of_units(words: tuple[str, ...]) -> bool:

@@ -77,6 +77,8 @@ class Turns(Protocol):
 
     def partial_transcript(self, text: str, t_ms: int) -> None: ...
 
+    def understood(self, text: str) -> None: ...
+
     def tick(self, t_ms: int) -> Any: ...
 
 
@@ -86,14 +88,20 @@ class EngineConfig:
     offset_threshold: float = 0.35
     min_speech_ms: int = 96  # three VAD windows: a click is not speech
     hangover_ms: int = 160  # silence before the VAD says the caller stopped
+    # While the agent is paused by caller speech over it, the speech is judged (back-channel or
+    # a turn) after this much silence: the agent's sentence is on hold until then.
+    paused_hangover_ms: int = 64
     # Silence after which the utterance so far is transcribed ahead of the hangover; thrown
     # away if the caller goes on. 0 disables the look-ahead.
     asr_lookahead_ms: int = 64
     # Prepare the reply (responder and first sentence of audio) while the turn detector waits.
     speculate: bool = True
-    # Caller speech over the agent that stops it. The caller hears the stop one network round
-    # trip later (~55 ms on loopback, more on real lines), inside the 200 ms target.
-    barge_in_ms: int = 128
+    # Caller speech over the agent that pauses it: three VAD windows (the onset threshold
+    # already needs one voiced window, so a click does not reach this). The caller hears the
+    # stop one phone round trip later (~55 ms on loopback) plus the VAD's own onset lag. A
+    # pause is cheap to undo: speech that turns out to be a back-channel, a cough or a stray
+    # syllable resumes the agent 64 ms after it ends (`paused_hangover_ms`).
+    barge_in_ms: int = 96
     echo_ratio: float = 0.5  # caller RMS must exceed this share of the agent's recent RMS
     max_utterance_ms: int = 25_000  # a monologue is transcribed in rolling windows
     silence_reprompt_ms: int = 6_000
@@ -127,6 +135,7 @@ class _Prepared:
     epoch: int  # the dialogue epoch it forked from
     fork: Dialogue
     task: asyncio.Task[tuple[Any, float]]  # (reply, responder ms)
+    understood: bool = False  # the responder took the words as a request it can answer
 
 
 Send = Callable[[str, dict[str, Any]], Awaitable[None]]
@@ -140,14 +149,14 @@ class EngineSession:
         dialogue: Dialogue,
         turns: Turns,
         send: Send,
-        is_backchannel: Callable[[str, int], bool],
+        keeps_floor: Callable[[str, int], bool],
         config: EngineConfig | None = None,
     ) -> None:
         self.models = models
         self.dialogue = dialogue
         self.turns = turns
         self.send = send
-        self.is_backchannel = is_backchannel
+        self.keeps_floor = keeps_floor
         self.config = config or EngineConfig()
         self.stream = models.open_vad_stream()
         self.t_ms = 0  # the stream clock: caller audio received
@@ -272,7 +281,9 @@ class EngineSession:
             if not self._in_speech:
                 self._speech_run_ms = 0
                 self._utterance = self._utterance[-3:]  # keep the onset's lead-in
-            elif self._silence_run_ms >= config.hangover_ms:
+            elif self._silence_run_ms >= (
+                config.paused_hangover_ms if self._barged else config.hangover_ms
+            ):
                 await self._speech_stopped()
             elif (
                 config.asr_lookahead_ms
@@ -371,10 +382,9 @@ class EngineSession:
         if self._barged and response is not None and response.paused:
             self._barged = False
             self._utterance = []
-            # Cut 100 ms early, a quick "uh-huh" reads as "uh-uh" (a no) to Whisper tiny.
             # Urgent: the agent is paused until this text says whether to resume.
             text = await self.models.transcribe(audio, urgent=True)
-            if self.is_backchannel(text, duration) or _non_lexical(text, duration):
+            if self.keeps_floor(text, duration):
                 await self.send(
                     "parley.backchannel_ignored", {"text": text, "duration_ms": duration}
                 )
@@ -410,6 +420,7 @@ class EngineSession:
         self.turns.partial_transcript(self._hold_text, self.t_ms)
         if self.config.speculate and not self._in_speech and self._hold_text:
             self._prepare(self._hold_text)
+            self._tell_understood()
 
     def _lookahead_done(self, task: asyncio.Task[str]) -> None:
         # The caller has been quiet since: answer ahead on these words without waiting for
@@ -435,10 +446,26 @@ class EngineSession:
         started = time.perf_counter()
         reply = await asyncio.to_thread(fork.respond, text)
         responder_ms = (time.perf_counter() - started) * 1000
+        prepared = self._prepared
+        if prepared is not None and prepared.fork is fork and getattr(reply, "understood", False):
+            prepared.understood = True
+            self._tell_understood()
         sentences = self.models.sentences(str(getattr(reply, "text", "") or ""))
         if sentences:
             await self.models.synthesize(sentences[0])  # lands in the hub's TTS cache
         return reply, responder_ms
+
+    def _tell_understood(self) -> None:
+        """Lets the turn detector know the words it is judging make a request the agent
+        understood: with no punctuation to go by, that is the best sign they are finished."""
+        prepared = self._prepared
+        if (
+            prepared is not None
+            and prepared.understood
+            and prepared.epoch == self._epoch
+            and prepared.text == self._hold_text
+        ):
+            self.turns.understood(prepared.text)
 
     def _drop_prepared(self) -> None:
         prepared, self._prepared = self._prepared, None
@@ -704,19 +731,6 @@ def _discard(task: asyncio.Task[Any]) -> None:
     """Cancels work nobody will use; an error it already raised is read so it is not logged."""
     task.cancel()
     task.add_done_callback(lambda t: t.cancelled() or t.exception())
-
-
-_NON_LEXICAL = frozenset({"", "uh", "um", "hm", "hmm", "mm", "mhm", "ah", "oh", "huh", "er"})
-
-
-def _non_lexical(text: str, duration_ms: int) -> bool:
-    """A short sound with no words in it (a cough, "uh", breath): not a reason to stop.
-
-    Whisper tiny often renders a quick "uh-huh" as just "Uh..."; either way the caller did not
-    take the turn.
-    """
-    words = [w.strip(".,!?-'\"…").lower() for w in text.split()]
-    return duration_ms < 800 and all(w in _NON_LEXICAL for w in words)
 
 
 def _heard_text(response: _Response, heard_ms: int | None) -> str:

@@ -56,7 +56,12 @@ class ReplyKind(StrEnum):
 
 @dataclass(frozen=True)
 class Reply:
-    """What the agent says next. ``entry_id`` names the FAQ entry or procedure it came from."""
+    """What the agent says next. ``entry_id`` names the FAQ entry or procedure it came from.
+
+    ``understood`` is False when the caller's words were not a request the agent could act on
+    (it asks again, or gives up after repeated misses); the engine then waits longer before
+    taking the turn, since the caller may still be finding their words.
+    """
 
     kind: ReplyKind
     text: str
@@ -64,6 +69,7 @@ class Reply:
     entry_id: str | None = None
     handoff_reason: str | None = None
     end_call: bool = False
+    understood: bool = True
 
 
 # --- spoken forms --------------------------------------------------------------------------
@@ -462,27 +468,31 @@ class Conversation:
     # --- FAQ and procedure choice ---
 
     def _search(self, caller_text: str) -> Reply:
-        ranked = self._index.search(self._embedder.embed([caller_text])[0])
+        ranked = self._index.search(self._embedder.embed([_topic_text(caller_text)])[0])
         human = next((s for item, s in ranked if item == HUMAN_INTENT), 0.0)
         known = [(item, score) for item, score in ranked if not isinstance(item, Intent)]
         best, best_score = known[0] if known else (None, 0.0)
         if human >= self._human_threshold and human > best_score:
             return self._handoff("caller_asked", human)
         if best is not None and best_score >= self._answer_threshold:
-            return self._serve(best, best_score)
+            return self._serve(best, best_score, caller_text=caller_text)
         return self._miss(known, best_score)
 
-    def _serve(self, item: Entry | Procedure, score: float) -> Reply:
+    def _serve(self, item: Entry | Procedure, score: float, *, caller_text: str = "") -> Reply:
         self.misses = 0
         if isinstance(item, Entry):
             return self._say(Reply(ReplyKind.ANSWER, item.answer, score, entry_id=item.id))
-        self._active = _ActiveProcedure(item)
-        return self._next_step(self._active, score)
+        self._active = active = _ActiveProcedure(item)
+        # "Where's my order, it's one two three four five": don't ask for what was just said.
+        value = _stated_value(active.slot, caller_text)
+        if value is not None:
+            return self._fill(active, value)
+        return self._next_step(active, score)
 
     def _miss(self, known: list[tuple[Entry | Procedure, float]], best_score: float) -> Reply:
         self.misses += 1
         if self.misses >= self._max_misses:
-            return self._handoff("repeated_misunderstanding", best_score)
+            return self._handoff("repeated_misunderstanding", best_score, understood=False)
         close = [(item, s) for item, s in known[:2] if s >= self._clarify_floor]
         if len(close) == 2 and close[0][1] - close[1][1] > _CLARIFY_SPREAD:
             close = close[:1]
@@ -492,7 +502,7 @@ class Conversation:
             text = f"Sorry, I'm not sure I understood. Do you mean {topics}?"
         else:
             text = self.kb.fallback
-        return self._say(Reply(ReplyKind.CLARIFY, text, best_score))
+        return self._say(Reply(ReplyKind.CLARIFY, text, best_score, understood=False))
 
     # --- procedures ---
 
@@ -591,15 +601,23 @@ class Conversation:
         item, score = next(((i, s) for i, s in ranked if not isinstance(i, Intent)), (None, 0.0))
         if item is not None and score >= self._answer_threshold and item is not active.procedure:
             self._active = None
-            return self._serve(item, score)
+            return self._serve(item, score, caller_text=caller_text)
         return self._retry(active, f"Sorry, I didn't get that. {active.slot.prompt}")
 
     def _retry(self, active: _ActiveProcedure, text: str) -> Reply:
         active.attempts += 1
         if active.attempts >= self._max_slot_attempts:
             self._active = None
-            return self._handoff("repeated_misunderstanding", 0.0)
-        return self._say(Reply(ReplyKind.PROCEDURE_PROMPT, text, 0.5, entry_id=active.procedure.id))
+            return self._handoff("repeated_misunderstanding", 0.0, understood=False)
+        return self._say(
+            Reply(
+                ReplyKind.PROCEDURE_PROMPT,
+                text,
+                0.5,
+                entry_id=active.procedure.id,
+                understood=False,
+            )
+        )
 
     def _finish(self, active: _ActiveProcedure) -> Reply:
         self._active = None
@@ -617,10 +635,16 @@ class Conversation:
 
     # --- endings ---
 
-    def _handoff(self, reason: str, confidence: float) -> Reply:
+    def _handoff(self, reason: str, confidence: float, *, understood: bool = True) -> Reply:
         self._active = None
         log.info("responder handoff", extra={"handoff_reason": reason, "misses": self.misses})
-        return Reply(ReplyKind.HANDOFF, self.kb.handoff, confidence, handoff_reason=reason)
+        return Reply(
+            ReplyKind.HANDOFF,
+            self.kb.handoff,
+            confidence,
+            handoff_reason=reason,
+            understood=understood,
+        )
 
     def _goodbye(self, text: str | None = None) -> Reply:
         self._active = None
@@ -643,6 +667,46 @@ class Conversation:
             },
         )
         return reply
+
+
+_FILLER_WORDS = frozenset(_FILLERS)
+
+
+def _topic_text(caller_text: str) -> str:
+    """What the caller's words are about, for the knowledge-base search: without the digits
+    and filled pauses that say which order or account rather than what the question is.
+
+    Numerals go, and so do runs of two or more spoken number words ("one two three"); a lone
+    "one" stays ("I have one question")."""
+    words = caller_text.split()
+    keep = [True] * len(words)
+    run: list[int] = []
+    for i, word in enumerate([*words, ""]):
+        bare = word.lower().strip(".,!?;:-")
+        if bare in _FILLER_WORDS or any(c.isdigit() for c in bare):
+            keep[i] = False
+            continue
+        if bare and (_is_number_word(bare) or (bare in _SOUND_ALIKES and run)):
+            run.append(i)
+            continue
+        if len(run) >= 2:
+            for j in run:
+                keep[j] = False
+        run = []
+    topic = " ".join(w for w, k in zip(words, keep, strict=True) if k)
+    return topic if re.search(r"[a-zA-Z]", topic) else caller_text
+
+
+def _stated_value(slot: Slot, caller_text: str) -> str | None:
+    """Digits for `slot` the caller already gave while asking ("where's my order, one two
+    three four five"). Other kinds are always asked for: an email address or a name cannot be
+    told apart from the rest of a sentence reliably."""
+    if slot.kind != "digits":
+        return None
+    digits = parse_spoken_digits(caller_text)
+    if digits is not None and slot.min_digits <= len(digits) <= slot.max_digits:
+        return digits
+    return None
 
 
 def _parse_slot(slot: Slot, text: str) -> str | None:

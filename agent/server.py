@@ -38,13 +38,13 @@ class EngineServer:
         models: Models,
         dialogue_factory: Callable[[dict[str, Any]], Dialogue],
         turns_factory: Callable[[], Turns],
-        is_backchannel: Callable[[str, int], bool],
+        keeps_floor: Callable[[str, int], bool],
         config: EngineConfig | None = None,
     ) -> None:
         self.models = models
         self.dialogue_factory = dialogue_factory
         self.turns_factory = turns_factory
-        self.is_backchannel = is_backchannel
+        self.keeps_floor = keeps_floor
         self.config = config or EngineConfig()
         self.sessions = 0
 
@@ -131,7 +131,7 @@ class EngineServer:
             dialogue=self.dialogue_factory(settings),
             turns=self.turns_factory(),
             send=send,
-            is_backchannel=self.is_backchannel,
+            keeps_floor=self.keeps_floor,
             config=self._config_for(settings),
         )
         await session.start()

@@ -4,6 +4,9 @@ A reply is spoken sentence by sentence: `stream()` yields the first sentence's a
 as it is synthesised, while the rest is still text, which is what keeps voice-to-voice latency
 down. Piper voices speak at 22.05 kHz; audio is resampled to 16 kHz here (polyphase FIR).
 
+Piper starts many sentences with 40-60 ms of near-silence; it is cut (keeping 10 ms) because
+the caller would hear it as latency.
+
 Piper's own peak normalisation works per clause, so loudness would jump between clauses and
 sentences; instead the raw model output (already at a steady level) gets one fixed gain.
 
@@ -25,7 +28,7 @@ import numpy as np
 import onnxruntime  # type: ignore[import-untyped]
 from piper import PiperConfig, PiperVoice, SynthesisConfig
 
-from agent.audio import Int16Array, resample, to_int16
+from agent.audio import Int16Array, resample, to_int16, trim_leading_silence
 from agent.session import SAMPLE_RATE
 
 log = logging.getLogger(__name__)
@@ -203,7 +206,7 @@ class PiperTts:
         if not parts:
             return np.zeros(0, dtype=np.int16)
         audio = np.concatenate(parts) * np.float32(self.gain)
-        return to_int16(resample(audio, self.voice_rate, SAMPLE_RATE))
+        return trim_leading_silence(to_int16(resample(audio, self.voice_rate, SAMPLE_RATE)))
 
     def stream(self, text: str) -> Iterator[Int16Array]:
         """The reply's audio, one chunk per sentence, each yielded as soon as it is ready."""

@@ -7,6 +7,8 @@ here waits according to how the transcript so far *ends*:
 - a complete sentence or a question ends the turn after a short silence;
 - a hesitation (a filled pause, a trailing conjunction, preposition or article, an unfinished
   phrase) gets a long wait, so a mid-sentence pause of up to 1.5 s is not taken as the end;
+- words with no cue either way wait less when the agent has understood them as a whole request
+  (the reply prepared for them answers something), more when it has not;
 - with no transcript yet, a middle wait, re-evaluated as soon as a transcript arrives;
 - whatever the text, a hard cap on silence ends the turn.
 
@@ -38,6 +40,7 @@ class EndReason(enum.StrEnum):
     QUESTION = "question"
     HESITATION = "hesitation"
     UNKNOWN = "unknown"
+    UNDERSTOOD = "understood"
     NO_TRANSCRIPT = "no_transcript"
     HARD_CAP = "hard_cap"
 
@@ -63,6 +66,11 @@ class TurnConfig:
     # common mid-sentence cues, so wait less than with no transcript, but more than after a
     # clear ending, to cover a breath between clauses (300 to 500 ms).
     unknown_wait_ms: int = 500
+    # The same words when the agent understood them as a request it can answer ("you price
+    # match", as Whisper often writes a question): a sentence that already makes a whole
+    # request is usually finished, but without the ASR's full stop allow a breath more than
+    # after a statement.
+    understood_wait_ms: int = 300
     # No words yet (ASR lagging behind the VAD): inter-clause pauses rarely exceed 600 ms, and a
     # transcript arriving meanwhile shortens or lengthens this.
     no_transcript_wait_ms: int = 600
@@ -78,6 +86,7 @@ class TurnConfig:
             "question_wait_ms",
             "complete_wait_ms",
             "unknown_wait_ms",
+            "understood_wait_ms",
             "no_transcript_wait_ms",
             "hesitation_wait_ms",
             "hard_cap_ms",
@@ -85,8 +94,14 @@ class TurnConfig:
             if getattr(self, name) <= 0:
                 raise ValueError(f"TurnConfig.{name} must be a positive number of milliseconds")
 
-    def wait_for(self, ending: Ending | None) -> tuple[EndReason, int]:
-        """The reason a turn would end for this ending, and the silence it needs (capped)."""
+    def wait_for(self, ending: Ending | None, *, understood: bool = False) -> tuple[EndReason, int]:
+        """The reason a turn would end for this ending, and the silence it needs (capped).
+
+        `understood`: the words so far make a request the agent can answer; it only shortens
+        the wait for an ending with no cue either way.
+        """
+        if ending is Ending.UNKNOWN and understood:
+            return EndReason.UNDERSTOOD, min(self.understood_wait_ms, self.hard_cap_ms)
         reason, wait_ms = {
             Ending.COMPLETE: (EndReason.COMPLETE, self.complete_wait_ms),
             Ending.QUESTION: (EndReason.QUESTION, self.question_wait_ms),
@@ -125,6 +140,10 @@ class TurnDetector(Protocol):
 
     def partial_transcript(self, text: str, t_ms: int) -> None: ...
 
+    def understood(self, text: str) -> None:
+        """The agent understood `text` as a request it can answer (a hint, not an order)."""
+        ...
+
     def tick(self, t_ms: int) -> TurnDecision | None:
         """The decision, once, when the turn has ended by `t_ms`; otherwise None."""
         ...
@@ -152,6 +171,8 @@ class HesitationAwareTurns:
         self._state = _State.IDLE
         self._stopped_at = 0
         self._ending: Ending | None = None
+        self._text = ""
+        self._understood = False
         # False once speech resumes: the transcript then describes only the earlier segment.
         self._fresh = True
         self._last_t = 0
@@ -165,6 +186,7 @@ class HesitationAwareTurns:
         if self._state is _State.IDLE:
             self._ending = None
         self._fresh = False
+        self._understood = False
         self._state = _State.SPEAKING
 
     def speech_stopped(self, t_ms: int) -> None:
@@ -177,7 +199,16 @@ class HesitationAwareTurns:
             # A late partial for a turn already decided must not colour the next turn.
             return
         self._ending = classify_ending(text) if text.strip() else None
+        if text != self._text:
+            self._understood = False
+        self._text = text
         self._fresh = True
+
+    def understood(self, text: str) -> None:
+        # Only for the words the turn is judged on now: a hint about older or newer words
+        # (the caller spoke on meanwhile) says nothing about this ending.
+        if self._state is not _State.IDLE and self._fresh and text == self._text:
+            self._understood = True
 
     def tick(self, t_ms: int) -> TurnDecision | None:
         self._advance(t_ms)
@@ -191,7 +222,7 @@ class HesitationAwareTurns:
         return TurnDecision(reason=reason, wait_ms=wait_ms, silence_ms=silence_ms, at_ms=t_ms)
 
     def _pending_wait(self) -> tuple[EndReason, int]:
-        known = self._config.wait_for(self._ending)
+        known = self._config.wait_for(self._ending, understood=self._understood)
         if self._fresh:
             return known
         # Speech resumed and the ASR has not caught up. The new segment may have been a breath or
@@ -203,6 +234,8 @@ class HesitationAwareTurns:
     def reset(self) -> None:
         self._state = _State.IDLE
         self._ending = None
+        self._text = ""
+        self._understood = False
         self._fresh = True
 
     def _advance(self, t_ms: int) -> None:
@@ -220,6 +253,9 @@ _WORD = re.compile(r"[a-z0-9']+")
 _REPEATS = re.compile(r"(.)\1+")
 _CUT_OFF = ("...", "\u2026", "-", "\u2013", "\u2014")
 _CLOSERS = "\"')]\u201d\u2019 "
+
+# One-word answers written with a hyphen: "uh-uh" is a no and "uh-huh" a yes, not filled pauses.
+_INTERJECTION_END = re.compile(r"\b(?:uh-h?uh|mm-hm+|m-hm+|uh-oh)$")
 
 # Elongations ("ummm", "hmmm") are folded before the lookup, so these are the folded spellings.
 _FILLERS = frozenset({"um", "uhm", "uh", "er", "erm", "hm", "m", "ah", "eh"})
@@ -307,6 +343,8 @@ def classify_ending(text: str) -> Ending:
     if stripped.endswith(_CUT_OFF):
         return Ending.HESITATION
     terminal = stripped[-1]
+    if _INTERJECTION_END.search(stripped.lower().rstrip(".!?,")):
+        return Ending.QUESTION if terminal == "?" else Ending.COMPLETE
     if _ends_with(words, _SETTLED_PHRASES):
         return Ending.QUESTION if terminal == "?" else Ending.COMPLETE
     last = words[-1]

@@ -382,6 +382,7 @@ class CallMeasures:
     v2v_overlap: int = 0  # agent still talking when the question ended
     v2v_missing: int = 0  # no agent audio before the caller's next segment
     barge_ms: list[float] = field(default_factory=list)
+    barge_wire_ms: list[float] = field(default_factory=list)  # less the caller's jitter buffer
     barge_na: int = 0  # agent was not speaking when the caller barged in
     bc_trials: int = 0
     bc_false_stops: int = 0
@@ -449,10 +450,8 @@ def analyse_call(result: dict[str, Any], script: Script) -> CallMeasures:
                 m.barge_na += 1
             else:
                 stop = _first_silence(agent, seg.first, 20)
-                if stop is not None:
-                    m.barge_ms.append(t_ms(stop) - t_ms(seg.first))
-                else:
-                    m.barge_ms.append(t_ms(n) - t_ms(seg.first))
+                m.barge_ms.append(t_ms(n if stop is None else stop) - t_ms(seg.first))
+                m.barge_wire_ms.append(m.barge_ms[-1] - float(result.get("jbuf_avg_delay_ms", 0.0)))
         if seg.kind == "backchannel":
             if not mid_answer(seg.first):
                 m.bc_na += 1
@@ -685,8 +684,8 @@ def print_rows(rows: list[RunResult], echo_ms: float | None) -> None:
     print()
     print("Turn-taking")
     print(
-        "calls | barge-in: n  stop p50   p95  ≤200ms  >1s  na  ev | back-channel: n  false-stop"
-        "  na  ignored-ev  gap p50 | pause: n  takeover  na"
+        "calls | barge-in: n  stop p50   p95  wire p50  ≤200ms  >1s  na  ev |"
+        " back-channel: n  false-stop  na  ignored-ev  gap p50 | pause: n  takeover  na"
     )
     for r in rows:
         m = r.measures
@@ -694,7 +693,8 @@ def print_rows(rows: list[RunResult], echo_ms: float | None) -> None:
         slow = sum(1 for v in m.barge_ms if v > 1000)
         print(
             f"{r.calls:5} |{len(m.barge_ms):13}{_fmt(_pct(m.barge_ms, 50), 10)}"
-            f"{_fmt(_pct(m.barge_ms, 95))}{fast:8}{slow:5}{m.barge_na:4}"
+            f"{_fmt(_pct(m.barge_ms, 95))}{_fmt(_pct(m.barge_wire_ms, 50), 10)}"
+            f"{fast:8}{slow:5}{m.barge_na:4}"
             f"{r.barge_events:4} |{m.bc_trials:16}{m.bc_false_stops:12}{m.bc_na:4}"
             f"{r.bc_ignored_events:12}{_fmt(_pct(m.bc_gap_ms, 50), 9)} |"
             f"{m.pause_trials:9}{m.pause_takeovers:10}{m.pause_na:4}"
@@ -712,7 +712,8 @@ def print_rows(rows: list[RunResult], echo_ms: float | None) -> None:
         "  each run has a fresh engine that prerenders its fixed replies before calls start,\n"
         "  and a prepared reply's first sentence is cached before the turn ends).\n"
         "  CPU%: of one core, averaged over the calls.\n"
-        "barge-in: caller onset over agent audio -> start of >= 400 ms agent silence;\n"
+        "barge-in: caller onset over agent audio -> start of >= 400 ms agent silence at the ear;\n"
+        "  wire = the same less the caller's jitter-buffer delay; ≤200ms counts at the ear;\n"
         "  >1s = agent kept talking; na = agent not audible at onset;\n"
         "  ev = barge_in events (all calls).\n"
         "back-channel: 'uh-huh' over an answer; false-stop = no agent audio within 1 s after it;\n"

@@ -128,12 +128,14 @@ class CallBridge:
         )
 
     def _mark_done(self, utterance_id: str) -> None:
-        # Pad the utterance's last partial frame so it is heard, not dropped.
+        # Pad the utterance's last partial frame so it is heard, not dropped; then the end
+        # marker, so that a caller speaking after the whole answer played is not a barge-in.
         if self._partial:
             frame = self._partial.ljust(FRAME_BYTES, b"\0")
             self._partial = b""
             self._pending.append((utterance_id, frame))
-            self._pending_ready.set()
+        self._pending.append((utterance_id, b""))
+        self._pending_ready.set()
 
     def _enqueue(self, audio: AgentAudio) -> None:
         data = self._partial + audio.pcm
@@ -151,7 +153,10 @@ class CallBridge:
         while True:
             while pending and port.playout_depth() < PLAYOUT_AHEAD_FRAMES:
                 utterance_id, frame = pending.popleft()
-                port.queue_playout(utterance_id, frame)
+                if frame:
+                    port.queue_playout(utterance_id, frame)
+                else:
+                    port.end_utterance(utterance_id)
             if pending:
                 await asyncio.sleep(FRAME_MS / 1000 * (PLAYOUT_AHEAD_FRAMES // 2))
             else:

@@ -92,23 +92,29 @@ class MediaPort(pj.AudioMediaPort):  # type: ignore[misc]
 
     def onFrameRequested(self, frame: Any) -> None:  # noqa: N802 (pjsua2's name)
         with self._lock:
-            try:
-                utterance_id, pcm = self.tx.popleft()
-            except IndexError:
-                if self._playing is not None:
-                    self.underruns += 1
-                pcm = SILENCE
-            else:
-                playing = self._playing
-                if playing is None or playing.utterance_id != utterance_id:
-                    playing = self._playing = _Playing(utterance_id)
-                playing.played_frames += 1
-                self._played[utterance_id] = playing.played_frames
-                self.frames_out += 1
-                self.last_tx_mono_ns = time.monotonic_ns()
+            pcm = self._next_frame()
         frame.type = pj.PJMEDIA_FRAME_TYPE_AUDIO
         write_bytes(frame.buf, pcm)
         frame.size = FRAME_BYTES
+
+    def _next_frame(self) -> bytes:
+        while self.tx:
+            utterance_id, pcm = self.tx.popleft()
+            if not pcm:  # the utterance's end: it has been heard in full
+                if self._playing is not None and self._playing.utterance_id == utterance_id:
+                    self._playing = None
+                continue
+            playing = self._playing
+            if playing is None or playing.utterance_id != utterance_id:
+                playing = self._playing = _Playing(utterance_id)
+            playing.played_frames += 1
+            self._played[utterance_id] = playing.played_frames
+            self.frames_out += 1
+            self.last_tx_mono_ns = time.monotonic_ns()
+            return pcm
+        if self._playing is not None:
+            self.underruns += 1
+        return SILENCE
 
     # --- any thread ----------------------------------------------------------------------
 
@@ -124,6 +130,7 @@ class MediaPort(pj.AudioMediaPort):  # type: ignore[misc]
             return True
 
     def playout_depth(self) -> int:
+        """Frames queued for playout (an utterance's end marker counts as one)."""
         return len(self.tx)
 
     def flush(self) -> tuple[str | None, int]:
@@ -140,11 +147,11 @@ class MediaPort(pj.AudioMediaPort):  # type: ignore[misc]
         with self._lock:
             return self._played.get(utterance_id, 0) * FRAME_MS
 
-    def utterance_finished(self) -> None:
-        """The current utterance ended normally: silence from now on is not an underrun."""
+    def end_utterance(self, utterance_id: str) -> None:
+        """Marks the end of `utterance_id`'s audio: once its last queued frame has played, a
+        flush has nothing to cut and the silence after it is not an underrun."""
         with self._lock:
-            if not self.tx:
-                self._playing = None
+            self.tx.append((utterance_id, b""))
 
     def counters(self) -> PortCounters:
         return PortCounters(

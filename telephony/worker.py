@@ -527,6 +527,7 @@ class MediaWorker:
             pcm = fallback_prompt()
             for offset in range(0, len(pcm) - FRAME_BYTES + 1, FRAME_BYTES):
                 port.queue_playout("fallback-prompt", pcm[offset : offset + FRAME_BYTES])
+            port.end_utterance("fallback-prompt")
             prompt_ms = len(pcm) // FRAME_BYTES * 20
         transfer_to = record.line.fallback_transfer
         assert self.loop is not None
@@ -667,10 +668,10 @@ async def _play(port: MediaPort, tag: str, pcm: bytes) -> None:
         while port.playout_depth() >= PROMPT_AHEAD_FRAMES:
             await asyncio.sleep(FRAME_MS / 1000 * (PROMPT_AHEAD_FRAMES // 2))
         port.queue_playout(tag, frame)
+    port.end_utterance(tag)
     while port.playout_depth() > 0:
         await asyncio.sleep(FRAME_MS / 1000)
     await asyncio.sleep(FRAME_MS / 1000)  # the last frame is on its way to the caller
-    port.utterance_finished()
 
 
 async def _decided(record: ActiveCall, run: ConsentRun) -> None:

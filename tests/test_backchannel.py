@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent.backchannel import is_backchannel, is_stop_request
+from agent.backchannel import agent_keeps_floor, is_backchannel, is_stop_request
 
 
 @pytest.mark.parametrize(
@@ -127,3 +127,50 @@ def test_explicit_interruptions_are_stop_requests(text: str) -> None:
 )
 def test_other_speech_is_not_a_stop_request(text: str) -> None:
     assert not is_stop_request(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "duration_ms"),
+    [
+        ("uh-huh", 400),
+        ("yeah", 900),
+        ("", 300),  # speech with no words in it: a cough, a breath
+        ("Um.", 500),
+        ("Uh-uh.", 400),  # how Whisper tiny often hears a quick "uh-huh"
+        ("Aha", 420),
+        ("M-f-a", 320),  # a garbled syllable
+        ("The F", 260),
+    ],
+)
+def test_agent_keeps_the_floor_for_acknowledgements_and_brief_sounds(
+    text: str, duration_ms: int
+) -> None:
+    assert agent_keeps_floor(text, duration_ms)
+
+
+@pytest.mark.parametrize(
+    ("text", "duration_ms"),
+    [
+        ("no", 300),
+        ("No, no.", 450),
+        ("wait", 250),
+        ("hold on", 450),
+        ("What?", 300),
+        ("sorry?", 350),
+        ("yeah but wait", 700),
+        ("okay what about returns", 1000),
+        ("Uh-uh, that's not it.", 900),
+        ("three words here", 450),  # brief, but a sentence is starting
+        ("cancel it", 700),  # two words, longer than a syllable or two
+        ("Um.", 900),  # a long sound: the caller is holding the floor
+    ],
+)
+def test_stops_negations_questions_and_longer_speech_take_the_floor(
+    text: str, duration_ms: int
+) -> None:
+    assert not agent_keeps_floor(text, duration_ms)
+
+
+def test_keeps_floor_rejects_a_negative_duration() -> None:
+    with pytest.raises(ValueError, match="duration_ms"):
+        agent_keeps_floor("yeah", -1)

@@ -180,6 +180,24 @@ def test_flush_empties_playout_and_reports_what_was_heard() -> None:
     asyncio.run(scenario())
 
 
+def test_an_answer_heard_in_full_is_not_flushed() -> None:
+    async def scenario() -> None:
+        session = ScriptedSession()
+        bridge, port, outlet = await _bridge(session)
+        session.out.put_nowait(AgentAudio("u8", b"\x09\x00" * 1600))  # 100 ms
+        session.out.put_nowait(SessionEvent(EventKind.AGENT_UTTERANCE_DONE, {"utterance_id": "u8"}))
+        await asyncio.sleep(0.02)
+        _pull(port, 8)  # five frames of answer, then silence
+        session.out.put_nowait(ClearPlayout(reason="barge_in"))  # the caller speaks next
+        await asyncio.sleep(0.02)
+        assert session.reports == []
+        assert not [e for e in outlet.events if e.kind is CallEventKind.PLAYOUT_FLUSHED]
+        assert port.counters().underruns == 0  # the silence after an answer is not a gap in it
+        await bridge.close()
+
+    asyncio.run(scenario())
+
+
 def test_a_failing_session_is_reported_not_raised() -> None:
     async def scenario() -> None:
         session = ScriptedSession()

@@ -146,6 +146,48 @@ def test_a_hesitation_is_not_a_turn_end_when_asr_lags(
     run(scenario())
 
 
+class _HeardAs:
+    """The real hub, with Whisper's text for every caller utterance replaced by `text`.
+
+    Whisper tiny's punctuation is unreliable on espeak ("Do you price match?" comes back as
+    "you price match"); this pins the words so the turn-taking rule is what is tested.
+    """
+
+    def __init__(self, hub: ModelHub, text: str) -> None:
+        self._hub, self._text = hub, text
+
+    async def transcribe(self, pcm: np.ndarray, *, urgent: bool = False) -> str:
+        await self._hub.transcribe(pcm, urgent=urgent)  # the real work and its timing
+        return self._text
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._hub, name)
+
+
+@pytest.mark.parametrize(
+    ("heard", "reason", "wait_ms"),
+    [
+        ("you price match", "understood", 300),  # the agent has an answer: a whole request
+        ("purple elephant tuesday", "unknown", 500),  # words it can't place: wait longer
+    ],
+)
+def test_unpunctuated_words_end_sooner_when_the_agent_understood_them(
+    models: tuple[ModelHub, Knowledge], heard: str, reason: str, wait_ms: int
+) -> None:
+    async def scenario() -> None:
+        hub, knowledge = models
+        h = Harness(_HeardAs(hub, heard), knowledge)  # type: ignore[arg-type]
+        await h.open(greet=False)
+        await h.feed(silence(400))
+        await h.feed(speak("Do you price match"))
+        latency = await h.feed_until("parley.turn_latency")
+        assert latency.fields["end_reason"] == reason, latency.fields
+        assert wait_ms <= latency.fields["endpointing_ms"] < wait_ms + 100, latency.fields
+        await h.close()
+
+    run(scenario())
+
+
 def test_talk_over_stops_the_agent_within_200ms(models: tuple[ModelHub, Knowledge]) -> None:
     async def scenario() -> None:
         h = Harness(*models)
@@ -173,9 +215,15 @@ def test_backchannel_does_not_stop_the_agent(models: tuple[ModelHub, Knowledge])
         await h.open(greet=True)
         await h.feed_until("response.output_audio.delta")
         await h.feed(silence(400))
-        await h.feed(speak("uh-huh", rate_wpm=140))
+        uh_huh = speak("uh-huh", rate_wpm=140)
+        await h.feed(uh_huh)
+        last_voiced = int(np.flatnonzero(np.abs(uh_huh) > 500)[-1])
+        voiced_until = h.fed_ms - (len(uh_huh) - last_voiced) // 16
         ignored = await h.feed_until("parley.backchannel_ignored", timeout_ms=2000)
         assert ignored.fields["duration_ms"] < 1200
+        # The paused agent carries on soon after the sound ends (a short hangover while
+        # paused; the usual 160 ms one would put this past 200 ms).
+        assert ignored.t_ms - voiced_until <= 150, ignored.t_ms - voiced_until
         statuses = [e.fields["response"]["status"] for e in h.all("response.done")]
         assert "cancelled" not in statuses, h.kinds()
         await h.close()

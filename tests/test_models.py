@@ -17,7 +17,14 @@ import numpy.typing as npt
 import pytest
 
 from agent.asr import MIN_SECONDS, Transcript, WhisperAsr, _cut_trailing_loop
-from agent.audio import Int16Array, read_wav_16k, resample, to_float32, to_int16
+from agent.audio import (
+    Int16Array,
+    read_wav_16k,
+    resample,
+    to_float32,
+    to_int16,
+    trim_leading_silence,
+)
 from agent.hub import ModelHub
 from agent.session import SAMPLE_RATE
 from agent.tts import PiperTts, normalize_text, split_sentences
@@ -119,6 +126,15 @@ def test_sample_conversions_sanitise() -> None:
     x = np.array([0.0, 0.5, -1.5, np.nan, np.inf], dtype=np.float32)
     assert to_int16(x).tolist() == [0, 16384, -32767, 0, 32767]
     assert to_float32(np.array([-32768, 16384], dtype=np.int16)).tolist() == [-1.0, 0.5]
+
+
+def test_leading_silence_is_trimmed_to_a_margin() -> None:
+    tone = (8000 * np.sin(2 * np.pi * 300 * np.arange(1600) / SAMPLE_RATE)).astype(np.int16)
+    hiss = np.full(800, 20, np.int16)  # 50 ms far below the tone's level
+    out = trim_leading_silence(np.concatenate([hiss, tone]), keep_ms=10)
+    assert len(out) == 160 + len(tone) - 1  # 10 ms before the first loud sample (a zero crossing)
+    assert trim_leading_silence(np.zeros(400, np.int16)).size == 0
+    assert trim_leading_silence(tone).size == len(tone)
 
 
 # --- VAD -----------------------------------------------------------------------------------
@@ -471,6 +487,9 @@ def test_tts_speaks_at_16k(tts: PiperTts) -> None:
     assert 1.8 < seconds < 2.5, seconds
     assert 1000 < int(np.max(np.abs(pcm))) < 32767
     assert tts.synthesize(" ...  ").size == 0
+    # The first sound comes at once (Piper's own output starts with up to 60 ms of near-silence).
+    first_loud = int(np.flatnonzero(np.abs(pcm.astype(np.int32)) > 300)[0])
+    assert first_loud < 20 * SAMPLE_RATE // 1000, first_loud
 
 
 def test_tts_round_trip_through_asr(tts: PiperTts, asr: WhisperAsr) -> None:

@@ -481,6 +481,42 @@ def test_another_question_mid_procedure_is_answered(call: Call) -> None:
     assert call.conversation.active_procedure is None
 
 
+@pytest.mark.parametrize(
+    "opening",
+    [
+        "My order number is... Um. 1, 2, 3, 4, 5",  # Whisper's text of a hesitant caller
+        "where is my order 12345",
+        "is my order one two three four five here yet",
+    ],
+)
+def test_an_order_number_given_with_the_question_is_not_asked_for_again(
+    call: Call, opening: str
+) -> None:
+    confirm = call.say(opening)
+    assert (confirm.kind, confirm.entry_id) == (ReplyKind.PROCEDURE_PROMPT, "order_status")
+    assert confirm.text == "I heard order 1 2 3 4 5. Is that right?"
+    assert call.say("yes").text.startswith("Order 1 2 3 4 5 is on its way")
+
+
+def test_a_number_of_the_wrong_length_in_the_question_is_asked_for(call: Call) -> None:
+    start = call.say("where is order 123")
+    assert (start.kind, start.entry_id) == (ReplyKind.PROCEDURE_PROMPT, "order_status")
+    assert "five digit order number" in start.text
+
+
+def test_replies_say_whether_the_caller_was_understood(call: Call) -> None:
+    assert call.say("what's your return policy").understood
+    assert not call.say("tell me a joke").understood  # a clarifying question
+    call.say("where's my order")
+    assert not call.say("hmm").understood  # a slot retry
+    assert call.say("one two three four five").understood
+    assert call.say("cancel that").understood
+    assert not call.say("tell me a joke").understood
+    handoff = call.say("who won the game last night")  # the second miss in a row
+    assert handoff.handoff_reason == "repeated_misunderstanding" and not handoff.understood
+    assert call.say("can I talk to a person").understood
+
+
 def test_repeated_bad_slot_input_hands_off(call: Call) -> None:
     call.say("where's my order")
     assert call.say("uh I'm not sure").kind is ReplyKind.PROCEDURE_PROMPT

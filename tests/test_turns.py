@@ -33,7 +33,15 @@ class Text:
     text: str
 
 
-Event = Start | Stop | Text
+@dataclass(frozen=True)
+class Understood:
+    """The engine's responder took `text` as a request it can answer."""
+
+    t_ms: int
+    text: str
+
+
+Event = Start | Stop | Text | Understood
 
 
 def play(
@@ -53,6 +61,8 @@ def play(
                     turns.speech_stopped(t_ms)
                 case Text(t_ms, text):
                     turns.partial_transcript(text, t_ms)
+                case Understood(_, text):
+                    turns.understood(text)
         decision = turns.tick(now)
         if decision is not None:
             decisions.append(decision)
@@ -219,6 +229,44 @@ def test_ticks_going_backwards_are_rejected_but_late_vad_events_are_not() -> Non
     assert decision is not None and decision.silence_ms == 420
 
 
+def test_words_the_agent_understood_end_the_turn_sooner() -> None:
+    events: list[Event] = [Start(0), Stop(1000), Text(1050, "you price match")]
+    (unsure,) = play(events, until_ms=1800)
+    assert (unsure.reason, unsure.silence_ms) == (EndReason.UNKNOWN, 500)
+    (sure,) = play([*events, Understood(1100, "you price match")], until_ms=1800)
+    assert (sure.reason, sure.silence_ms) == (EndReason.UNDERSTOOD, 300)
+
+
+@pytest.mark.parametrize(
+    "events",
+    [
+        # A hesitation cue outweighs understanding: "where is my order and" is not finished.
+        [Start(0), Stop(1000), Text(1050, "where is my order and"), Understood(1100, "x")],
+        # Understanding of older words says nothing about the newer ones.
+        [
+            Start(0),
+            Stop(1000),
+            Text(1050, "you price match"),
+            Understood(1060, "you price"),
+        ],
+        # The caller spoke on after the words were understood: the hint is gone.
+        [
+            Start(0),
+            Stop(600),
+            Text(650, "you price match"),
+            Understood(700, "you price match"),
+            Start(800),
+            Stop(1000),
+            Text(1050, "you price match on line orders"),
+        ],
+    ],
+)
+def test_understanding_does_not_shorten_other_waits(events: list[Event]) -> None:
+    decisions = play(events, until_ms=3500)
+    assert decisions and decisions[0].reason is not EndReason.UNDERSTOOD
+    assert decisions[0].silence_ms >= 500
+
+
 def test_config_rejects_non_positive_waits() -> None:
     with pytest.raises(ValueError, match="complete_wait_ms"):
         TurnConfig(complete_wait_ms=0)
@@ -253,6 +301,10 @@ def test_config_rejects_non_positive_waits() -> None:
         ("let me check", Ending.HESITATION),
         ("and then I-", Ending.HESITATION),
         ("I need help with billing", Ending.UNKNOWN),
+        ("Uh-uh.", Ending.COMPLETE),  # a no, not a filled pause
+        ("uh-huh", Ending.COMPLETE),
+        ("Mm-hmm?", Ending.QUESTION),
+        ("and uh", Ending.HESITATION),
         ("", Ending.UNKNOWN),
         ("   ", Ending.UNKNOWN),
         ("?", Ending.UNKNOWN),
