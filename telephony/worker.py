@@ -415,20 +415,14 @@ class MediaWorker:
                 "call_refused": refuse,
             },
         )
-        record.disclosure_reported = True
-        self._emit(
-            CallEvent(
-                record.call_id,
-                CallEventKind.DISCLOSURE_PLAYED,
-                {
-                    "disclosure": plan.name,
-                    "version": plan.version,
-                    "sha256": plan.sha256,
-                    "played": False,
-                    "reason": error.reason,
-                    "next_step": NextStep.HANGUP.value if refuse else NextStep.BRIDGE.value,
-                },
-            )
+        self._emit_disclosure_played(
+            record,
+            plan,
+            {
+                "played": False,
+                "reason": error.reason,
+                "next_step": NextStep.HANGUP.value if refuse else NextStep.BRIDGE.value,
+            },
         )
         if refuse:
             self.hangup(record.call_id, "disclosure_unavailable")
@@ -442,6 +436,24 @@ class MediaWorker:
             return
         # Cut short by a hang-up, it ended when the caller left.
         ended_ns = record.disclosure_ended_ns or time.monotonic_ns()
+        self._emit_disclosure_played(
+            record,
+            plan,
+            {
+                "played": True,
+                "start_mono_ns": record.disclosure_started_ns,
+                "end_mono_ns": ended_ns,
+                "interrupted": decision.interrupted,
+                "consent": decision.consent,
+                "consent_method": decision.method,
+                "next_step": decision.next_step.value,
+            },
+        )
+
+    def _emit_disclosure_played(
+        self, record: ActiveCall, plan: DisclosurePlan, outcome: dict[str, object]
+    ) -> None:
+        """Emits `call.disclosure_played` and marks it reported, so a hang-up does not repeat it."""
         record.disclosure_reported = True
         self._emit(
             CallEvent(
@@ -451,13 +463,7 @@ class MediaWorker:
                     "disclosure": plan.name,
                     "version": plan.version,
                     "sha256": plan.sha256,
-                    "played": True,
-                    "start_mono_ns": record.disclosure_started_ns,
-                    "end_mono_ns": ended_ns,
-                    "interrupted": decision.interrupted,
-                    "consent": decision.consent,
-                    "consent_method": decision.method,
-                    "next_step": decision.next_step.value,
+                    **outcome,
                 },
             )
         )
