@@ -87,8 +87,8 @@ def sync_disclosures(
                 disclosure=disclosure,
                 wanted=wanted,
                 current=current,
+                wav=render(wanted.text),
                 folder=folder,
-                render=render,
                 report=report,
             )
         elif not audio_path(folder, current.audio_sha256).is_file():
@@ -109,12 +109,11 @@ def _add_version(
     disclosure: Disclosure,
     wanted: DisclosureSettings,
     current: DisclosureVersion | None,
+    wav: bytes,
     folder: Path,
-    render: Render,
     report: SyncReport,
 ) -> DisclosureVersion:
-    sha256 = store(folder, render(wanted.text))
-    report.audio_rendered.append(f"{sha256}.wav")
+    sha256 = _keep_audio(folder, wav, report)
     version = DisclosureVersion(
         disclosure_id=disclosure.id,
         version=current.version + 1 if current is not None else 1,
@@ -148,8 +147,7 @@ def _restore_audio(
     wav = render(wanted.text)
     sha256 = hashlib.sha256(wav).hexdigest()
     if sha256 == current.audio_sha256:
-        store(folder, wav)
-        report.audio_rendered.append(f"{sha256}.wav")
+        _keep_audio(folder, wav, report)
         return
     played = session.scalar(select(exists().where(DisclosurePlay.version_id == current.id)))
     if played:
@@ -158,15 +156,20 @@ def _restore_audio(
             disclosure=disclosure,
             wanted=wanted,
             current=current,
+            wav=wav,
             folder=folder,
-            render=lambda _text: wav,
             report=report,
         )
         return
-    store(folder, wav)
-    report.audio_rendered.append(f"{sha256}.wav")
-    current.audio_sha256 = sha256
+    current.audio_sha256 = _keep_audio(folder, wav, report)
     session.flush()
+
+
+def _keep_audio(folder: Path, wav: bytes, report: SyncReport) -> str:
+    """Stores rendered audio under its SHA-256 and reports it; returns the hash."""
+    sha256 = store(folder, wav)
+    report.audio_rendered.append(f"{sha256}.wav")
+    return sha256
 
 
 def render_prompts(
