@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Path
+from fastapi import APIRouter
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from admin.api import audit_trail
 from admin.api.deps import Context, DbSession, LinesManager, LinesReader
-from admin.api.errors import ERROR_RESPONSES, ApiError, ErrorDetail, conflict, not_found
+from admin.api.errors import ERROR_RESPONSES, ApiError, ErrorDetail, conflict
+from admin.api.path_rows import RowId, find_or_404
 from admin.api.schemas import LineIn, LineOut, LinePatch
 from admin.models import Disclosure, Line, LineNumber
 
 router = APIRouter(prefix="/lines", tags=["lines"], responses=ERROR_RESPONSES)
-
-LineId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
 
 @router.get("", response_model=list[LineOut])
@@ -56,11 +53,9 @@ def create_line(
 
 @router.patch("/{line_id}", response_model=LineOut)
 def update_line(
-    principal: LinesManager, context: Context, session: DbSession, line_id: LineId, body: LinePatch
+    principal: LinesManager, context: Context, session: DbSession, line_id: RowId, body: LinePatch
 ) -> LineOut:
-    line = session.get(Line, line_id)
-    if line is None:
-        raise not_found(f"line {line_id}")
+    line = find_or_404(session, Line, line_id, what="line")
     changes = body.model_dump(exclude_unset=True)
     if "agent_profile" in changes and body.agent_profile is not None:
         line.agent_profile = body.agent_profile

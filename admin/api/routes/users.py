@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Path
+from fastapi import APIRouter
 from sqlalchemy import select
 
 from admin import accounts
 from admin.accounts import AccountConflict
 from admin.api.deps import Context, DbSession, UsersManager
-from admin.api.errors import ERROR_RESPONSES, conflict, not_found
+from admin.api.errors import ERROR_RESPONSES, conflict
+from admin.api.path_rows import RowId, find_or_404
 from admin.api.schemas import UserIn, UserOut, UserPatch
 from admin.models import User
 
 router = APIRouter(prefix="/users", tags=["users"], responses=ERROR_RESPONSES)
-
-UserId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
 
 @router.get("", response_model=list[UserOut])
@@ -45,13 +42,11 @@ def create_user(
 
 @router.patch("/{user_id}", response_model=UserOut)
 def update_user(
-    principal: UsersManager, context: Context, session: DbSession, user_id: UserId, body: UserPatch
+    principal: UsersManager, context: Context, session: DbSession, user_id: RowId, body: UserPatch
 ) -> UserOut:
     """Changes a user's role, password or whether they may log in. You cannot demote or
     deactivate yourself (ask another admin), nor leave Parley without an active admin."""
-    user = session.get(User, user_id)
-    if user is None:
-        raise not_found(f"user {user_id}")
+    user = find_or_404(session, User, user_id, what="user")
     if user.id == principal.user_id and (
         body.role not in (None, user.role) or body.active is False
     ):
