@@ -1,5 +1,6 @@
-"""What the API tests share: the keys, one user per role, the seeded calls, and a uvicorn
-server in a thread. The fixtures that build them are in tests.api_support."""
+"""What the API tests share: the keys, one user per role, the seeded calls (whose interrupted
+transcript the storage tests use too), and a uvicorn server in a thread. The fixtures that
+build them are in tests.api_support."""
 
 from __future__ import annotations
 
@@ -145,6 +146,25 @@ def new_call_id() -> str:
     return uuid.uuid4().hex
 
 
+def interrupted_transcript() -> list[TranscriptSegment]:
+    """A question, then an answer the caller cut short after "We open at nine" (new rows each
+    time: a segment belongs to one call)."""
+    return [
+        TranscriptSegment(
+            speaker=Speaker.CALLER, text="what are your hours", start_ms=0, end_ms=900
+        ),
+        TranscriptSegment(
+            speaker=Speaker.AGENT,
+            text="We open at nine and close at six on weekdays.",
+            start_ms=1300,
+            end_ms=4100,
+            interrupted=True,
+            heard_text="We open at nine",
+            heard_ms=800,
+        ),
+    ]
+
+
 def seed_calls(session: Session) -> Fixture:
     """Four calls on one line, 09:00-09:03 on 2026-03-01, with what the detail route shows."""
     disclosure = Disclosure(name="ai-and-recording-us")
@@ -190,20 +210,7 @@ def seed_calls(session: Session) -> Fixture:
     live = call(2, caller_hash=caller_hash, caller_masked=masked)
     abandoned = call(3, ended_at=T0 + dt.timedelta(minutes=3, seconds=5), outcome=Outcome.ABANDONED)
     session.flush()
-    contained.segments = [
-        TranscriptSegment(
-            speaker=Speaker.CALLER, text="what are your hours", start_ms=0, end_ms=900
-        ),
-        TranscriptSegment(
-            speaker=Speaker.AGENT,
-            text="We open at nine and close at six on weekdays.",
-            start_ms=1300,
-            end_ms=4100,
-            interrupted=True,
-            heard_text="We open at nine",
-            heard_ms=800,
-        ),
-    ]
+    contained.segments = interrupted_transcript()
     session.add_all(
         [
             DisclosurePlay(

@@ -24,6 +24,7 @@ from admin.models import (
     TurnMetrics,
 )
 from telephony.events import CallEvent, CallEventKind
+from tests.api_data import interrupted_transcript
 
 pytest_plugins = ["tests.db_support"]
 
@@ -88,20 +89,7 @@ def test_caller_numbers_are_stored_hashed_and_masked(session: Session, number_ke
 
 def test_a_transcript_keeps_what_the_caller_heard(session: Session) -> None:
     call = _call()
-    call.segments = [
-        TranscriptSegment(
-            speaker=Speaker.CALLER, text="what are your hours", start_ms=0, end_ms=900
-        ),
-        TranscriptSegment(
-            speaker=Speaker.AGENT,
-            text="We open at nine and close at six on weekdays.",
-            start_ms=1300,
-            end_ms=4100,
-            interrupted=True,
-            heard_text="We open at nine",
-            heard_ms=800,
-        ),
-    ]
+    call.segments = interrupted_transcript()
     session.add(call)
     session.commit()
     session.expire_all()
