@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.backchannel import agent_keeps_floor
+from agent.backchannel import judge_overlap
 from agent.engine import Dialogue, EngineConfig, Turns
 from agent.hub import ModelHub
 from agent.knowledge import (
@@ -87,7 +87,7 @@ def build_server(options: EngineOptions) -> tuple[EngineServer, ModelHub, Knowle
         models=hub,
         dialogue_factory=knowledge.conversation,
         turns_factory=_turns,
-        keeps_floor=agent_keeps_floor,
+        judge_overlap=judge_overlap,
         config=EngineConfig(),
     )
     return server, hub, knowledge

@@ -7,6 +7,7 @@ overlapping speech and are pure, so the barge-in rule that uses them can be test
 
 from __future__ import annotations
 
+import enum
 import re
 
 # Longer than this, speech over the agent is a turn, whatever the words: a back-channel is a
@@ -18,7 +19,7 @@ MAX_BACKCHANNEL_WORDS = 3
 _REPEATS = re.compile(r"(.)\1+")
 _SEPARATORS = re.compile(r"[^a-z0-9']+")
 
-# Longer than this, speech over the agent is judged by its words alone (see `agent_keeps_floor`).
+# Longer than this, speech over the agent is judged by its words alone (see `judge_overlap`).
 BRIEF_OVERLAP_MS = 500
 
 # Folded spellings: "uh huh" and "uhhuh" both become "uhuh"; "mm-hmm", "mmhmm", "mm hm" become
@@ -127,30 +128,44 @@ _TAKES_FLOOR = frozenset(
 )
 
 
-def agent_keeps_floor(text: str, duration_ms: int) -> bool:
-    """Whether the agent, paused by caller speech over it, should carry on speaking.
+class Overlap(enum.StrEnum):
+    """What caller speech over the agent was, as far as the agent's turn is concerned."""
 
-    It carries on for an acknowledgement (`is_backchannel`), a sound with no words (a cough,
-    "uh"), and a brief overlap of a word or two that asks nothing: Whisper tiny renders a quick
-    "uh-huh" as "uh-uh", "aha" or a stray word, and a caller who really means "uh-uh" goes on to
-    say more, which stops the agent again. An explicit stop request, a negation or a question
-    word always takes the floor.
+    BACKCHANNEL = "backchannel"  # listening: the agent carries on at once
+    UNSURE = "unsure"  # a brief sound that may be either: carry on only if the caller stays quiet
+    TURN = "turn"  # the caller is taking the floor: the agent stops
+
+
+def judge_overlap(text: str, duration_ms: int) -> Overlap:
+    """Whether caller speech that paused the agent was a back-channel, a turn, or unclear.
+
+    Acknowledgements (`is_backchannel`) and a click or cough with no words are back-channels.
+    An explicit stop request, a negation or a question word, or anything longer than a
+    syllable or two, is a turn. What is left is a brief sound the ASR could not place: Whisper
+    tiny renders a quick "uh-huh" as "uh-uh", "aha" or a stray word, but it also mishears the
+    "Sorry," that opens "Sorry, actually, ...". Those are unsure: the agent resumes if the
+    caller stays quiet, and yields if they go on.
     """
     if duration_ms < 0:
         raise ValueError(f"duration_ms must not be negative, got {duration_ms}")
     if is_stop_request(text):
-        return False
+        return Overlap.TURN
     if is_backchannel(text, duration_ms):
-        return True
+        return Overlap.BACKCHANNEL
     words = _fold(text)
+    if not words:
+        # No words at all: a click or cough, or longer noise the agent should not die on.
+        return Overlap.BACKCHANNEL if duration_ms <= BRIEF_OVERLAP_MS else Overlap.UNSURE
     if duration_ms < 800 and all(w in _NON_LEXICAL for w in words):
-        return True
+        return Overlap.UNSURE  # "um" over the agent often comes before a question
     spoken_words = len(text.split())  # "M-f-a" is one garbled word, not three
-    return (
+    if (
         duration_ms <= BRIEF_OVERLAP_MS
-        and 0 < spoken_words <= 2
+        and spoken_words <= 2
         and not any(w in _TAKES_FLOOR for w in words)
-    )
+    ):
+        return Overlap.UNSURE
+    return Overlap.TURN
 
 
 def _made_of_units(words: tuple[str, ...]) -> bool:

@@ -30,6 +30,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from agent.backchannel import Overlap
 from agent.realtime import audio_b64, new_id
 
 log = logging.getLogger(__name__)
@@ -81,6 +82,8 @@ class Turns(Protocol):
 
     def tick(self, t_ms: int) -> Any: ...
 
+    def reset(self) -> None: ...
+
 
 @dataclass(frozen=True)
 class EngineConfig:
@@ -91,6 +94,10 @@ class EngineConfig:
     # While the agent is paused by caller speech over it, the speech is judged (back-channel or
     # a turn) after this much silence: the agent's sentence is on hold until then.
     paused_hangover_ms: int = 64
+    # A brief sound over the agent that could be a back-channel or the first word of a turn
+    # ("Sorry, actually ..."): the agent resumes after this much silence, and yields if the
+    # caller goes on before it.
+    unsure_resume_ms: int = 240
     # Silence after which the utterance so far is transcribed ahead of the hangover; thrown
     # away if the caller goes on. 0 disables the look-ahead.
     asr_lookahead_ms: int = 64
@@ -149,14 +156,14 @@ class EngineSession:
         dialogue: Dialogue,
         turns: Turns,
         send: Send,
-        keeps_floor: Callable[[str, int], bool],
+        judge_overlap: Callable[[str, int], Overlap],
         config: EngineConfig | None = None,
     ) -> None:
         self.models = models
         self.dialogue = dialogue
         self.turns = turns
         self.send = send
-        self.keeps_floor = keeps_floor
+        self.judge_overlap = judge_overlap
         self.config = config or EngineConfig()
         self.stream = models.open_vad_stream()
         self.t_ms = 0  # the stream clock: caller audio received
@@ -182,6 +189,7 @@ class EngineSession:
         self._last_backchannel_ms = 0
         self._barge_t_ms = 0
         self._backchannel_task: asyncio.Task[None] | None = None
+        self._unsure: tuple[str, int] | None = None  # (text, ms) of a brief unclear overlap
         self.closed = False
 
     # --- input --------------------------------------------------------------------------
@@ -278,6 +286,10 @@ class EngineSession:
                 await self._barge_in()
         else:
             self._silence_run_ms += window_ms
+            if self._unsure is not None and self._silence_run_ms >= config.unsure_resume_ms:
+                text, duration = self._unsure
+                self._unsure = None
+                await self._carry_on(text, duration)
             if not self._in_speech:
                 self._speech_run_ms = 0
                 self._utterance = self._utterance[-3:]  # keep the onset's lead-in
@@ -336,6 +348,10 @@ class EngineSession:
             self._backchannel_task = None
 
     async def _speech_started(self) -> None:
+        if self._unsure is not None:
+            # The caller went on after a brief sound over the agent: it opened their turn.
+            text, self._unsure = self._unsure[0], None
+            await self._yield_turn(text)
         self._drop_prepared()  # the turn goes on: its text will change
         self._in_speech = True
         self._speech_start_ms = self.t_ms - self._speech_run_ms
@@ -384,18 +400,15 @@ class EngineSession:
             self._utterance = []
             # Urgent: the agent is paused until this text says whether to resume.
             text = await self.models.transcribe(audio, urgent=True)
-            if self.keeps_floor(text, duration):
-                await self.send(
-                    "parley.backchannel_ignored", {"text": text, "duration_ms": duration}
-                )
-                response.paused = False
-                self._resume(response)
-                return
-            await self._interrupt_agent("barge_in")
-            self._hold_text = text
-            self.turns.partial_transcript(text, self.t_ms)
-            if self.config.speculate and text:
-                self._prepare(text)
+            verdict = self.judge_overlap(text, duration)
+            if verdict is Overlap.BACKCHANNEL:
+                await self._carry_on(text, duration)
+            elif verdict is Overlap.UNSURE:
+                self._unsure = (text, duration)  # settled by silence or by more speech
+            else:
+                await self._yield_turn(text)
+                if self.config.speculate and text:
+                    self._prepare(text)
             return
         self._barged = False
         self._utterance = []
@@ -403,6 +416,23 @@ class EngineSession:
         # goes on meanwhile (the turn detector waits for text it has not got yet).
         previous = self._asr_task
         self._asr_task = asyncio.create_task(self._transcribe_segment(audio, previous, lookahead))
+
+    async def _carry_on(self, text: str, duration_ms: int) -> None:
+        """The speech over the agent was not a turn: the agent resumes where the caller
+        stopped hearing it, and the turn detector forgets the overlap."""
+        response = self._response
+        await self.send("parley.backchannel_ignored", {"text": text, "duration_ms": duration_ms})
+        self.turns.reset()
+        if response is not None and response.paused and not response.done:
+            response.paused = False
+            self._resume(response)
+
+    async def _yield_turn(self, text: str) -> None:
+        """The caller took the floor: the paused agent stops for good, and the words so far
+        open the caller's turn."""
+        await self._interrupt_agent("barge_in")
+        self._hold_text = text
+        self.turns.partial_transcript(text, self.t_ms)
 
     async def _transcribe_segment(
         self,

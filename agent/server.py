@@ -23,6 +23,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from agent import realtime as rt
+from agent.backchannel import Overlap
 from agent.engine import Dialogue, EngineConfig, EngineSession, Models, Send, Turns
 from agent.remote import resample_pcm16
 
@@ -38,13 +39,13 @@ class EngineServer:
         models: Models,
         dialogue_factory: Callable[[dict[str, Any]], Dialogue],
         turns_factory: Callable[[], Turns],
-        keeps_floor: Callable[[str, int], bool],
+        judge_overlap: Callable[[str, int], Overlap],
         config: EngineConfig | None = None,
     ) -> None:
         self.models = models
         self.dialogue_factory = dialogue_factory
         self.turns_factory = turns_factory
-        self.keeps_floor = keeps_floor
+        self.judge_overlap = judge_overlap
         self.config = config or EngineConfig()
         self.sessions = 0
 
@@ -131,7 +132,7 @@ class EngineServer:
             dialogue=self.dialogue_factory(settings),
             turns=self.turns_factory(),
             send=send,
-            keeps_floor=self.keeps_floor,
+            judge_overlap=self.judge_overlap,
             config=self._config_for(settings),
         )
         await session.start()

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from agent.app import Knowledge
-from agent.backchannel import agent_keeps_floor
+from agent.backchannel import judge_overlap
 from agent.engine import EngineConfig, EngineSession
 from agent.hub import ModelHub
 from agent.remote import resample_pcm16
@@ -82,7 +82,7 @@ class Harness:
             dialogue=self.knowledge.conversation({}),
             turns=HesitationAwareTurns(),
             send=send,
-            keeps_floor=agent_keeps_floor,
+            judge_overlap=judge_overlap,
             config=config,
         )
         await self.session.start()

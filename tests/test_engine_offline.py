@@ -221,11 +221,44 @@ def test_backchannel_does_not_stop_the_agent(models: tuple[ModelHub, Knowledge])
         voiced_until = h.fed_ms - (len(uh_huh) - last_voiced) // 16
         ignored = await h.feed_until("parley.backchannel_ignored", timeout_ms=2000)
         assert ignored.fields["duration_ms"] < 1200
-        # The paused agent carries on soon after the sound ends (a short hangover while
-        # paused; the usual 160 ms one would put this past 200 ms).
-        assert ignored.t_ms - voiced_until <= 150, ignored.t_ms - voiced_until
+        # The paused agent carries on soon after the sound ends: 64 ms of silence for a clear
+        # "uh-huh", 240 ms when Whisper hears it as "uh-uh" (an unsure overlap), as it often
+        # does with espeak's.
+        resumed_after = ignored.t_ms - voiced_until
+        assert resumed_after <= (300 if ignored.fields["text"] == "Uh-uh." else 150), ignored
         statuses = [e.fields["response"]["status"] for e in h.all("response.done")]
         assert "cancelled" not in statuses, h.kinds()
+        await h.close()
+
+    run(scenario())
+
+
+def test_a_brief_word_that_opens_a_turn_stops_the_agent(
+    models: tuple[ModelHub, Knowledge],
+) -> None:
+    async def scenario() -> None:
+        h = Harness(*models)
+        await h.open(greet=True)
+        await h.feed_until("response.output_audio.delta")
+        await h.feed(silence(400))
+        onset_ms = h.fed_ms
+        # "Sorry," is brief and unclear on its own; the caller going on makes it a turn.
+        await h.feed(speak("Sorry,"))
+        await h.feed(silence(120))
+        await h.feed(speak("how long does shipping take?"))
+        await h.feed_until("parley.turn_latency", timeout_ms=6000)
+        # Paused once at the caller's first word, and not resumed: no more greeting audio.
+        pauses = h.all("parley.barge_in")
+        assert len(pauses) == 1 and pauses[0].t_ms > onset_ms, pauses
+        greeting = pauses[0].fields["item_id"]
+        resent = [
+            e
+            for e in h.all("response.output_audio.delta")
+            if e.fields["item_id"] == greeting and e.t_ms > pauses[0].t_ms
+        ]
+        assert not resent and not h.all("parley.backchannel_ignored"), h.kinds()
+        commit = h.first("conversation.item.input_audio_transcription.completed")
+        assert commit is not None and "shipping" in commit.fields["transcript"].lower()
         await h.close()
 
     run(scenario())
