@@ -423,7 +423,9 @@ class EngineSession:
         response = self._response
         await self.send("parley.backchannel_ignored", {"text": text, "duration_ms": duration_ms})
         self.turns.reset()
-        if response is not None and response.paused and not response.done:
+        # (`done` may be set: the engine sends audio faster than it plays, so a reply is often
+        # all sent before the caller talks over it.)
+        if response is not None and response.paused:
             response.paused = False
             self._resume(response)
 

@@ -226,6 +226,15 @@ def test_backchannel_does_not_stop_the_agent(models: tuple[ModelHub, Knowledge])
         # does with espeak's.
         resumed_after = ignored.t_ms - voiced_until
         assert resumed_after <= (300 if ignored.fields["text"] == "Uh-uh." else 150), ignored
+        await h.feed(silence(200))
+        # ... from where the caller stopped hearing it: the rest of the greeting is sent again.
+        [pause] = h.all("parley.barge_in")
+        resent = [
+            e
+            for e in h.all("response.output_audio.delta")
+            if e.fields["item_id"] == pause.fields["item_id"] and e.t_ms >= ignored.t_ms
+        ]
+        assert resent, h.kinds()
         statuses = [e.fields["response"]["status"] for e in h.all("response.done")]
         assert "cancelled" not in statuses, h.kinds()
         await h.close()
