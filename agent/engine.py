@@ -103,12 +103,12 @@ class EngineConfig:
     asr_lookahead_ms: int = 64
     # Prepare the reply (responder and first sentence of audio) while the turn detector waits.
     speculate: bool = True
-    # Caller speech over the agent that pauses it: three VAD windows (the onset threshold
-    # already needs one voiced window, so a click does not reach this). The caller hears the
-    # stop one phone round trip later (~55 ms on loopback) plus the VAD's own onset lag. A
-    # pause is cheap to undo: speech that turns out to be a back-channel, a cough or a stray
-    # syllable resumes the agent 64 ms after it ends (`paused_hangover_ms`).
-    barge_in_ms: int = 96
+    # Caller voice over the agent that pauses it: two VAD windows, before it counts as speech
+    # (`min_speech_ms`). The caller hears the stop one phone round trip later (~55 ms on
+    # loopback) plus the VAD's own onset lag (25-95 ms). A pause is cheap to undo: a blip that
+    # never reaches `min_speech_ms` resumes the agent at once, and speech that turns out to be
+    # a back-channel or a cough 64 ms after it ends (`paused_hangover_ms`).
+    barge_in_ms: int = 64
     echo_ratio: float = 0.5  # caller RMS must exceed this share of the agent's recent RMS
     max_utterance_ms: int = 25_000  # a monologue is transcribed in rolling windows
     silence_reprompt_ms: int = 6_000
@@ -278,8 +278,7 @@ class EngineSession:
             if not self._in_speech and self._speech_run_ms >= config.min_speech_ms:
                 await self._speech_started()
             if (
-                self._in_speech
-                and not self._barged
+                not self._barged
                 and self._agent_audible()
                 and self._speech_run_ms >= config.barge_in_ms
             ):
@@ -291,8 +290,12 @@ class EngineSession:
                 self._unsure = None
                 await self._carry_on(text, duration)
             if not self._in_speech:
-                self._speech_run_ms = 0
+                blip_ms, self._speech_run_ms = self._speech_run_ms, 0
                 self._utterance = self._utterance[-3:]  # keep the onset's lead-in
+                if self._barged:
+                    # It paused the agent but ended before it was long enough to be speech.
+                    self._barged = False
+                    await self._carry_on("", blip_ms)
             elif self._silence_run_ms >= (
                 config.paused_hangover_ms if self._barged else config.hangover_ms
             ):
@@ -357,7 +360,7 @@ class EngineSession:
         self._speech_start_ms = self.t_ms - self._speech_run_ms
         self._last_activity_ms = self.t_ms
         self.turns.speech_started(self._speech_start_ms)
-        if not self._agent_audible():
+        if not self._agent_audible() and not self._barged:  # a barge-in has said so already
             await self.send(
                 "input_audio_buffer.speech_started",
                 {"audio_start_ms": self._speech_start_ms, "item_id": new_id("item")},
@@ -372,7 +375,7 @@ class EngineSession:
         response.paused = True
         await self.send(
             "input_audio_buffer.speech_started",
-            {"audio_start_ms": self._speech_start_ms, "item_id": new_id("item")},
+            {"audio_start_ms": self.t_ms - self._speech_run_ms, "item_id": new_id("item")},
         )
         await self.send(
             "parley.barge_in",

@@ -242,6 +242,30 @@ def test_backchannel_does_not_stop_the_agent(models: tuple[ModelHub, Knowledge])
     run(scenario())
 
 
+def test_a_blip_over_the_agent_pauses_it_only_for_a_moment(
+    models: tuple[ModelHub, Knowledge],
+) -> None:
+    async def scenario() -> None:
+        h = Harness(*models)
+        await h.open(greet=True)
+        await h.feed_until("response.output_audio.delta")
+        await h.feed(silence(400))
+        voice = speak("Hey there")
+        onset = int(np.flatnonzero(np.abs(voice) > 500)[0])
+        await h.feed(voice[max(0, onset - 160) : onset + 100 * 16])  # 100 ms of a voice
+        await h.feed(silence(300))
+        [pause] = h.all("parley.barge_in")
+        [ignored] = h.all("parley.backchannel_ignored")
+        # Paused after two voiced windows, resumed as soon as the voice stopped short of
+        # speech (three windows), without waiting for a transcript.
+        assert ignored.t_ms - pause.t_ms <= 64, (pause, ignored)
+        assert ignored.fields == {"text": "", "duration_ms": 64}
+        assert h.first("input_audio_buffer.speech_stopped") is None
+        await h.close()
+
+    run(scenario())
+
+
 def test_a_brief_word_that_opens_a_turn_stops_the_agent(
     models: tuple[ModelHub, Knowledge],
 ) -> None:
