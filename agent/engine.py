@@ -78,7 +78,7 @@ class Turns(Protocol):
 
     def partial_transcript(self, text: str, t_ms: int) -> None: ...
 
-    def understood(self, text: str) -> None: ...
+    def judged(self, text: str, *, understood: bool) -> None: ...
 
     def tick(self, t_ms: int) -> Any: ...
 
@@ -142,7 +142,8 @@ class _Prepared:
     epoch: int  # the dialogue epoch it forked from
     fork: Dialogue
     task: asyncio.Task[tuple[Any, float]]  # (reply, responder ms)
-    understood: bool = False  # the responder took the words as a request it can answer
+    # Whether the responder took the words as a request it can answer (None: not answered yet).
+    understood: bool | None = None
 
 
 Send = Callable[[str, dict[str, Any]], Awaitable[None]]
@@ -455,7 +456,7 @@ class EngineSession:
         self.turns.partial_transcript(self._hold_text, self.t_ms)
         if self.config.speculate and not self._in_speech and self._hold_text:
             self._prepare(self._hold_text)
-            self._tell_understood()
+            self._tell_judged()
 
     def _lookahead_done(self, task: asyncio.Task[str]) -> None:
         # The caller has been quiet since: answer ahead on these words without waiting for
@@ -482,25 +483,26 @@ class EngineSession:
         reply = await asyncio.to_thread(fork.respond, text)
         responder_ms = (time.perf_counter() - started) * 1000
         prepared = self._prepared
-        if prepared is not None and prepared.fork is fork and getattr(reply, "understood", False):
-            prepared.understood = True
-            self._tell_understood()
+        if prepared is not None and prepared.fork is fork:
+            prepared.understood = bool(getattr(reply, "understood", True))
+            self._tell_judged()
         sentences = self.models.sentences(str(getattr(reply, "text", "") or ""))
         if sentences:
             await self.models.synthesize(sentences[0])  # lands in the hub's TTS cache
         return reply, responder_ms
 
-    def _tell_understood(self) -> None:
-        """Lets the turn detector know the words it is judging make a request the agent
-        understood: with no punctuation to go by, that is the best sign they are finished."""
+    def _tell_judged(self) -> None:
+        """Tells the turn detector whether the words it is judging make a request the agent
+        understood: a whole request is the best sign they are finished when the ASR gave no
+        punctuation, and nonsense the best sign its punctuation is wrong."""
         prepared = self._prepared
         if (
             prepared is not None
-            and prepared.understood
+            and prepared.understood is not None
             and prepared.epoch == self._epoch
             and prepared.text == self._hold_text
         ):
-            self.turns.understood(prepared.text)
+            self.turns.judged(prepared.text, understood=prepared.understood)
 
     def _drop_prepared(self) -> None:
         prepared, self._prepared = self._prepared, None

@@ -7,8 +7,10 @@ here waits according to how the transcript so far *ends*:
 - a complete sentence or a question ends the turn after a short silence;
 - a hesitation (a filled pause, a trailing conjunction, preposition or article, an unfinished
   phrase) gets a long wait, so a mid-sentence pause of up to 1.5 s is not taken as the end;
-- words with no cue either way wait less when the agent has understood them as a whole request
-  (the reply prepared for them answers something), more when it has not;
+- the agent's own reading of the words adjusts that: words with no cue either way wait less
+  when the reply prepared for them answers a request, and a "finished" sentence the agent
+  could not make sense of waits as long as words with no cue (ASR adds a full stop at every
+  pause, and a misheard "my order number is" reads as a sentence);
 - with no transcript yet, a middle wait, re-evaluated as soon as a transcript arrives;
 - whatever the text, a hard cap on silence ends the turn.
 
@@ -41,6 +43,7 @@ class EndReason(enum.StrEnum):
     HESITATION = "hesitation"
     UNKNOWN = "unknown"
     UNDERSTOOD = "understood"
+    NOT_UNDERSTOOD = "not_understood"
     NO_TRANSCRIPT = "no_transcript"
     HARD_CAP = "hard_cap"
 
@@ -94,14 +97,19 @@ class TurnConfig:
             if getattr(self, name) <= 0:
                 raise ValueError(f"TurnConfig.{name} must be a positive number of milliseconds")
 
-    def wait_for(self, ending: Ending | None, *, understood: bool = False) -> tuple[EndReason, int]:
+    def wait_for(
+        self, ending: Ending | None, *, understood: bool | None = None
+    ) -> tuple[EndReason, int]:
         """The reason a turn would end for this ending, and the silence it needs (capped).
 
-        `understood`: the words so far make a request the agent can answer; it only shortens
-        the wait for an ending with no cue either way.
+        `understood`: whether the words so far make a request the agent can answer (None: not
+        known yet). It shortens the wait for an ending with no cue either way, and lengthens a
+        clear ending's to that of no cue when the agent could not make sense of the words.
         """
-        if ending is Ending.UNKNOWN and understood:
+        if ending is Ending.UNKNOWN and understood is True:
             return EndReason.UNDERSTOOD, min(self.understood_wait_ms, self.hard_cap_ms)
+        if ending in (Ending.COMPLETE, Ending.QUESTION) and understood is False:
+            return EndReason.NOT_UNDERSTOOD, min(self.unknown_wait_ms, self.hard_cap_ms)
         reason, wait_ms = {
             Ending.COMPLETE: (EndReason.COMPLETE, self.complete_wait_ms),
             Ending.QUESTION: (EndReason.QUESTION, self.question_wait_ms),
@@ -140,8 +148,8 @@ class TurnDetector(Protocol):
 
     def partial_transcript(self, text: str, t_ms: int) -> None: ...
 
-    def understood(self, text: str) -> None:
-        """The agent understood `text` as a request it can answer (a hint, not an order)."""
+    def judged(self, text: str, *, understood: bool) -> None:
+        """Whether the agent understood `text` as a request it can answer (a hint)."""
         ...
 
     def tick(self, t_ms: int) -> TurnDecision | None:
@@ -172,7 +180,7 @@ class HesitationAwareTurns:
         self._stopped_at = 0
         self._ending: Ending | None = None
         self._text = ""
-        self._understood = False
+        self._understood: bool | None = None
         # False once speech resumes: the transcript then describes only the earlier segment.
         self._fresh = True
         self._last_t = 0
@@ -186,7 +194,7 @@ class HesitationAwareTurns:
         if self._state is _State.IDLE:
             self._ending = None
         self._fresh = False
-        self._understood = False
+        self._understood = None
         self._state = _State.SPEAKING
 
     def speech_stopped(self, t_ms: int) -> None:
@@ -200,15 +208,15 @@ class HesitationAwareTurns:
             return
         self._ending = classify_ending(text) if text.strip() else None
         if text != self._text:
-            self._understood = False
+            self._understood = None
         self._text = text
         self._fresh = True
 
-    def understood(self, text: str) -> None:
+    def judged(self, text: str, *, understood: bool) -> None:
         # Only for the words the turn is judged on now: a hint about older or newer words
         # (the caller spoke on meanwhile) says nothing about this ending.
         if self._state is not _State.IDLE and self._fresh and text == self._text:
-            self._understood = True
+            self._understood = understood
 
     def tick(self, t_ms: int) -> TurnDecision | None:
         self._advance(t_ms)
@@ -235,7 +243,7 @@ class HesitationAwareTurns:
         self._state = _State.IDLE
         self._ending = None
         self._text = ""
-        self._understood = False
+        self._understood = None
         self._fresh = True
 
     def _advance(self, t_ms: int) -> None:

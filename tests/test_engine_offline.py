@@ -169,9 +169,11 @@ class _HeardAs:
     [
         ("you price match", "understood", 300),  # the agent has an answer: a whole request
         ("purple elephant tuesday", "unknown", 500),  # words it can't place: wait longer
+        # Whisper's full stop on a misheard "My order number is": not taken at its word.
+        ("I ordered them, there is.", "not_understood", 500),
     ],
 )
-def test_unpunctuated_words_end_sooner_when_the_agent_understood_them(
+def test_the_agents_reading_of_the_words_sets_the_turn_wait(
     models: tuple[ModelHub, Knowledge], heard: str, reason: str, wait_ms: int
 ) -> None:
     async def scenario() -> None:

@@ -34,14 +34,15 @@ class Text:
 
 
 @dataclass(frozen=True)
-class Understood:
-    """The engine's responder took `text` as a request it can answer."""
+class Judged:
+    """The engine's responder did (or did not) take `text` as a request it can answer."""
 
     t_ms: int
     text: str
+    understood: bool = True
 
 
-Event = Start | Stop | Text | Understood
+Event = Start | Stop | Text | Judged
 
 
 def play(
@@ -61,8 +62,8 @@ def play(
                     turns.speech_stopped(t_ms)
                 case Text(t_ms, text):
                     turns.partial_transcript(text, t_ms)
-                case Understood(_, text):
-                    turns.understood(text)
+                case Judged(_, text, understood):
+                    turns.judged(text, understood=understood)
         decision = turns.tick(now)
         if decision is not None:
             decisions.append(decision)
@@ -233,28 +234,45 @@ def test_words_the_agent_understood_end_the_turn_sooner() -> None:
     events: list[Event] = [Start(0), Stop(1000), Text(1050, "you price match")]
     (unsure,) = play(events, until_ms=1800)
     assert (unsure.reason, unsure.silence_ms) == (EndReason.UNKNOWN, 500)
-    (sure,) = play([*events, Understood(1100, "you price match")], until_ms=1800)
+    (sure,) = play([*events, Judged(1100, "you price match")], until_ms=1800)
     assert (sure.reason, sure.silence_ms) == (EndReason.UNDERSTOOD, 300)
+
+
+@pytest.mark.parametrize(
+    ("text", "understood", "reason", "silence_ms"),
+    [
+        ("I ordered them, there is.", False, EndReason.NOT_UNDERSTOOD, 500),
+        ("I ordered them, there is.", True, EndReason.COMPLETE, 260),
+        ("what's the weather on mars?", False, EndReason.NOT_UNDERSTOOD, 500),
+        ("um so", False, EndReason.HESITATION, 2000),  # not shortened, not lengthened
+    ],
+)
+def test_a_clear_ending_the_agent_could_not_make_sense_of_waits_longer(
+    text: str, understood: bool, reason: EndReason, silence_ms: int
+) -> None:
+    events: list[Event] = [Start(0), Stop(1000), Text(1050, text), Judged(1100, text, understood)]
+    (decision,) = play(events, until_ms=3500)
+    assert (decision.reason, decision.silence_ms) == (reason, silence_ms)
 
 
 @pytest.mark.parametrize(
     "events",
     [
         # A hesitation cue outweighs understanding: "where is my order and" is not finished.
-        [Start(0), Stop(1000), Text(1050, "where is my order and"), Understood(1100, "x")],
+        [Start(0), Stop(1000), Text(1050, "where is my order and"), Judged(1100, "x")],
         # Understanding of older words says nothing about the newer ones.
         [
             Start(0),
             Stop(1000),
             Text(1050, "you price match"),
-            Understood(1060, "you price"),
+            Judged(1060, "you price"),
         ],
         # The caller spoke on after the words were understood: the hint is gone.
         [
             Start(0),
             Stop(600),
             Text(650, "you price match"),
-            Understood(700, "you price match"),
+            Judged(700, "you price match"),
             Start(800),
             Stop(1000),
             Text(1050, "you price match on line orders"),
