@@ -236,6 +236,8 @@ class Projection:
             self._agent_segment(session, call, event)
         elif name == "end_of_turn":
             self._turn(session, call, event)
+        elif name == "backchannel_ignored":
+            self._resumed(session, call, event)
         elif name == "handoff_requested":
             reason = _text(event.data.get("reason"))
             session.add(
@@ -279,11 +281,7 @@ class Projection:
         utterance = _text(event.data.get("utterance_id"))
         if not text:
             return
-        seen = [
-            s
-            for s in self._seen(session, call.id, event)
-            if s.data.get("utterance_id") == utterance
-        ]
+        seen = [s for s in self._seen(session, call.id, event) if _utterance(s.data) == utterance]
         origin = self._origin(session, call.id)
         started = [s.t_mono_ns for s in seen if s.name == "agent_utterance_started"]
         start_ms = _ms(started[0] if started else event.t_mono_ns, origin)
@@ -298,26 +296,49 @@ class Projection:
         else:
             end_t = done[-1].t_mono_ns if done else event.t_mono_ns
             segment.end_ms = max(start_ms, _ms(end_t, origin))
+        resumed = [s for s in seen if s.name == "backchannel_ignored"]
         # Cut short if the playout was flushed after the engine had sent all its audio, or
-        # with the engine never finishing (a barge-in).
-        if flushed and (not done or flushed[-1].t_mono_ns > done[-1].t_mono_ns):
+        # with the engine never finishing (a barge-in), unless the agent then carried on
+        # (the flush paused it for a back-channel).
+        cut = flushed and (not done or flushed[-1].t_mono_ns > done[-1].t_mono_ns)
+        if cut and not (resumed and resumed[-1].t_mono_ns > flushed[-1].t_mono_ns):
             heard_text = _text(event.data.get("heard_text")).strip() or None
             _interrupt(segment, _count(flushed[-1].data.get("played_ms")) or 0, heard_text)
         session.add(segment)
 
     def _flushed(self, session: Session, call: Call, event: CallEvent) -> None:
         """A flush after the agent's transcript arrived: mark its segment as cut short."""
-        utterance = _text(event.data.get("utterance_id"))
-        if not utterance:
+        found = self._projected_agent_segment(session, call, event, "utterance_id")
+        if found is not None:
+            _interrupt(found[0], _count(event.data.get("played_ms")) or 0, None)
+
+    def _resumed(self, session: Session, call: Call, event: CallEvent) -> None:
+        """The agent carried on after a back-channel: the flush that paused it cut nothing."""
+        found = self._projected_agent_segment(session, call, event, "item_id")
+        if found is None:
             return
-        seen = [
-            s
-            for s in self._seen(session, call.id, event)
-            if s.data.get("utterance_id") == utterance
-        ]
+        segment, seen = found
+        done = [s for s in seen if s.name == "agent_utterance_done"]
+        audio_ms = _count(done[-1].data.get("audio_ms")) if done else None
+        segment.interrupted = False
+        segment.heard_ms = None
+        segment.heard_text = None
+        if audio_ms is not None:
+            segment.end_ms = segment.start_ms + audio_ms
+
+    def _projected_agent_segment(
+        self, session: Session, call: Call, event: CallEvent, key: str
+    ) -> tuple[TranscriptSegment, list[_Seen]] | None:
+        """The agent segment already stored for the utterance `event.data[key]` names, with
+        the utterance's earlier events; None while its transcript has not arrived (the
+        transcript, when it comes, sees this event)."""
+        utterance = _text(event.data.get(key))
+        if not utterance:
+            return None
+        seen = [s for s in self._seen(session, call.id, event) if _utterance(s.data) == utterance]
         started = [s.t_mono_ns for s in seen if s.name == "agent_utterance_started"]
         if not started or not any(s.name == "agent_transcript" for s in seen):
-            return  # the transcript, when it comes, sees this flush
+            return None
         start_ms = _ms(started[0], self._origin(session, call.id))
         segment = session.scalar(
             select(TranscriptSegment)
@@ -329,8 +350,7 @@ class Projection:
             .order_by(TranscriptSegment.id.desc())
             .limit(1)
         )
-        if segment is not None:
-            _interrupt(segment, _count(event.data.get("played_ms")) or 0, None)
+        return None if segment is None else (segment, seen)
 
     def _turn(self, session: Session, call: Call, event: CallEvent) -> None:
         data = event.data
@@ -416,6 +436,12 @@ class Projection:
             )
         )
         return origin or 0
+
+
+def _utterance(data: dict[str, Any]) -> str:
+    """The agent utterance an event belongs to: the worker says `utterance_id`, events passed
+    through from the model (a back-channel ignored) the Realtime protocol's `item_id`."""
+    return _text(data.get("utterance_id") or data.get("item_id"))
 
 
 def _interrupt(segment: TranscriptSegment, played_ms: int, heard_text: str | None) -> None:

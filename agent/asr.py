@@ -15,6 +15,11 @@ The price is a decoder that likes to start the utterance over once it reaches th
 - a token budget proportional to the duration, and cutting a repeated tail back to one copy
   (what a loop that survives the first two looks like).
 
+Quiet utterances are brought up to a -6 dBFS peak (at most +30 dB) before the features: a
+caller far from the microphone, 20-30 dB down, otherwise comes out as "story hour months
+after me" for "store hours on Saturday"; noise stays noise (-60 to -15 dBFS noise, raised,
+still decodes to nothing).
+
 Decoding is greedy (beam 1), English, without timestamps. Input that is too short or
 digitally silent is not decoded at all. A decode that Whisper itself marks as silence (its
 usual rule: no_speech_prob high and avg_logprob low) yields no text; the no_speech_prob
@@ -51,6 +56,8 @@ MIN_SECONDS = 0.2
 """Shorter input is not decoded (Whisper hallucinates on it)."""
 _SILENCE_PEAK = 1e-4  # about -80 dBFS: digital silence, nothing to decode
 _DITHER = 3e-4  # RMS of the dither, about -70 dBFS (a few LSB of int16)
+_TARGET_PEAK = 0.5  # -6 dBFS: quiet utterances are raised to this peak ...
+_MAX_GAIN = 31.6  # ... by at most 30 dB
 _TOKENS_PER_SECOND = 7  # fast speech (or digits) is ~5 tokens/s; a loop runs on to the budget
 _MIN_NEW_TOKENS = 10
 _MAX_LENGTH = 448  # Whisper's decoder context
@@ -177,6 +184,9 @@ class WhisperAsr:
         truncated = x.size > limit
         if truncated:
             x = x[-limit:]
+        peak = float(np.max(np.abs(x))) if x.size else 0.0
+        if _SILENCE_PEAK <= peak < _TARGET_PEAK:
+            x = x * np.float32(min(_MAX_GAIN, _TARGET_PEAK / peak))
         return x, duration, truncated
 
     def _decodable(self, x: Float32Array) -> bool:

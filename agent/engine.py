@@ -425,7 +425,10 @@ class EngineSession:
         """The speech over the agent was not a turn: the agent resumes where the caller
         stopped hearing it, and the turn detector forgets the overlap."""
         response = self._response
-        await self.send("parley.backchannel_ignored", {"text": text, "duration_ms": duration_ms})
+        ignored: dict[str, Any] = {"text": text, "duration_ms": duration_ms}
+        if response is not None:
+            ignored["item_id"] = response.item_id  # the reply that goes on
+        await self.send("parley.backchannel_ignored", ignored)
         self.turns.reset()
         # (`done` may be set: the engine sends audio faster than it plays, so a reply is often
         # all sent before the caller talks over it.)

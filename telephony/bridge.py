@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -150,6 +151,7 @@ class CallBridge:
         port = self.port
         assert port is not None
         pending = self._pending
+        ready = self._pending_ready
         while True:
             while pending and port.playout_depth() < PLAYOUT_AHEAD_FRAMES:
                 utterance_id, frame = pending.popleft()
@@ -157,11 +159,15 @@ class CallBridge:
                     port.queue_playout(utterance_id, frame)
                 else:
                     port.end_utterance(utterance_id)
-            if pending:
-                await asyncio.sleep(FRAME_MS / 1000 * (PLAYOUT_AHEAD_FRAMES // 2))
-            else:
-                self._pending_ready.clear()
-                await self._pending_ready.wait()
+            ready.clear()
+            if not pending:
+                await ready.wait()
+                continue
+            # The port is full: top it up when half has played, or at once when audio
+            # arrives (after a flush emptied both queues, a resumed or new reply must not
+            # wait out this pause).
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(ready.wait(), FRAME_MS / 1000 * (PLAYOUT_AHEAD_FRAMES // 2))
 
     async def flush(self, reason: str) -> PlayoutReport | None:
         """Stops the agent at once and reports how much of its utterance the caller heard."""

@@ -106,7 +106,9 @@ class MediaPort(pj.AudioMediaPort):  # type: ignore[misc]
                 continue
             playing = self._playing
             if playing is None or playing.utterance_id != utterance_id:
-                playing = self._playing = _Playing(utterance_id)
+                # An utterance resumed after a flush (the agent paused for a back-channel)
+                # goes on counting: what was heard is a position in the whole utterance.
+                playing = self._playing = _Playing(utterance_id, self._played.get(utterance_id, 0))
             playing.played_frames += 1
             self._played[utterance_id] = playing.played_frames
             self.frames_out += 1

@@ -180,6 +180,29 @@ def test_flush_empties_playout_and_reports_what_was_heard() -> None:
     asyncio.run(scenario())
 
 
+def test_an_answer_resumed_after_a_flush_counts_on_from_where_it_was_heard() -> None:
+    async def scenario() -> None:
+        session = ScriptedSession()
+        bridge, port, _ = await _bridge(session)
+        session.out.put_nowait(AgentAudio("u9", b"\x09\x00" * 16000))
+        await asyncio.sleep(0.02)
+        _pull(port, 7)
+        session.out.put_nowait(ClearPlayout(reason="barge_in"))  # paused for an "uh-huh"
+        await asyncio.sleep(0.02)
+        session.out.put_nowait(AgentAudio("u9", b"\x09\x00" * 16000))  # the rest, resumed
+        await asyncio.sleep(0.02)
+        _pull(port, 3)
+        session.out.put_nowait(ClearPlayout(reason="barge_in"))  # now a real barge-in
+        await asyncio.sleep(0.02)
+        assert session.reports == [
+            PlayoutReport("u9", 140, interrupted=True),
+            PlayoutReport("u9", 200, interrupted=True),  # a position in the whole answer
+        ]
+        await bridge.close()
+
+    asyncio.run(scenario())
+
+
 def test_an_answer_heard_in_full_is_not_flushed() -> None:
     async def scenario() -> None:
         session = ScriptedSession()

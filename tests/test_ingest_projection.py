@@ -108,6 +108,59 @@ def test_a_flush_after_the_transcript_still_cuts_the_segment(session: Session) -
     assert (greeting.interrupted, greeting.heard_ms, greeting.end_ms) == (True, 700, 800)
 
 
+def _pause_for_a_backchannel(call_id: str, after: CallEvent) -> list[CallEvent]:
+    """The greeting paused by an "uh-huh" 700 ms in, then carried on."""
+    t, wall = after.t_mono_ns, after.t_wall
+    return [
+        CallEvent(
+            call_id,
+            CallEventKind.PLAYOUT_FLUSHED,
+            {"reason": "barge_in", "utterance_id": "u1", "played_ms": 700},
+            t + 10_000_000,
+            wall + 0.01,
+        ),
+        CallEvent(
+            call_id,
+            CallEventKind.AGENT,
+            {"event": "backchannel_ignored", "text": "uh-huh", "duration_ms": 300, "item_id": "u1"},
+            t + 500_000_000,
+            wall + 0.5,
+        ),
+    ]
+
+
+def test_an_answer_paused_for_a_backchannel_is_not_cut(session: Session) -> None:
+    call_id = uuid.uuid4().hex
+    events = scripted_call(call_id)[:5]  # greeting fully sent, transcript done
+    pause = _pause_for_a_backchannel(call_id, events[-1])
+    _store(session, events)
+    _store(session, pause[:1])
+    [greeting] = _segments(session, call_id)
+    assert greeting.interrupted  # as far as anyone knew then
+    _store(session, pause[1:])
+    session.flush()
+    session.expire_all()
+    [greeting] = _segments(session, call_id)
+    assert (greeting.interrupted, greeting.heard_ms, greeting.end_ms) == (False, None, 1600)
+
+
+def test_a_backchannel_before_the_transcript_leaves_the_answer_whole(session: Session) -> None:
+    call_id = uuid.uuid4().hex
+    events = scripted_call(call_id)[:5]
+    pause = _pause_for_a_backchannel(call_id, events[-1])
+    transcript = events[4]
+    late = CallEvent(
+        call_id,
+        transcript.kind,
+        transcript.data,
+        pause[-1].t_mono_ns + 1_000_000,
+        pause[-1].t_wall + 0.001,
+    )
+    _store(session, [*events[:4], *pause, late])
+    [greeting] = _segments(session, call_id)
+    assert (greeting.interrupted, greeting.end_ms) == (False, 1600)
+
+
 def test_outcomes(session: Session) -> None:
     def ended_call(*middle: tuple[str, dict[str, object]], reason: str) -> Outcome | None:
         base = scripted_call()

@@ -323,10 +323,9 @@ def test_asr_noise_and_silence_are_empty(asr: WhisperAsr, dbfs: float) -> None:
 def test_asr_survives_clipped_quiet_and_broken_input(asr: WhisperAsr, say: Speaker) -> None:
     speech = to_float32(say(QUESTION))
     assert_heard(asr.transcribe(np.clip(speech * 30, -1, 1)), "saturday")
-    # 30 dB down: most words still come through. (Which ones varies with the CPU's int8
-    # kernels at this level, so the check is on how many, not on a keyword.)
-    quiet = words(asr.transcribe(speech * 0.03).text)
-    assert len(quiet & words(QUESTION)) >= len(words(QUESTION)) / 2, quiet
+    # 20 and 30 dB down: heard like the original (the utterance is raised before Whisper).
+    for gain in (0.1, 0.03):
+        assert_heard(asr.transcribe(speech * gain), "store", "hours", "saturday")
     broken = speech.copy()
     broken[::97] = np.nan
     asr.transcribe(broken)  # no exception; text is whatever survives
