@@ -314,8 +314,10 @@ class EngineSession:
             self._roll_utterance()
         # No turn ends on a guess while its words are still being decoded: the reply needs them
         # anyway, and under load they arrive after the no-transcript wait, when they may say
-        # "my order number is um" (wait on) rather than a question (answer now).
-        if self._asr_task is None or self._asr_task.done():
+        # "my order number is um" (wait on) rather than a question (answer now). Nor while the
+        # caller is audibly starting again (an "um" not yet long enough to count as speech).
+        decoding = self._asr_task is not None and not self._asr_task.done()
+        if not decoding and self._speech_run_ms == 0:
             decision = self.turns.tick(self.t_ms)
             if decision is not None and self._turn_task is None and not self._in_speech:
                 self._turn_task = asyncio.create_task(self._end_of_turn(decision))

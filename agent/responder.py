@@ -593,16 +593,24 @@ class Conversation:
             return self._say(
                 Reply(ReplyKind.PROCEDURE_PROMPT, text, 1.0, entry_id=active.procedure.id)
             )
-        return self._retry(active, "Sorry, was that a yes or a no?")
+        return self._moved_on(active, caller_text) or self._retry(
+            active, "Sorry, was that a yes or a no?"
+        )
 
     def _slot_not_understood(self, active: _ActiveProcedure, caller_text: str) -> Reply:
-        # The caller may have moved on to another question instead of answering the prompt.
-        ranked = self._index.search(self._embedder.embed([caller_text])[0])
+        return self._moved_on(active, caller_text) or self._retry(
+            active, f"Sorry, I didn't get that. {active.slot.prompt}"
+        )
+
+    def _moved_on(self, active: _ActiveProcedure, caller_text: str) -> Reply | None:
+        """The answer to another question, if the caller asked one instead of answering the
+        procedure's prompt (the procedure is dropped); None if they did not."""
+        ranked = self._index.search(self._embedder.embed([_topic_text(caller_text)])[0])
         item, score = next(((i, s) for i, s in ranked if not isinstance(i, Intent)), (None, 0.0))
-        if item is not None and score >= self._answer_threshold and item is not active.procedure:
-            self._active = None
-            return self._serve(item, score, caller_text=caller_text)
-        return self._retry(active, f"Sorry, I didn't get that. {active.slot.prompt}")
+        if item is None or score < self._answer_threshold or item is active.procedure:
+            return None
+        self._active = None
+        return self._serve(item, score, caller_text=caller_text)
 
     def _retry(self, active: _ActiveProcedure, text: str) -> Reply:
         active.attempts += 1

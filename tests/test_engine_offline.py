@@ -190,6 +190,26 @@ def test_the_agents_reading_of_the_words_sets_the_turn_wait(
     run(scenario())
 
 
+def test_no_turn_ends_while_the_caller_is_starting_to_speak_again(
+    models: tuple[ModelHub, Knowledge],
+) -> None:
+    async def scenario() -> None:
+        hub, knowledge = models
+        # Whisper's reading of a hesitant "My order number is": a sentence, but not one the
+        # agent understands, so the turn waits 500 ms after it.
+        h = Harness(_HeardAs(hub, "I ordered them, there is."), knowledge)  # type: ignore[arg-type]
+        await h.open(greet=False)
+        await h.feed(silence(400))
+        await h.feed(speak("My order number is"))
+        await h.feed(silence(400))  # the "um" is audible before the 500 ms are up ...
+        await h.feed(speak("ummmm", rate_wpm=80))  # ... but only counts as speech after them
+        await h.feed(silence(300))
+        assert h.first("input_audio_buffer.committed") is None, h.kinds()
+        await h.close()
+
+    run(scenario())
+
+
 def test_talk_over_stops_the_agent_within_200ms(models: tuple[ModelHub, Knowledge]) -> None:
     async def scenario() -> None:
         h = Harness(*models)

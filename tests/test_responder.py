@@ -498,6 +498,13 @@ def test_an_order_number_given_with_the_question_is_not_asked_for_again(
     assert call.say("yes").text.startswith("Order 1 2 3 4 5 is on its way")
 
 
+def test_another_question_at_the_confirmation_is_answered(call: Call) -> None:
+    assert call.say("my order number is 12345").text.endswith("Is that right?")
+    reply = call.say("How much does shipping cost?")
+    assert (reply.kind, reply.entry_id) == (ReplyKind.ANSWER, "shipping_cost")
+    assert reply.understood and call.conversation.active_procedure is None
+
+
 def test_a_number_of_the_wrong_length_in_the_question_is_asked_for(call: Call) -> None:
     start = call.say("where is order 123")
     assert (start.kind, start.entry_id) == (ReplyKind.PROCEDURE_PROMPT, "order_status")
