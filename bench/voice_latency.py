@@ -68,10 +68,12 @@ RATE = 16_000
 FRAME = 320  # 20 ms
 FRAME_S = 0.02
 SPEECH_RMS = 300.0  # a 20 ms frame louder than this is speech (about -40 dBFS)
-CALLS_PER_PROCESS = 4
-# No reply can start sooner than this after the caller stops (VAD hangover + shortest turn
-# wait); agent audio starting earlier belongs to an earlier turn.
-EARLIEST_ANSWER_MS = 300.0  # pjsua2's limit, for workers and softphones alike
+CALLS_PER_PROCESS = 4  # pjsua2's limit, for workers and softphones alike
+# No reply can start sooner than this after the caller stops (the engine's shortest turn wait,
+# 200 ms, less its back-dating to the energy's fall, plus the phone round trip); agent audio
+# starting earlier belongs to an earlier turn. (Until 2026-11-25 this was 300 ms, which left
+# out real answers once they came that fast.)
+EARLIEST_ANSWER_MS = 150.0
 
 QUESTIONS = [
     "How much does shipping cost?",
