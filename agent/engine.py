@@ -316,8 +316,10 @@ class EngineSession:
         # anyway, and under load they arrive after the no-transcript wait, when they may say
         # "my order number is um" (wait on) rather than a question (answer now). Nor while the
         # caller is audibly starting again (an "um" not yet long enough to count as speech).
+        # Nor before the responder has read the words it would answer: the reply has to wait
+        # for it anyway, and its reading sets the wait (see `_tell_judged`).
         decoding = self._asr_task is not None and not self._asr_task.done()
-        if not decoding and self._speech_run_ms == 0:
+        if not decoding and not self._judging() and self._speech_run_ms == 0:
             decision = self.turns.tick(self.t_ms)
             if decision is not None and self._turn_task is None and not self._in_speech:
                 self._turn_task = asyncio.create_task(self._end_of_turn(decision))
@@ -495,6 +497,17 @@ class EngineSession:
         if sentences:
             await self.models.synthesize(sentences[0])  # lands in the hub's TTS cache
         return reply, responder_ms
+
+    def _judging(self) -> bool:
+        """Whether the responder is still reading the words the turn detector is judging."""
+        prepared = self._prepared
+        return (
+            prepared is not None
+            and prepared.understood is None
+            and not prepared.task.done()
+            and prepared.epoch == self._epoch
+            and prepared.text == self._hold_text
+        )
 
     def _tell_judged(self) -> None:
         """Tells the turn detector whether the words it is judging make a request the agent

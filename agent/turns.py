@@ -8,9 +8,9 @@ here waits according to how the transcript so far *ends*:
 - a hesitation (a filled pause, a trailing conjunction, preposition or article, an unfinished
   phrase) gets a long wait, so a mid-sentence pause of up to 1.5 s is not taken as the end;
 - the agent's own reading of the words adjusts that: words with no cue either way wait less
-  when the reply prepared for them answers a request, and a "finished" sentence the agent
-  could not make sense of waits as long as words with no cue (ASR adds a full stop at every
-  pause, and a misheard "my order number is" reads as a sentence);
+  when the reply prepared for them answers a request, and words the agent could not make
+  sense of wait as long as no words at all, whatever their punctuation (ASR adds a full stop
+  at every pause, and a misheard "my order number is" reads as a sentence);
 - with no transcript yet, a middle wait, re-evaluated as soon as a transcript arrives;
 - whatever the text, a hard cap on silence ends the turn.
 
@@ -74,6 +74,11 @@ class TurnConfig:
     # request is usually finished, but without the ASR's full stop allow a breath more than
     # after a statement.
     understood_wait_ms: int = 300
+    # Words the agent could not make sense of, whatever their punctuation: the agent will only
+    # ask the caller to say it again, so answering fast gains little, while a caller still
+    # finding their words ("I ordered them, there is." is Whisper's hearing of a hesitant
+    # "my order number is") is cut off. Wait as long as with no words at all.
+    not_understood_wait_ms: int = 600
     # No words yet (ASR lagging behind the VAD): inter-clause pauses rarely exceed 600 ms, and a
     # transcript arriving meanwhile shortens or lengthens this.
     no_transcript_wait_ms: int = 600
@@ -90,6 +95,7 @@ class TurnConfig:
             "complete_wait_ms",
             "unknown_wait_ms",
             "understood_wait_ms",
+            "not_understood_wait_ms",
             "no_transcript_wait_ms",
             "hesitation_wait_ms",
             "hard_cap_ms",
@@ -103,13 +109,13 @@ class TurnConfig:
         """The reason a turn would end for this ending, and the silence it needs (capped).
 
         `understood`: whether the words so far make a request the agent can answer (None: not
-        known yet). It shortens the wait for an ending with no cue either way, and lengthens a
-        clear ending's to that of no cue when the agent could not make sense of the words.
+        known yet). It shortens the wait for an ending with no cue either way, and lengthens
+        any but a hesitation's when the agent could not make sense of the words.
         """
         if ending is Ending.UNKNOWN and understood is True:
             return EndReason.UNDERSTOOD, min(self.understood_wait_ms, self.hard_cap_ms)
-        if ending in (Ending.COMPLETE, Ending.QUESTION) and understood is False:
-            return EndReason.NOT_UNDERSTOOD, min(self.unknown_wait_ms, self.hard_cap_ms)
+        if ending in (Ending.COMPLETE, Ending.QUESTION, Ending.UNKNOWN) and understood is False:
+            return EndReason.NOT_UNDERSTOOD, min(self.not_understood_wait_ms, self.hard_cap_ms)
         reason, wait_ms = {
             Ending.COMPLETE: (EndReason.COMPLETE, self.complete_wait_ms),
             Ending.QUESTION: (EndReason.QUESTION, self.question_wait_ms),

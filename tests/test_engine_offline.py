@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -168,9 +170,9 @@ class _HeardAs:
     ("heard", "reason", "wait_ms"),
     [
         ("you price match", "understood", 300),  # the agent has an answer: a whole request
-        ("purple elephant tuesday", "unknown", 500),  # words it can't place: wait longer
+        ("purple elephant tuesday", "not_understood", 600),  # words it can't place
         # Whisper's full stop on a misheard "My order number is": not taken at its word.
-        ("I ordered them, there is.", "not_understood", 500),
+        ("I ordered them, there is.", "not_understood", 600),
     ],
 )
 def test_the_agents_reading_of_the_words_sets_the_turn_wait(
@@ -190,18 +192,54 @@ def test_the_agents_reading_of_the_words_sets_the_turn_wait(
     run(scenario())
 
 
+class _SlowDialogue:
+    """A responder that takes `delay_s` over every answer (a loaded engine)."""
+
+    def __init__(self, dialogue: Any, delay_s: float) -> None:
+        self._dialogue, self._delay_s = dialogue, delay_s
+
+    def respond(self, caller_text: str) -> Any:
+        time.sleep(self._delay_s)  # runs in a worker thread, as the real one does
+        return self._dialogue.respond(caller_text)
+
+    def fork(self) -> _SlowDialogue:
+        return _SlowDialogue(self._dialogue.fork(), self._delay_s)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._dialogue, name)
+
+
+def test_no_turn_ends_before_the_responder_has_read_the_words(
+    models: tuple[ModelHub, Knowledge],
+) -> None:
+    async def scenario() -> None:
+        hub, knowledge = models
+        h = Harness(_HeardAs(hub, "I ordered them, there is."), knowledge)  # type: ignore[arg-type]
+        session = await h.open(greet=False)
+        session.dialogue = _SlowDialogue(session.dialogue, 0.4)
+        await h.feed(silence(400))
+        await h.feed(speak("My order number is"))
+        latency = await h.feed_until("parley.turn_latency")
+        # Not the 250 ms a full stop would get: the responder's reading came later, and it
+        # could not make sense of the words.
+        assert latency.fields["end_reason"] == "not_understood", latency.fields
+        await h.close()
+
+    run(scenario())
+
+
 def test_no_turn_ends_while_the_caller_is_starting_to_speak_again(
     models: tuple[ModelHub, Knowledge],
 ) -> None:
     async def scenario() -> None:
         hub, knowledge = models
         # Whisper's reading of a hesitant "My order number is": a sentence, but not one the
-        # agent understands, so the turn waits 500 ms after it.
+        # agent understands, so the turn waits 600 ms after it.
         h = Harness(_HeardAs(hub, "I ordered them, there is."), knowledge)  # type: ignore[arg-type]
         await h.open(greet=False)
         await h.feed(silence(400))
         await h.feed(speak("My order number is"))
-        await h.feed(silence(400))  # the "um" is audible before the 500 ms are up ...
+        await h.feed(silence(500))  # the "um" is audible before the 600 ms are up ...
         await h.feed(speak("ummmm", rate_wpm=80))  # ... but only counts as speech after them
         await h.feed(silence(300))
         assert h.first("input_audio_buffer.committed") is None, h.kinds()

@@ -241,9 +241,10 @@ def test_words_the_agent_understood_end_the_turn_sooner() -> None:
 @pytest.mark.parametrize(
     ("text", "understood", "reason", "silence_ms"),
     [
-        ("I ordered them, there is.", False, EndReason.NOT_UNDERSTOOD, 500),
+        ("I ordered them, there is.", False, EndReason.NOT_UNDERSTOOD, 600),
         ("I ordered them, there is.", True, EndReason.COMPLETE, 260),
-        ("what's the weather on mars?", False, EndReason.NOT_UNDERSTOOD, 500),
+        ("what's the weather on mars?", False, EndReason.NOT_UNDERSTOOD, 600),
+        ("purple elephant tuesday", False, EndReason.NOT_UNDERSTOOD, 600),
         ("um so", False, EndReason.HESITATION, 2000),  # not shortened, not lengthened
     ],
 )
