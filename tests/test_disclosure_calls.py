@@ -22,9 +22,9 @@ from tests.support import (
     PARLEY,
     PlatformConfig,
     Running,
-    best_correlation,
     chirp_noise,
     dial,
+    echo_match,
     read_wav,
     start_worker,
     write_wav,
@@ -122,10 +122,10 @@ def test_the_caller_hears_the_disclosure_first_then_the_agent(
     [result] = dial(_uri(config, "100"), tmp_path, play=play, hold=1.0, codec="g722")
     assert result["answered"], result
     heard = read_wav(Path(result["recording"]))
-    score, lag = best_correlation(notice[: 16000 * 2], heard)
+    score, lag = echo_match(notice[: 16000 * 2], heard)
     assert score > 0.8, f"the caller did not hear the rendered disclosure (corr {score:.2f})"
     assert lag < 16000 * 0.5, f"the disclosure started {lag / 16:.0f} ms after answer"
-    echo_score, echo_lag = best_correlation(chirp, heard)
+    echo_score, echo_lag = echo_match(chirp, heard)
     assert echo_score > 0.8, f"no agent audio after the disclosure (corr {echo_score:.2f})"
     assert echo_lag > lag + len(notice)  # the agent only after the whole notice
 
@@ -206,7 +206,7 @@ def test_a_disclosure_without_audio_is_recorded_not_played(
         "no_version",
         "bridge",
     )
-    score, _ = best_correlation(chirp[8000:], read_wav(Path(result["recording"])))
+    score, _ = echo_match(chirp[8000:], read_wav(Path(result["recording"])))
     assert score > 0.8, "the call did not go on to the agent"
 
 

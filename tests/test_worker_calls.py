@@ -11,9 +11,9 @@ from telephony.events import CallEventKind
 from tests.support import (
     PlatformConfig,
     Running,
-    best_correlation,
     chirp_noise,
     dial,
+    echo_match,
     read_wav,
     write_wav,
 )
@@ -33,7 +33,7 @@ def test_two_way_audio_echoes_back(codec: str, worker_uri: str, tmp: Path) -> No
     assert result["answered"], result
     assert result["codec"].lower() == codec
     received = read_wav(Path(result["recording"]))
-    score, lag = best_correlation(sent[8000:24000], received)
+    score, lag = echo_match(sent[8000:24000], received)
     assert score > 0.9, f"echo does not match what was sent (corr {score:.2f})"
     # The echo comes back one loopback round trip later, not a second later.
     assert 8000 <= lag < 8000 + 16000 * 0.3
