@@ -498,28 +498,24 @@ class EngineSession:
             await self.models.synthesize(sentences[0])  # lands in the hub's TTS cache
         return reply, responder_ms
 
+    def _prepared_for_turn(self) -> _Prepared | None:
+        """The prepared reply, if it answers the words the turn detector is judging now."""
+        prepared = self._prepared
+        if prepared is None or prepared.epoch != self._epoch or prepared.text != self._hold_text:
+            return None
+        return prepared
+
     def _judging(self) -> bool:
         """Whether the responder is still reading the words the turn detector is judging."""
-        prepared = self._prepared
-        return (
-            prepared is not None
-            and prepared.understood is None
-            and not prepared.task.done()
-            and prepared.epoch == self._epoch
-            and prepared.text == self._hold_text
-        )
+        prepared = self._prepared_for_turn()
+        return prepared is not None and prepared.understood is None and not prepared.task.done()
 
     def _tell_judged(self) -> None:
         """Tells the turn detector whether the words it is judging make a request the agent
         understood: a whole request is the best sign they are finished when the ASR gave no
         punctuation, and nonsense the best sign its punctuation is wrong."""
-        prepared = self._prepared
-        if (
-            prepared is not None
-            and prepared.understood is not None
-            and prepared.epoch == self._epoch
-            and prepared.text == self._hold_text
-        ):
+        prepared = self._prepared_for_turn()
+        if prepared is not None and prepared.understood is not None:
             self.turns.judged(prepared.text, understood=prepared.understood)
 
     def _drop_prepared(self) -> None:

@@ -295,8 +295,6 @@ def test_backchannel_does_not_stop_the_agent(models: tuple[ModelHub, Knowledge])
             if e.fields["item_id"] == pause.fields["item_id"] and e.t_ms >= ignored.t_ms
         ]
         assert resent, h.kinds()
-        statuses = [e.fields["response"]["status"] for e in h.all("response.done")]
-        assert "cancelled" not in statuses, h.kinds()
         await h.close()
 
     run(scenario())
