@@ -3,6 +3,10 @@
 The clear number is never stored. The hash is HMAC-SHA256 under `security.number_hash_key`, so
 nobody without the key can confirm a guessed number, while the same number always gives the
 same hash and can be filtered on exactly.
+
+What a caller sends as its number is whatever it likes (40 digits, a NUL, digits of another
+script): `normalize` refuses what is not a phone number, and `mask` shows anything without
+raising and without showing a number in clear.
 """
 
 from __future__ import annotations
@@ -11,21 +15,38 @@ import hashlib
 import hmac
 import re
 
+from admin import display_text
+
+MAX_DIGITS = 20  # E.164 allows 15; the rest leaves room for trunk and exit prefixes
+MASK_LENGTH = 32  # the longest masked form (the width of calls.caller_masked)
+
 _SEPARATORS = re.compile(r"[\s\-.()/]")
-_NUMBER = re.compile(r"\+?[0-9]{1,20}")
+_NUMBER = re.compile(rf"\+?[0-9]{{1,{MAX_DIGITS}}}")
+_DIGIT = re.compile(r"\d")  # a decimal digit of any script, as the Unicode database has them
 _SHOWN_TAIL = 4
 
 
 def normalize(number: str) -> str:
-    """The number without the spaces, dashes, dots and brackets people write into it.
+    """The number in ASCII digits, without the spaces, dashes, dots and brackets people write
+    into it ('+1 (555) 123-4567' -> '+15551234567'; digits of other scripts become ASCII).
 
-    Raises ValueError for anything that is not a phone number ('anonymous', a SIP user name);
-    such callers are stored without a number.
+    Raises ValueError for anything that is not a phone number ('anonymous', a SIP user name,
+    more than MAX_DIGITS digits); such callers are stored without a number.
     """
-    compact = _SEPARATORS.sub("", number)
+    compact = _DIGIT.sub(lambda digit: str(int(digit.group())), _SEPARATORS.sub("", number))
     if not _NUMBER.fullmatch(compact):
-        raise ValueError("not a phone number: expected up to 20 digits with an optional '+'")
+        raise ValueError(
+            f"not a phone number: expected up to {MAX_DIGITS} digits with an optional '+'"
+        )
     return compact
+
+
+def is_phone_number(text: str) -> bool:
+    try:
+        normalize(text)
+    except ValueError:
+        return False
+    return True
 
 
 def number_hash(number: str, *, key: bytes) -> str:
@@ -34,8 +55,17 @@ def number_hash(number: str, *, key: bytes) -> str:
 
 
 def mask(number: str) -> str:
-    """A display form that hides the middle: '+15551234567' -> '+1******4567'."""
-    compact = normalize(number)
+    """A display form that hides the middle: '+15551234567' -> '+1******4567'.
+
+    Never raises, and never longer than MASK_LENGTH. A phone number keeps its first digit and
+    last four (an extension its last two); anything else (a run of digits too long to be a
+    phone number, text with control characters) has every digit hidden.
+    """
+    cleaned = display_text.clean(number)
+    try:
+        compact = normalize(cleaned)
+    except ValueError:
+        return display_text.cut(_DIGIT.sub("*", cleaned), limit=MASK_LENGTH)
     plus = "+" if compact.startswith("+") else ""
     digits = compact.removeprefix("+")
     if len(digits) <= _SHOWN_TAIL + 3:  # short numbers (extensions) keep only the last two

@@ -6,6 +6,10 @@ from `call_events` (times are the media worker's monotonic clock, ms from `call.
 does not depend on which batch an event arrived in. Events of a call whose `call.started` is not
 stored yet wait in `call_events` and are projected when it arrives.
 
+What a caller controls (its number, the number it dialled, anything a worker copies from SIP) is
+written cleaned and cut to its column (admin.display_text): PostgreSQL refuses a NUL or a value
+longer than the column, and one such event must not leave its call unrecorded.
+
 Outcome, decided at `call.ended`:
 - `escalated`: a handoff was requested or the call was transferred;
 - `contained`: answered, and either the agent ended the call (end reason `agent:*`) or the call
@@ -25,9 +29,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import String, func, select
+from sqlalchemy.orm import QueryableAttribute, Session
 
+from admin import display_text
 from admin.models import (
     Call,
     CallEventRecord,
@@ -46,7 +51,7 @@ from admin.models import (
     TranscriptSegment,
     TurnMetrics,
 )
-from admin.phone_numbers import mask, number_hash
+from admin.phone_numbers import is_phone_number, mask, number_hash
 from telephony.events import CallEvent, CallEventKind
 
 log = logging.getLogger(__name__)
@@ -59,6 +64,20 @@ _HANDOFF_REASONS = {
     "no_response": EscalationReason.MISUNDERSTANDING,  # reprompted until it gave up
 }
 _AGENT = CallEventKind.AGENT.value
+
+
+def _width(column: QueryableAttribute[Any]) -> int:
+    """How many characters a column holds: longer text from an event is cut before it is
+    written (PostgreSQL refuses it; SQLite would keep it whole)."""
+    column_type = column.property.columns[0].type
+    if not isinstance(column_type, String) or column_type.length is None:
+        raise TypeError(f"{column} is not a string column of fixed width")
+    return column_type.length
+
+
+_TO_NUMBER = _width(Call.to_number)
+_CODEC = _width(CallLeg.codec)
+_END_REASON = min(_width(Call.end_reason), _width(CallLeg.end_reason))
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +141,7 @@ class Projection:
         if session.get(Call, event.call_id) is not None:
             return False
         data = event.data
-        caller_hash, caller_masked = self._caller(_text(data.get("from")))
+        caller_hash, caller_masked = self._caller(display_text.clean(_text(data.get("from"))))
         line_name = _text(data.get("line"))
         line_id = (
             session.scalar(select(Line.id).where(Line.name == line_name)) if line_name else None
@@ -133,7 +152,7 @@ class Projection:
             line_id=line_id,
             caller_hash=caller_hash,
             caller_masked=caller_masked,
-            to_number=_text(data.get("to"))[:64],
+            to_number=_dialled(_text(data.get("to"))),
             started_at=started,
         )
         session.add(call)
@@ -222,7 +241,7 @@ class Projection:
     def _answered(self, session: Session, call: Call, event: CallEvent) -> None:
         answered = _not_before(_wall(event), call.started_at)
         call.answered_at = answered
-        codec = _text(event.data.get("codec"))[:16] or None
+        codec = display_text.shown(_text(event.data.get("codec")), limit=_CODEC) or None
         for leg in call.legs:
             if leg.kind is LegKind.CALLER:
                 leg.codec = codec
@@ -250,7 +269,7 @@ class Projection:
             )
 
     def _caller_segment(self, session: Session, call: Call, event: CallEvent) -> None:
-        text = _text(event.data.get("text")).strip()
+        text = display_text.clean(_text(event.data.get("text"))).strip()
         if not text:
             return
         seen = self._seen(session, call.id, event)
@@ -277,7 +296,7 @@ class Projection:
         )
 
     def _agent_segment(self, session: Session, call: Call, event: CallEvent) -> None:
-        text = _text(event.data.get("text")).strip()
+        text = display_text.clean(_text(event.data.get("text"))).strip()
         utterance = _text(event.data.get("utterance_id"))
         if not text:
             return
@@ -302,7 +321,7 @@ class Projection:
         # (the flush paused it for a back-channel).
         cut = flushed and (not done or flushed[-1].t_mono_ns > done[-1].t_mono_ns)
         if cut and not (resumed and resumed[-1].t_mono_ns > flushed[-1].t_mono_ns):
-            heard_text = _text(event.data.get("heard_text")).strip() or None
+            heard_text = display_text.clean(_text(event.data.get("heard_text"))).strip() or None
             _interrupt(segment, _count(flushed[-1].data.get("played_ms")) or 0, heard_text)
         session.add(segment)
 
@@ -376,7 +395,7 @@ class Projection:
 
     def _ended(self, session: Session, call: Call, event: CallEvent) -> None:
         ended = _not_before(_wall(event), call.started_at)
-        reason = _text(event.data.get("reason"))[:64] or "unknown"
+        reason = display_text.shown(_text(event.data.get("reason")), limit=_END_REASON) or "unknown"
         call.ended_at, call.end_reason = ended, reason
         for leg in call.legs:
             if leg.ended_at is None:
@@ -436,6 +455,14 @@ class Projection:
             )
         )
         return origin or 0
+
+
+def _dialled(to: str) -> str:
+    """The dialled number as stored: in clear when it is a phone number (one of our lines', as a
+    rule), else masked like a caller's (what a caller dials may be anything)."""
+    if is_phone_number(to):
+        return display_text.shown(to, limit=_TO_NUMBER)
+    return mask(to)
 
 
 def _utterance(data: dict[str, Any]) -> str:

@@ -54,6 +54,10 @@ def test_a_malformed_cursor_is_refused(garbage: str) -> None:
             {"digit": "0", "codec": "G722", "n": 5551234567},
         ),
         ({"id": "a1b2c3d4e5f60718293a4b5c6d7e8f90"}, {"id": "a1b2c3d4e5f60718293a4b5c6d7e8f90"}),
+        # What a hostile caller sends: too many digits, digits of another script, NULs.
+        ({"from": f"sip:+{'1' * 40}@pbx"}, {"from": f"sip:+{'*' * 19}…[+21 chars]@pbx"}),
+        ({"note": "call ٥٥٥١٢٣٤٥٦٧"}, {"note": "call 5*****4567"}),
+        ({"from": "sip:+1555\x00123\x004567@pbx"}, {"from": "sip:+1******4567@pbx"}),
     ],
 )
 def test_numbers_in_event_data_are_masked(

@@ -13,6 +13,7 @@ from typing import Any, Literal
 from sqlalchemy import ColumnElement, and_, exists, or_, select
 from sqlalchemy.orm import Session
 
+from admin import display_text
 from admin.api import cursor, event_redaction
 from admin.api.cursor import BadCursor, Position
 from admin.api.schemas import (
@@ -219,11 +220,12 @@ def _summary(row: Any) -> CallSummary:
         line_id=call.line_id,
         line=row.line_name,
         caller=call.caller_masked,
-        to_number=call.to_number,
+        # Written cleaned (admin.projection); cleaned again for rows stored before that.
+        to_number=display_text.clean(call.to_number),
         started_at=call.started_at,
         answered_at=call.answered_at,
         ended_at=call.ended_at,
-        end_reason=call.end_reason,
+        end_reason=display_text.clean(call.end_reason) if call.end_reason else None,
         outcome=call.outcome,
         escalated=bool(row.escalated),
         duration_ms=row.duration_ms,

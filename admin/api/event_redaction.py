@@ -1,15 +1,25 @@
-"""Call event data as the API shows it: caller numbers masked, wherever they sit.
+"""Call event data as the API shows it: caller numbers masked, caller text made safe.
 
 Workers put the caller's SIP URI into `call.started` ("from") and may put numbers into other
 fields; the API never returns them in clear. Named fields are masked as numbers, and any run of
 seven or more digits in any string (a number read out, a card typed on the keypad) is masked too.
+
+Whatever a caller sent is in there as it came (a display name of 10 kB, NULs, bidi overrides,
+invalid UTF-8): every string is cleaned and cut (admin.display_text), so one hostile call
+cannot break a response or the /live stream.
 """
 
 from __future__ import annotations
 
+import math
 import re
 
-from admin import phone_numbers
+from admin import display_text, phone_numbers
+
+TEXT_LIMIT = 2000  # characters of one string; a longer one ends in '…[+N chars]'
+KEY_LIMIT = 64
+DEPTH_LIMIT = 16  # nesting shown; workers send flat objects
+_TOO_DEEP = "…[nested too deep]"
 
 _CALLER_FIELDS = frozenset({"from", "caller", "caller_number", "remote_uri", "from_uri"})
 # A number as people and SIP URIs write it: optional '+', then digits with separators.
@@ -17,20 +27,32 @@ _NUMBER_RUN = re.compile(r"(?<![\w+])\+?\d(?:[\s\-.()/]?\d){6,}(?!\w)")
 _SIP_USER = re.compile(r"^(?P<head>(?:.*<)?(?:sips?|tel):)(?P<user>[^@;>]+)(?P<tail>.*)$")
 
 
-def redact(data: object) -> object:
-    """A copy of `data` (JSON-like) with every caller number masked."""
+def redact(data: object, *, depth: int = 0) -> object:
+    """A copy of `data` (JSON-like) with every caller number masked and every string safe."""
+    if depth > DEPTH_LIMIT:
+        return _TOO_DEEP
     if isinstance(data, dict):
         return {
-            key: mask_uri(value)
-            if key in _CALLER_FIELDS and isinstance(value, str)
-            else redact(value)
+            display_text.shown(str(key), limit=KEY_LIMIT): _field(key, value, depth)
             for key, value in data.items()
         }
     if isinstance(data, list):
-        return [redact(item) for item in data]
+        return [redact(item, depth=depth + 1) for item in data]
     if isinstance(data, str):
-        return mask_digit_runs(data)
+        return _text(mask_digit_runs(display_text.clean(data)))
+    if isinstance(data, float) and not math.isfinite(data):
+        return None  # JSON has no NaN or infinity; a browser's parser refuses them
     return data
+
+
+def _field(key: object, value: object, depth: int) -> object:
+    if key in _CALLER_FIELDS and isinstance(value, str):
+        return _text(mask_uri(display_text.clean(value)))
+    return redact(value, depth=depth + 1)
+
+
+def _text(text: str) -> str:
+    return display_text.cut(text, limit=TEXT_LIMIT)
 
 
 def mask_uri(uri: str) -> str:
@@ -47,7 +69,6 @@ def mask_digit_runs(text: str) -> str:
 
 
 def _mask_or_keep(user: str) -> str:
-    try:
+    if phone_numbers.is_phone_number(user):
         return phone_numbers.mask(user)
-    except ValueError:  # 'anonymous', a SIP user name: not a number
-        return mask_digit_runs(user)
+    return mask_digit_runs(user)  # 'anonymous', a SIP user name: not a number

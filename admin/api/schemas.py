@@ -97,7 +97,7 @@ class CallSummary(BaseModel):
     line_id: int | None
     line: str | None
     caller: str | None = Field(description="the caller's number, masked; never in clear")
-    to_number: str
+    to_number: str = Field(description="the number dialled; masked when it is no phone number")
     started_at: dt.datetime
     answered_at: dt.datetime | None
     ended_at: dt.datetime | None
@@ -155,7 +155,10 @@ class EventOut(BaseModel):
     kind: str
     occurred_at: dt.datetime
     received_at: dt.datetime
-    data: dict[str, Any] = Field(description="as the worker sent it, caller numbers masked")
+    data: dict[str, Any] = Field(
+        description="as the worker sent it, caller numbers masked, control characters removed "
+        "and strings over 2000 characters cut ('…[+N chars]')"
+    )
 
 
 class TurnMetricsOut(Out):

@@ -4,6 +4,10 @@ Calls are read in pages (keyset pagination on started_at, id) and written as the
 memory stays bounded whatever the range holds. The file is written under a `.part` name and
 renamed when complete: a reader never sees half an export. Its name follows from the request,
 so exporting the same range again replaces the file with the same content.
+
+What a caller sent (the number it dialled, an end reason) is written cleaned (admin.display_text),
+and a CSV cell that a spreadsheet would run as a formula ('=HYPERLINK(...)', '+cmd|...') starts
+with an apostrophe, so opening an export runs nothing a caller wrote.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import IO, Any, Literal
 from sqlalchemy import Select, and_, func, or_, select
 from sqlalchemy.orm import Session, selectinload
 
+from admin import display_text
 from admin.jobs.errors import JobInputError
 from admin.models import Call, CallMetrics, Line, TranscriptSegment
 
@@ -28,6 +33,9 @@ ExportFormat = Literal["csv", "jsonl"]
 FORMATS: tuple[ExportFormat, ...] = ("csv", "jsonl")
 PAGE = 200  # calls per query
 Progress = Callable[[int, int, Path], None]  # done, total, the file being written
+# What a spreadsheet would run as a formula; a sign before only digits and stars (a masked
+# number, '+1******4567') cannot call anything, and stays as it is.
+_FORMULA = re.compile(r"[=@\t\r]|[+-](?![0-9*]*$)")
 
 COLUMNS = (
     "call_id",
@@ -180,7 +188,7 @@ def _writer(out: IO[str], request: ExportRequest) -> Callable[[Call], None]:
         row = _row(call)
         if request.transcripts:
             row["transcript"] = "\n".join(_transcript_line(s) for s in call.segments)
-        table.writerow({key: "" if value is None else value for key, value in row.items()})
+        table.writerow({key: _cell(value) for key, value in row.items()})
 
     return write_csv
 
@@ -191,11 +199,11 @@ def _row(call: Call) -> dict[str, Any]:
         "call_id": call.id,
         "line": call.line.name if call.line else None,
         "caller": call.caller_masked,
-        "to_number": call.to_number,
+        "to_number": display_text.clean(call.to_number),
         "started_at": _iso(call.started_at),
         "answered_at": _iso(call.answered_at),
         "ended_at": _iso(call.ended_at),
-        "end_reason": call.end_reason,
+        "end_reason": display_text.clean(call.end_reason) if call.end_reason else None,
         "outcome": call.outcome.value if call.outcome else None,
         "duration_ms": metrics.duration_ms if metrics else None,
         "turns": metrics.turns if metrics else None,
@@ -204,6 +212,14 @@ def _row(call: Call) -> dict[str, Any]:
         "voice_to_voice_p50_ms": metrics.voice_to_voice_p50_ms if metrics else None,
         "voice_to_voice_p95_ms": metrics.voice_to_voice_p95_ms if metrics else None,
     }
+
+
+def _cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, str) and _FORMULA.match(value):
+        return "'" + value
+    return value
 
 
 def _segment(segment: TranscriptSegment) -> dict[str, Any]:

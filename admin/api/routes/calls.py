@@ -86,10 +86,6 @@ def _scope(principal: Principal) -> ColumnElement[bool] | None:
 def _caller_hash(caller: str, key: bytes) -> str:
     try:
         return phone_numbers.number_hash(caller, key=key)
-    except ValueError:
-        detail = ErrorDetail(
-            loc=["query", "caller"],
-            message="not a phone number: expected up to 20 digits with an optional '+'",
-            type="value_error",
-        )
+    except ValueError as error:
+        detail = ErrorDetail(loc=["query", "caller"], message=str(error), type="value_error")
         raise ApiError(422, "the request is not valid; see details", details=[detail]) from None

@@ -2,12 +2,15 @@
 
 Authenticate with `Authorization: Bearer <token>`, `X-API-Key: <key>`, or `?token=<token>`
 (browsers cannot set headers on a WebSocket). Supervisors and admins only. Each message is
-{"type": "event", "event": {...}} (caller numbers masked) or {"type": "error", "error": {...}}.
+{"type": "event", "event": {...}} (caller numbers masked, caller text made safe) or
+{"type": "error", "error": {...}}. An event that cannot be shown is left out (and logged); the
+stream goes on.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from typing import cast
 
@@ -103,10 +106,24 @@ async def _stream(
             database_down = True
             events = []
         for event in events:
-            await websocket.send_json(
-                {"type": "event", "event": event_out(event).model_dump(mode="json")}
-            )
+            message = _event_message(event)
+            if message is not None:
+                await websocket.send_text(message)
         await asyncio.sleep(context.live_poll_s)
+
+
+def _event_message(event: CallEventRecord) -> str | None:
+    """The event as a message, or None for one that cannot be shown (logged): every watcher
+    gets the same events, so one that fails must not end every stream."""
+    try:
+        shown = {"type": "event", "event": event_out(event).model_dump(mode="json")}
+        return json.dumps(shown, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    except Exception:
+        log.exception(
+            "call event left out of /live",
+            extra={"event_id": event.event_id, "call_id": event.call_id},
+        )
+        return None
 
 
 async def _until_closed(websocket: WebSocket) -> None:
