@@ -43,6 +43,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     if not _upgrade_database(settings):
         return 2
+    _edge_notices(settings)
     from admin.sync_commands import sync_settings
 
     if not sync_settings(settings):  # disclosures (rendered) and lines, before any call
@@ -90,6 +91,32 @@ def cmd_run(args: argparse.Namespace) -> int:
         flush=True,
     )
     return supervisor.run()
+
+
+def _edge_notices(settings: Any) -> None:
+    """Says what the edge will accept, and makes its TLS pair when none is configured."""
+    sip = settings.sip
+    if sip.tls.enabled:
+        certificate, key = settings.tls_files()
+        if sip.tls.certificate is None:
+            from admin.tls_files import ensure_self_signed
+
+            hosts = [h for h in (sip.advertise_host, sip.host) if h and h != "0.0.0.0"]
+            created = ensure_self_signed(certificate, key, hosts=hosts or ["127.0.0.1"])
+            state = "generated" if created else "using the"
+            print(
+                f"parley: SIP over TLS on port {sip.tls.port}: {state} self-signed certificate "
+                f"{certificate} (set sip.tls.certificate and sip.tls.private_key for a real one)",
+                file=sys.stderr,
+            )
+    if sip.anonymous_sources:
+        print(
+            "parley: callers from "
+            + ", ".join(sip.anonymous_sources)
+            + " need no trunk (sip.anonymous_sources); everyone else must match one of "
+            + f"{len(sip.trunks)} trunk(s) in sip.trunks or gets 403",
+            file=sys.stderr,
+        )
 
 
 def _upgrade_database(settings: Any) -> bool:
@@ -141,8 +168,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from admin.event_pipeline import start_shipper
     from admin.logs import configure
     from admin.sync_commands import worker_disclosures
-    from agent.profiles import create_session
+    from agent.profiles import create_session, needs_server
     from telephony.events import JsonlOutlet
+    from telephony.readiness import LineReadiness
     from telephony.worker import serve
 
     settings = _settings(args)
@@ -151,6 +179,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
     spool = settings.events_dir() / f"worker-{args.index}.jsonl"
     outlet = JsonlOutlet(spool, segment_bytes=settings.events.segment_bytes)
     shipper = start_shipper(settings, spool)
+    readiness = LineReadiness(
+        settings.lines_config(),
+        lambda line: settings.session_target(line).engine_url if needs_server(line.agent) else None,
+    )
     try:
         serve(
             config,
@@ -158,6 +190,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
             session_factory=lambda line: create_session(line.agent, settings.session_target(line)),
             outlet=outlet,
             disclosures=worker_disclosures(settings),
+            readiness=readiness,
+            background=readiness.run,
         )
     except RuntimeError as error:
         log.error("media worker failed", extra={"error": str(error)})

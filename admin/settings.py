@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -23,34 +23,132 @@ from admin.disclosure_settings import ConsentSettings, DisclosureSettings
 from admin.jobs.config import JobsSettings
 from admin.keyfile import Keys, load_keys
 from agent.profiles import PROFILES, SessionTarget
-from telephony.edge import EdgeConfig, WorkerAddress
+from telephony.edge import EdgeConfig, FloodLimits, TlsListener, WorkerAddress
 from telephony.lines import Line, LineRouter
 from telephony.rtpwatch import MIN_TIMEOUT_S
-from telephony.worker import WorkerConfig
+from telephony.trunks import SrtpPolicy, Trunk, check_trunks, normalize_sources
+from telephony.worker_config import WorkerConfig
 
 CALLS_PER_WORKER = 4  # pjsua2's compiled-in limit (FACTS.md)
+# The embedded engine holds 20 calls on a 2-core machine (docs/benchmarks.md): the default
+# capacity matches it, in whole workers.
+DEFAULT_CALL_CAPACITY = 20
 
 
-class SipSettings(BaseModel):
-    host: str = "0.0.0.0"
+class Section(BaseModel):
+    """A settings section: a key it does not know is an error, never silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class TlsSettings(Section):
+    enabled: bool = Field(True, description="SIP over TLS on the edge")
+    port: int = Field(5061, ge=1, le=65535)
+    certificate: Path | None = Field(
+        None, description="PEM certificate chain; unset: a self-signed pair in data_dir/tls"
+    )
+    private_key: Path | None = Field(None, description="PEM private key for the certificate")
+
+    @model_validator(mode="after")
+    def _pair(self) -> TlsSettings:
+        if (self.certificate is None) != (self.private_key is None):
+            raise ValueError("set both sip.tls.certificate and sip.tls.private_key, or neither")
+        return self
+
+
+class FloodSettings(Section):
+    """The edge's protection against one source or everyone at once sending too much."""
+
+    requests_per_s: int = Field(
+        60, ge=1, description="per source (not workers); above it for 2 s the source is banned"
+    )
+    ban_s: int = Field(60, ge=1, description="how long a flooding source is ignored")
+    calls_per_s: int = Field(50, ge=1, description="new calls per second, all sources together")
+    max_message_bytes: int = Field(8192, ge=1500, le=65535, description="larger requests: 513")
+
+
+class TrunkSettings(Section):
+    name: str
+    sources: list[str] = Field(
+        default_factory=list, description="addresses or CIDRs it calls from; empty: any"
+    )
+    username: str | None = Field(None, description="inbound digest credentials (optional)")
+    password: SecretStr | None = None
+    numbers: list[str] = Field(
+        default_factory=list, description="numbers it may dial ('555*' = prefix); empty: any"
+    )
+    max_calls: int | None = Field(None, ge=1, description="concurrent calls")
+    calls_per_s: int | None = Field(None, ge=1, description="new calls per second")
+    srtp: SrtpPolicy = Field("optional", description="off, optional or required (SDES)")
+
+    @field_validator("sources")
+    @classmethod
+    def _cidrs(cls, value: list[str]) -> list[str]:
+        return list(normalize_sources(value))
+
+    def trunk(self) -> Trunk:
+        return Trunk(
+            name=self.name,
+            sources=tuple(self.sources),
+            username=self.username,
+            password=self.password.get_secret_value() if self.password else None,
+            numbers=tuple(self.numbers),
+            max_calls=self.max_calls,
+            calls_per_s=self.calls_per_s,
+            srtp=self.srtp,
+        )
+
+
+class SipSettings(Section):
+    host: str = Field("0.0.0.0", description="the edge listens here (UDP, TCP and TLS)")
     port: int = Field(5060, ge=1, le=65535)
-    advertise_host: str | None = None
-    call_capacity: int = Field(8, ge=1, le=4000, description="concurrent calls; 4 per worker")
+    advertise_host: str | None = Field(
+        None, description="the address callers reach the edge and workers at (behind NAT)"
+    )
+    media_host: str = Field("0.0.0.0", description="workers listen for RTP here")
+    media_advertise_host: str | None = Field(
+        None, description="the RTP address written into SDP; default: advertise_host"
+    )
+    call_capacity: int = Field(
+        DEFAULT_CALL_CAPACITY, ge=1, le=4000, description="concurrent calls; 4 per worker"
+    )
     worker_host: str = "127.0.0.1"
     worker_base_port: int = Field(5071, ge=1024, le=65000)
     rtp_base_port: int = Field(20000, ge=1024, le=65000)
     rtp_ports_per_worker: int = Field(40, ge=8)
     rtp_timeout_s: float = Field(30.0, ge=MIN_TIMEOUT_S)
+    ack_timeout_s: float = Field(5.0, ge=1, description="an answered call never ACKed ends")
+    first_rtp_timeout_s: float = Field(
+        8.0, ge=2, description="an answered call that never sends RTP ends"
+    )
     stats_interval_s: float = Field(5.0, ge=0)
     probe_interval_s: int = Field(2, ge=1)
     pj_log_level: int = Field(0, ge=0, le=6)
+    tls: TlsSettings = Field(default_factory=lambda: TlsSettings())  # noqa: PLW0108
+    trunks: list[TrunkSettings] = Field(default_factory=list)
+    anonymous_sources: list[str] = Field(
+        default_factory=lambda: ["127.0.0.0/8", "::1/128"],
+        description="callers from these CIDRs need no trunk; default: this host only",
+    )
+    anonymous_srtp: SrtpPolicy = "optional"
+    flood: FloodSettings = Field(default_factory=lambda: FloodSettings())  # noqa: PLW0108
+
+    @field_validator("anonymous_sources")
+    @classmethod
+    def _cidrs(cls, value: list[str]) -> list[str]:
+        return list(normalize_sources(value))
+
+    @model_validator(mode="after")
+    def _trunks_valid(self) -> SipSettings:
+        check_trunks(t.trunk() for t in self.trunks)
+        return self
 
     @property
     def workers(self) -> int:
         return -(-self.call_capacity // CALLS_PER_WORKER)
 
 
-class EngineSettings(BaseModel):
+class EngineSettings(Section):
     """The embedded engine server that `parley run` starts (`parley engine`)."""
 
     enabled: bool = True
@@ -70,7 +168,7 @@ class EngineSettings(BaseModel):
         return self.url or f"ws://{self.host}:{self.port}/v1/realtime"
 
 
-class LineSettings(BaseModel):
+class LineSettings(Section):
     name: str
     numbers: list[str] = Field(default_factory=list)
     agent: str = "echo"
@@ -96,7 +194,7 @@ class LineSettings(BaseModel):
         return value
 
 
-class DatabaseSettings(BaseModel):
+class DatabaseSettings(Section):
     url: str | None = Field(
         None,
         description="SQLAlchemy URL: sqlite:///path or postgresql+psycopg://user:pw@host/db; "
@@ -120,7 +218,7 @@ class DatabaseSettings(BaseModel):
         return value
 
 
-class SecuritySettings(BaseModel):
+class SecuritySettings(Section):
     """Keys that must stay the same for the life of the data: changing one breaks lookups by
     caller number or the audit chain. Unset, each is generated once into data_dir/keys.json."""
 
@@ -139,7 +237,7 @@ class SecuritySettings(BaseModel):
         return value
 
 
-class EventsSettings(BaseModel):
+class EventsSettings(Section):
     """How call events travel from the media workers' spool files to the database."""
 
     carrier: Literal["file", "redis"] | None = Field(
@@ -274,20 +372,40 @@ class Settings(BaseSettings):
 
     def worker_config(self, index: int) -> WorkerConfig:
         sip = self.sip
+        # SRTP is refused only where every caller must go without it.
+        srtp_policies = {t.srtp for t in sip.trunks} | {sip.anonymous_srtp}
         return WorkerConfig(
             index=index,
             sip_host=sip.worker_host,
             sip_port=sip.worker_base_port + index,
+            public_host=sip.advertise_host,
+            media_host=sip.media_host,
+            media_public_host=sip.media_advertise_host or sip.advertise_host,
             rtp_port=sip.rtp_base_port + index * sip.rtp_ports_per_worker,
             rtp_port_range=sip.rtp_ports_per_worker,
+            srtp="off" if srtp_policies == {"off"} else "optional",
             max_calls=CALLS_PER_WORKER,
             rtp_timeout_s=sip.rtp_timeout_s,
+            ack_timeout_s=sip.ack_timeout_s,
+            first_rtp_timeout_s=sip.first_rtp_timeout_s,
             stats_interval_s=sip.stats_interval_s,
             pj_log_level=sip.pj_log_level,
         )
 
+    def tls_files(self) -> tuple[Path, Path]:
+        """The edge's certificate and key: from the settings, or the generated pair."""
+        tls = self.sip.tls
+        if tls.certificate is not None and tls.private_key is not None:
+            return tls.certificate, tls.private_key
+        folder = self.data_dir / "tls"
+        return folder / "edge-cert.pem", folder / "edge-key.pem"
+
     def edge_config(self) -> EdgeConfig:
         sip = self.sip
+        tls = None
+        if sip.tls.enabled:
+            certificate, key = self.tls_files()
+            tls = TlsListener(port=sip.tls.port, certificate=certificate, private_key=key)
         return EdgeConfig(
             listen_host=sip.host,
             listen_port=sip.port,
@@ -297,6 +415,16 @@ class Settings(BaseSettings):
             ),
             probe_interval_s=sip.probe_interval_s,
             run_dir=self.data_dir / "edge",
+            tls=tls,
+            trunks=tuple(t.trunk() for t in sip.trunks),
+            anonymous_sources=tuple(sip.anonymous_sources),
+            anonymous_srtp=sip.anonymous_srtp,
+            flood=FloodLimits(
+                requests_per_s=sip.flood.requests_per_s,
+                ban_s=sip.flood.ban_s,
+                calls_per_s=sip.flood.calls_per_s,
+                max_message_bytes=sip.flood.max_message_bytes,
+            ),
         )
 
     def events_dir(self) -> Path:

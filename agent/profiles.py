@@ -31,6 +31,11 @@ class SessionTarget:
     agent_backchannels: bool = False
 
 
+def needs_server(profile: str) -> bool:
+    """Whether sessions of this profile depend on a model server being up."""
+    return profile == "embedded"
+
+
 def create_session(profile: str, target: SessionTarget) -> DuplexSession:
     """A new session for one call. Raises UnknownProfile for a name no line may use."""
     if profile == "embedded":

@@ -20,9 +20,15 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from telephony import edge_script
+from telephony.edge_script import STATS, ScriptInputs, WorkerRoute
+from telephony.trunks import SrtpPolicy, Trunk, check_trunks, normalize_sources
+
 __all__ = [
     "EdgeConfig",
     "EdgeUnavailable",
+    "FloodLimits",
+    "TlsListener",
     "WorkerAddress",
     "find_kamailio",
     "kamailio_command",
@@ -37,15 +43,9 @@ CFG_NAME = "kamailio.cfg"
 DISPATCHER_LIST_NAME = "dispatcher.list"
 PID_NAME = "kamailio.pid"
 CTL_SOCKET_NAME = "kamailio_ctl"
+TLS_CFG_NAME = "tls.cfg"
 
-# Workers form dispatcher set 1; the edge has no other destination set.
-WORKER_SET = 1
-
-# Algorithm 4 is round-robin over the active destinations.  Call-load
-# balancing (10) would need the dialog module and per-dialog bookkeeping in the
-# script; workers all have the same capacity and a busy worker answers 486,
-# which the failure route turns into a retry on the next one.
-DISPATCH_ALGORITHM = 4
+WORKER_SET = edge_script.WORKER_SET
 
 # INVITE towards a worker: with no reply at all, give up after 1.5 s.  On UDP
 # the request goes out at 0 and 0.5 s (T1 = 500 ms), so a dead worker on the
@@ -59,8 +59,7 @@ WORKER_FR_INV_TIMER_MS = 15000
 # UDP retransmissions time to get through a lossy path before giving up.
 IN_DIALOG_FR_TIMER_MS = 8000
 
-RETRY_AFTER_S = 5
-ALLOWED_METHODS = "INVITE, ACK, BYE, CANCEL, OPTIONS"
+TCP_MAX_CONNECTIONS = 2048
 
 # Kamailio's Debian package installs modules in a multiarch directory; other
 # builds use lib/ or lib64/.  The first directory holding tm.so wins.
@@ -95,6 +94,23 @@ class WorkerAddress:
 
 
 @dataclass(frozen=True)
+class TlsListener:
+    """SIP over TLS on the edge: its port and the certificate it presents."""
+
+    port: int = 5061
+    certificate: Path = Path("var/tls/edge-cert.pem")
+    private_key: Path = Path("var/tls/edge-key.pem")
+
+
+@dataclass(frozen=True)
+class FloodLimits:
+    requests_per_s: int = 60  # per source, averaged over 2 s; above it: banned
+    ban_s: int = 60
+    calls_per_s: int = 50  # new calls, every source together
+    max_message_bytes: int = 8192
+
+
+@dataclass(frozen=True)
 class EdgeConfig:
     """Everything the edge's generated configuration depends on."""
 
@@ -107,6 +123,12 @@ class EdgeConfig:
     shm_mb: int = 64
     pkg_mb: int = 8
     children: int = 4
+    tls: TlsListener | None = None
+    trunks: tuple[Trunk, ...] = ()
+    # Callers from these ranges need no trunk (default: this host only, for trying it out).
+    anonymous_sources: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+    anonymous_srtp: SrtpPolicy = "optional"
+    flood: FloodLimits = FloodLimits()
 
 
 class EdgeUnavailable(RuntimeError):
@@ -166,6 +188,12 @@ def _validate(cfg: EdgeConfig) -> None:
     for name in ("probe_interval_s", "shm_mb", "pkg_mb", "children"):
         if getattr(cfg, name) < 1:
             raise ValueError(f"{name} must be at least 1")
+    check_trunks(cfg.trunks)
+    normalize_sources(cfg.anonymous_sources)
+    if cfg.tls is not None:
+        _check_port(cfg.tls.port, "TLS")
+        if cfg.tls.port == cfg.listen_port:
+            raise ValueError("the TLS port must differ from the UDP/TCP port")
 
 
 def _run_dir(cfg: EdgeConfig) -> Path:
@@ -197,10 +225,17 @@ def _listen_lines(cfg: EdgeConfig) -> list[str]:
     if cfg.advertise_host is not None:
         adv_host = _sip_host(cfg.advertise_host, "advertise_host")
         advertise = f" advertise {adv_host}:{cfg.listen_port}"
-    return [
+    lines = [
         f"listen=udp:{host}:{cfg.listen_port}{advertise}",
         f"listen=tcp:{host}:{cfg.listen_port}{advertise}",
     ]
+    if cfg.tls is not None:
+        tls_advertise = ""
+        if cfg.advertise_host is not None:
+            tls_advertise = f" advertise {_sip_host(cfg.advertise_host, 'advertise_host')}:"
+            tls_advertise += str(cfg.tls.port)
+        lines.append(f"listen=tls:{host}:{cfg.tls.port}{tls_advertise}")
+    return lines
 
 
 def _alias_lines(cfg: EdgeConfig) -> list[str]:
@@ -209,7 +244,10 @@ def _alias_lines(cfg: EdgeConfig) -> list[str]:
     if cfg.advertise_host is None:
         return []
     adv_host = _sip_host(cfg.advertise_host, "advertise_host")
-    return [f"alias={adv_host}:{cfg.listen_port}"]
+    aliases = [f"alias={adv_host}:{cfg.listen_port}"]
+    if cfg.tls is not None:
+        aliases.append(f"alias={adv_host}:{cfg.tls.port}")
+    return aliases
 
 
 def _ping_from(cfg: EdgeConfig) -> str:
@@ -234,163 +272,6 @@ def _ctl_lines(run_dir: Path) -> list[str]:
         'loadmodule "ctl.so"',
         f'modparam("ctl", "binrpc", "unix:{socket}")',
     ]
-
-
-_ROUTING = """
-request_route {
-    route(REQINIT);
-
-    if (is_method("CANCEL")) {
-        # A CANCEL must follow its INVITE to the worker that has it.
-        if (t_check_trans()) {
-            t_relay();
-        } else {
-            sl_send_reply("481", "Call/Transaction Does Not Exist");
-        }
-        exit;
-    }
-
-    # Retransmissions are absorbed by the transaction they belong to.
-    if (!is_method("ACK")) {
-        if (t_precheck_trans()) {
-            t_check_trans();
-            exit;
-        }
-        t_check_trans();
-    }
-
-    if (has_totag()) {
-        route(WITHINDLG);
-        exit;
-    }
-
-    # A caller must not choose our next hop for a new call.
-    remove_hf("Route");
-
-    if (is_method("OPTIONS")) {
-        # The edge relays new requests only to its own workers, so an
-        # out-of-dialog OPTIONS is always about the edge: a keepalive from a
-        # trunk or a load balancer.
-        append_to_reply("Allow: __ALLOW__\\r\\n");
-        sl_send_reply("200", "OK");
-        exit;
-    }
-
-    if (is_method("INVITE")) {
-        # Stay on the path so ACK, BYE and re-INVITE come back through the
-        # edge; the worker's address never has to be reachable by callers.
-        record_route();
-        route(DISPATCH);
-        exit;
-    }
-
-    if (is_method("ACK")) {
-        # An ACK without a to-tag belongs to nothing we know.
-        exit;
-    }
-
-    # REGISTER, MESSAGE, SUBSCRIBE, ...: the edge is not a registrar or a
-    # presence server.
-    append_to_reply("Allow: __ALLOW__\\r\\n");
-    sl_send_reply("405", "Method Not Allowed");
-    exit;
-}
-
-route[REQINIT] {
-    if (!mf_process_maxfwd_header("10")) {
-        sl_send_reply("483", "Too Many Hops");
-        exit;
-    }
-    if (!sanity_check("17895", "7")) {
-        xlog("L_WARN", "edge: malformed $rm from $si:$sp dropped\\n");
-        exit;
-    }
-}
-
-route[WITHINDLG] {
-    if (loose_route()) {
-        t_set_fr(__FR_INV__, __FR_DLG__);
-        if (!t_relay()) {
-            sl_reply_error();
-        }
-        exit;
-    }
-    if (is_method("ACK")) {
-        # ACK for a negative final reply: it ends its INVITE transaction here.
-        if (t_check_trans()) {
-            t_relay();
-        }
-        exit;
-    }
-    # No Route header naming us: not a dialog that went through this edge.
-    sl_send_reply("404", "Not Here");
-    exit;
-}
-
-route[DISPATCH] {
-    if (!ds_select_dst("__SET__", "__ALG__")) {
-        xlog("L_WARN", "edge: no worker available for call $ci\\n");
-        append_to_reply("Retry-After: __RETRY__\\r\\n");
-        send_reply("503", "Service Unavailable");
-        exit;
-    }
-    xlog("L_INFO", "edge: call $ci -> $du\\n");
-    route(TO_WORKER);
-}
-
-route[TO_WORKER] {
-    t_set_fr(__FR_INV__, __FR__);
-    t_on_failure("WORKER_FAILED");
-    if (!t_relay()) {
-        sl_reply_error();
-    }
-    exit;
-}
-
-failure_route[WORKER_FAILED] {
-    if (t_is_canceled()) {
-        exit;
-    }
-    if (t_branch_timeout() || t_check_status("408")) {
-        # Silence from a worker means it is dead or wedged.  Take it out of
-        # rotation now; the OPTIONS probes put it back once it answers again.
-        xlog("L_WARN", "edge: worker $du timed out on call $ci, marking it down\\n");
-        ds_mark_dst("ip");
-    }
-    if (t_check_status("^(408|480|486|500|503)$") || t_branch_timeout()) {
-        # Busy (a worker holds at most a few calls), overloaded or dead:
-        # another worker may still take the call.
-        if (ds_next_dst()) {
-            xlog("L_INFO", "edge: call $ci failed over to $du after $T_reply_code\\n");
-            route(TO_WORKER);
-        }
-        xlog("L_WARN", "edge: every worker refused call $ci\\n");
-        append_to_reply("Retry-After: __RETRY__\\r\\n");
-        t_reply("503", "Service Unavailable");
-        exit;
-    }
-}
-
-event_route[dispatcher:dst-down] {
-    route(WORKER_NAME);
-    xlog("L_WARN", "edge: worker $var(worker) is down\\n");
-}
-
-event_route[dispatcher:dst-up] {
-    route(WORKER_NAME);
-    xlog("L_NOTICE", "edge: worker $var(worker) is up\\n");
-}
-
-route[WORKER_NAME] {
-    # A probe result carries the worker in the R-URI; ds_mark_dst() during a
-    # call carries it in the destination URI, while the R-URI is the caller's.
-    if ($du != $null) {
-        $var(worker) = $du;
-    } else {
-        $var(worker) = $ru;
-    }
-}
-"""
 
 
 def _probe_timeout_ms(cfg: EdgeConfig) -> int:
@@ -424,6 +305,12 @@ def render_config(cfg: EdgeConfig) -> str:
         'server_header="Server: Parley edge"',
         'user_agent_header="User-Agent: Parley edge"',
         "sip_warning=0",
+        # TCP and TLS: a bounded number of connections (Kamailio 5.6 has no per-message
+        # read timeout; a peer that trickles bytes holds one connection of these).
+        f"tcp_max_connections={TCP_MAX_CONNECTIONS}",
+        "tcp_connection_lifetime=3605",
+        "tcp_accept_no_cl=no",
+        *(["enable_tls=yes", f"tls_max_connections={TCP_MAX_CONNECTIONS}"] if cfg.tls else []),
         *_listen_lines(cfg),
         *_alias_lines(cfg),
         "",
@@ -447,8 +334,23 @@ def render_config(cfg: EdgeConfig) -> str:
         'loadmodule "xlog.so"',
         'loadmodule "sanity.so"',
         'loadmodule "dispatcher.so"',
+        'loadmodule "dialog.so"',
+        'loadmodule "htable.so"',
+        'loadmodule "pike.so"',
+        'loadmodule "pipelimit.so"',
+        'loadmodule "ipops.so"',
+        'loadmodule "auth.so"',
+        'loadmodule "sdpops.so"',
+        'loadmodule "statistics.so"',
+        *(['loadmodule "tls.so"'] if cfg.tls else []),
         *_ctl_lines(run_dir),
         "",
+        *_guard_params(cfg),
+        *(
+            [f'modparam("tls", "config", "{run_dir / TLS_CFG_NAME}")']
+            if cfg.tls is not None
+            else []
+        ),
         f'modparam("tm", "fr_timer", {_probe_timeout_ms(cfg)})',
         f'modparam("tm", "fr_inv_timer", {WORKER_FR_INV_TIMER_MS})',
         f'modparam("dispatcher", "list_file", "{run_dir / DISPATCHER_LIST_NAME}")',
@@ -468,16 +370,70 @@ def render_config(cfg: EdgeConfig) -> str:
         # A worker that rejects OPTIONS with 4xx is still alive and serving.
         'modparam("dispatcher", "ds_ping_reply_codes", "class=2;code=403;code=404;code=405")',
     ]
-    routing = (
-        _ROUTING.replace("__ALLOW__", ALLOWED_METHODS)
-        .replace("__SET__", str(WORKER_SET))
-        .replace("__ALG__", str(DISPATCH_ALGORITHM))
-        .replace("__RETRY__", str(RETRY_AFTER_S))
-        .replace("__FR_INV__", str(WORKER_FR_INV_TIMER_MS))
-        .replace("__FR__", str(WORKER_FR_TIMER_MS))
-        .replace("__FR_DLG__", str(IN_DIALOG_FR_TIMER_MS))
+    return "\n".join(lines) + "\n" + edge_script.render_routes(_script_inputs(cfg))
+
+
+def _guard_params(cfg: EdgeConfig) -> list[str]:
+    flood = cfg.flood
+    return [
+        # pike counts each source's requests per 2 s window.
+        'modparam("pike", "sampling_time_unit", 2)',
+        f'modparam("pike", "reqs_density_per_unit", {flood.requests_per_s * 2})',
+        'modparam("pike", "remove_latency", 4)',
+        f'modparam("htable", "htable", "ban=>size=10;autoexpire={flood.ban_s};")',
+        # Calls-per-second pipes measured over one-second intervals.
+        'modparam("pipelimit", "timer_interval", 1)',
+        'modparam("dialog", "profiles_with_value", "trunk")',
+        'modparam("dialog", "dlg_match_mode", 1)',
+        # A dialog nobody ended (both sides vanished) is forgotten after 12 h.
+        'modparam("dialog", "default_timeout", 43200)',
+        'modparam("auth", "nonce_expire", 300)',
+        *(f'modparam("statistics", "variable", "{name}")' for name in STATS),
+    ]
+
+
+def _script_inputs(cfg: EdgeConfig) -> ScriptInputs:
+    routes = []
+    for worker in cfg.workers:
+        host = _sip_host(worker.host, "worker host")
+        contact_hosts = [host]
+        # Behind NAT a worker's Contact names the advertised address; it still means
+        # this worker.
+        if cfg.advertise_host is not None:
+            contact_hosts.append(_sip_host(cfg.advertise_host, "advertise_host"))
+        routes.append(WorkerRoute(_worker_uri(worker), worker.port, tuple(contact_hosts)))
+    return ScriptInputs(
+        workers=tuple(routes),
+        trunks=cfg.trunks,
+        anonymous_sources=normalize_sources(cfg.anonymous_sources),
+        anonymous_srtp=cfg.anonymous_srtp,
+        calls_per_s=cfg.flood.calls_per_s,
+        max_message_bytes=cfg.flood.max_message_bytes,
+        fr_timer_ms=WORKER_FR_TIMER_MS,
+        fr_inv_timer_ms=WORKER_FR_INV_TIMER_MS,
+        in_dialog_fr_timer_ms=IN_DIALOG_FR_TIMER_MS,
     )
-    return "\n".join(lines) + "\n" + routing
+
+
+def render_tls_config(tls: TlsListener) -> str:
+    """tls.cfg: the certificate the edge presents; callers are not asked for one."""
+    return "\n".join(
+        [
+            "# Parley SIP edge TLS, generated by telephony.edge; regenerate, do not edit.",
+            "[server:default]",
+            "method = TLSv1.2+",
+            "verify_certificate = no",
+            "require_certificate = no",
+            f"certificate = {tls.certificate.resolve()}",
+            f"private_key = {tls.private_key.resolve()}",
+            "",
+            "[client:default]",
+            "method = TLSv1.2+",
+            "verify_certificate = no",
+            "require_certificate = no",
+            "",
+        ]
+    )
 
 
 def write_files(cfg: EdgeConfig) -> Path:
@@ -487,8 +443,10 @@ def write_files(cfg: EdgeConfig) -> Path:
     list_text = render_dispatcher_list(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     _write_atomically(run_dir / DISPATCHER_LIST_NAME, list_text)
+    if cfg.tls is not None:
+        _write_atomically(run_dir / TLS_CFG_NAME, render_tls_config(cfg.tls))
     cfg_path = run_dir / CFG_NAME
-    _write_atomically(cfg_path, config_text)
+    _write_atomically(cfg_path, config_text)  # holds trunk passwords: owner-only
     log.info("wrote edge config %s with %d workers", cfg_path, len(cfg.workers))
     return cfg_path
 
@@ -497,7 +455,9 @@ def _write_atomically(path: Path, text: str) -> None:
     # A running edge may be told to reload dispatcher.list at any moment; it
     # must never read a half-written file.
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(text)
     tmp.replace(path)
 
 

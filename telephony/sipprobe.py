@@ -30,26 +30,39 @@ def status_code(response: bytes) -> int:
     return int(parts[1])
 
 
+def final_response(
+    sock: socket.socket, payload: bytes, host: str, port: int, *, timeout_s: float
+) -> bytes | None:
+    """Sends a request over a bound UDP socket, retransmitting, until a final response arrives.
+
+    Returns the response's bytes, or None when none came within the timeout.
+    """
+    sock.settimeout(0.2)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        sock.sendto(payload, (host, port))
+        try:
+            data, _ = sock.recvfrom(65535)
+        except (TimeoutError, ConnectionRefusedError):
+            continue
+        try:
+            code = status_code(data)
+        except ValueError:
+            continue
+        if code >= 200:
+            return data
+    return None
+
+
 def options_ping(host: str, port: int, *, timeout_s: float = 1.0) -> int:
     """Sends OPTIONS and returns the final status code; raises TimeoutError with no answer."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind(("127.0.0.1", 0))
-        sock.settimeout(0.2)
         request = build_options(host, port, sock.getsockname()[1])
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            sock.sendto(request, (host, port))
-            try:
-                data, _ = sock.recvfrom(65535)
-            except (TimeoutError, ConnectionRefusedError):
-                continue
-            try:
-                code = status_code(data)
-            except ValueError:
-                continue
-            if code >= 200:
-                return code
-    raise TimeoutError(f"no SIP answer from {host}:{port}")
+        answer = final_response(sock, request, host, port, timeout_s=timeout_s)
+    if answer is None:
+        raise TimeoutError(f"no SIP answer from {host}:{port}")
+    return status_code(answer)
 
 
 def wait_answering(host: str, port: int, *, timeout_s: float = 15.0) -> None:

@@ -20,7 +20,7 @@ import logging
 import signal
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,26 +43,22 @@ from telephony.mediaport import MediaPort, wake_on
 from telephony.pjthread import EndpointOptions, PjThread
 from telephony.prompts import fallback_prompt
 from telephony.rtpwatch import RtpInactivity
+from telephony.worker_config import WorkerConfig
+
+__all__ = ["MediaWorker", "ReadinessCheck", "WorkerConfig", "serve"]
 
 log = logging.getLogger(__name__)
 
 SessionFactory = Callable[[Line], DuplexSession]
 DisclosureSource = Callable[[Line], DisclosurePlan | None]
+ReadinessCheck = Callable[[Line], bool]  # can a new call on this line be served now?
+RETRY_AFTER_S = 5  # what a refused caller is told: the engine is usually back by then
+_SRTP_USE = {
+    "off": pj.PJMEDIA_SRTP_DISABLED,
+    "optional": pj.PJMEDIA_SRTP_OPTIONAL,
+    "required": pj.PJMEDIA_SRTP_MANDATORY,
+}
 PROMPT_AHEAD_FRAMES = 10  # disclosure audio queued ahead of the playout clock
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerConfig:
-    index: int = 0
-    sip_host: str = "127.0.0.1"
-    sip_port: int = 5071
-    public_host: str | None = None
-    rtp_port: int = 20000
-    rtp_port_range: int = 40
-    max_calls: int = 4
-    rtp_timeout_s: float = 30.0
-    stats_interval_s: float = 5.0
-    pj_log_level: int = 0
 
 
 @dataclass
@@ -176,12 +172,14 @@ class MediaWorker:
         session_factory: SessionFactory,
         outlet: EventOutlet,
         disclosures: DisclosureSource = lambda _line: None,
+        readiness: ReadinessCheck = lambda _line: True,
     ) -> None:
         self.config = config
         self.router = router
         self.session_factory = session_factory
         self.outlet = outlet
         self.disclosures = disclosures
+        self.readiness = readiness
         self.calls: dict[str, ActiveCall] = {}  # the registry, keyed by our own UUID
         self.loop: asyncio.AbstractEventLoop | None = None
         self.pj: PjThread | None = None
@@ -194,11 +192,19 @@ class MediaWorker:
         cfg = pj.AccountConfig()
         host = self.config.public_host or self.config.sip_host
         cfg.idUri = f"sip:parley@{host}:{thread.bound_port}"
-        cfg.mediaConfig.transportConfig.port = self.config.rtp_port
-        cfg.mediaConfig.transportConfig.portRange = self.config.rtp_port_range
-        cfg.mediaConfig.transportConfig.boundAddress = self.config.sip_host
-        if self.config.public_host:
-            cfg.mediaConfig.transportConfig.publicAddress = self.config.public_host
+        media = cfg.mediaConfig
+        media.transportConfig.port = self.config.rtp_port
+        media.transportConfig.portRange = self.config.rtp_port_range
+        # Callers send RTP straight here, from wherever they are: listen on the media address
+        # and write the address they can reach into SDP. pjmedia latches onto the source of
+        # the caller's packets when it differs from their SDP (a caller behind NAT).
+        media.transportConfig.boundAddress = self.config.media_host
+        if self.config.media_public_host:
+            media.transportConfig.publicAddress = self.config.media_public_host
+        # SDES keys arrive from the edge over the internal hop, which is not TLS: the edge
+        # decides which trunks must use SRTP; the worker accepts what the caller offers.
+        media.srtpUse = _SRTP_USE[self.config.srtp]
+        media.srtpSecureSignaling = 0
         account = _Account(self)
         account.create(cfg, True)
         self._account = account
@@ -216,6 +222,20 @@ class MediaWorker:
         if line is None:
             self._emit(CallEvent(call_id, CallEventKind.REJECTED, {"status": 404, "to": dialled}))
             self._pj_answer(call, 404)
+            self._pj_release_later(call)
+            return
+        if not self.readiness(line):
+            # The line's model cannot take a call yet (loading) or any more (lost): refuse
+            # with Retry-After so the edge tries elsewhere and a carrier retries later, rather
+            # than answer a call nobody can serve.
+            self._emit(
+                CallEvent(
+                    call_id,
+                    CallEventKind.REJECTED,
+                    {"status": 503, "to": dialled, "line": line.name, "reason": "not_ready"},
+                )
+            )
+            self._pj_answer(call, 503, retry_after_s=RETRY_AFTER_S)
             self._pj_release_later(call)
             return
         record = ActiveCall(call_id=call_id, line=line, pj_call=call)
@@ -236,9 +256,14 @@ class MediaWorker:
         )
         self._pj_answer(call, 200)
 
-    def _pj_answer(self, call: Any, status: int) -> None:
+    def _pj_answer(self, call: Any, status: int, *, retry_after_s: int | None = None) -> None:
         prm = pj.CallOpParam(True)
         prm.statusCode = status
+        if retry_after_s is not None:
+            header = pj.SipHeader()
+            header.hName = "Retry-After"
+            header.hValue = str(retry_after_s)
+            prm.txOption.headers.append(header)
         try:
             call.answer(prm)
         except pj.Error as error:
@@ -273,7 +298,11 @@ class MediaWorker:
             record.stats.codec = str(call.getStreamInfo(0).codecName)
         except pj.Error:
             record.stats.codec = ""
-        record.rtp_watch = RtpInactivity(self.config.rtp_timeout_s, time.monotonic())
+        record.rtp_watch = RtpInactivity(
+            self.config.rtp_timeout_s,
+            time.monotonic(),
+            first_packet_timeout_s=self.config.first_rtp_timeout_s,
+        )
         self.loop.call_soon_threadsafe(self._start_bridge, record)
 
     def _pj_call_state(self, record: ActiveCall, info: Any) -> None:
@@ -296,15 +325,25 @@ class MediaWorker:
 
     def _pj_tick(self, now: float) -> None:
         for record in list(self.calls.values()):
-            if record.ended or record.port is None or record.rtp_watch is None:
+            if record.ended:
+                continue
+            if record.answered_mono is None:
+                # Answered (200 OK) but never ACKed: a half-open call holding a slot. pjsip
+                # would wait 32 s for the ACK; a real caller's ACK takes one round trip.
+                if now - record.started_mono > self.config.ack_timeout_s:
+                    log.info("no ACK for the answer", extra={"call_id": record.call_id})
+                    self._pj_hangup(record, "no_ack", 408)
+                continue
+            if record.port is None or record.rtp_watch is None:
                 continue
             try:
                 _read_stream_stats(record.pj_call, record.stats)
             except pj.Error:
                 continue
             if record.rtp_watch.observe(record.stats.rx_packets, now):
+                reason = "rtp_timeout" if record.rtp_watch.heard else "no_rtp"
                 log.info("rtp inactivity timeout", extra={"call_id": record.call_id})
-                self._pj_hangup(record, "rtp_timeout", 408)
+                self._pj_hangup(record, reason, 408)
                 continue
             interval = self.config.stats_interval_s
             if interval > 0 and int(now / interval) != int((now - 1.0) / interval):
@@ -700,8 +739,13 @@ def serve(
     session_factory: SessionFactory,
     outlet: EventOutlet,
     disclosures: DisclosureSource = lambda _line: None,
+    readiness: ReadinessCheck = lambda _line: True,
+    background: Callable[[asyncio.Event], Coroutine[Any, Any, None]] | None = None,
 ) -> None:
-    """Runs a media worker in this process until SIGINT or SIGTERM."""
+    """Runs a media worker in this process until SIGINT or SIGTERM.
+
+    `background` runs beside the worker until the stop (the readiness probes).
+    """
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -714,8 +758,15 @@ def serve(
             session_factory=session_factory,
             outlet=outlet,
             disclosures=disclosures,
+            readiness=readiness,
         )
-        await worker.run(stop)
+        helper = None if background is None else loop.create_task(background(stop))
+        try:
+            await worker.run(stop)
+        finally:
+            if helper is not None:
+                helper.cancel()
+                await asyncio.gather(helper, return_exceptions=True)
 
     try:
         asyncio.run(main())

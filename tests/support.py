@@ -65,6 +65,7 @@ class PlatformConfig:
         workers = -(-self.capacity // 4)
         block = free_port_block(2 + workers + workers * 40)
         self.sip_port = block
+        self.tls_port = block + 1
         self.worker_base_port = block + 2
         self.rtp_base_port = block + 2 + workers
 
@@ -81,6 +82,7 @@ class PlatformConfig:
                 "rtp_timeout_s": self.rtp_timeout_s,
                 "stats_interval_s": 1.0,
                 "probe_interval_s": 1,
+                "tls": {"port": self.tls_port},
             },
             "lines": self.lines,
             "default_line": self.default_line,

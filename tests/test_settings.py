@@ -12,9 +12,9 @@ def test_defaults_describe_a_small_platform(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.delenv("PARLEY_CONFIG", raising=False)
     settings = Settings()
     assert settings.sip.port == 5060
-    assert settings.sip.workers == 2  # 8 calls, 4 per worker
+    assert settings.sip.workers == 5  # 20 calls (what the engine holds), 4 per worker
     edge = settings.edge_config()
-    assert [w.port for w in edge.workers] == [5071, 5072]
+    assert [w.port for w in edge.workers] == [5071, 5072, 5073, 5074, 5075]
     assert settings.worker_config(1).rtp_port == 20040
     assert settings.router().route("100") is not None
 

@@ -1,0 +1,36 @@
+"""What a media worker needs to know to start: its addresses, ports and timers.
+
+Kept apart from `telephony.worker` so that settings, the API, the ingester and Celery can build
+a worker's configuration without loading pjsua2.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+SrtpMode = Literal["off", "optional", "required"]
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerConfig:
+    index: int = 0
+    # SIP: the edge reaches the worker here (loopback or a private network).
+    sip_host: str = "127.0.0.1"
+    sip_port: int = 5071
+    # Written into the worker's Contact instead of sip_host (the edge maps it back).
+    public_host: str | None = None
+    # RTP: callers send audio straight to the worker, so it listens on media_host and
+    # writes media_public_host into SDP (c=, o=); None lets pjmedia pick the host's address.
+    media_host: str = "0.0.0.0"
+    media_public_host: str | None = None
+    rtp_port: int = 20000
+    rtp_port_range: int = 40
+    srtp: SrtpMode = "optional"
+    max_calls: int = 4
+    rtp_timeout_s: float = 30.0
+    # Half-open calls: a 200 OK never ACKed, or an ACKed call that never sends RTP.
+    ack_timeout_s: float = 5.0
+    first_rtp_timeout_s: float = 8.0
+    stats_interval_s: float = 5.0
+    pj_log_level: int = 0
