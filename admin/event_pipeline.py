@@ -130,5 +130,5 @@ def run_ingester(settings: Settings) -> int:
     finally:
         ingester.carrier.close()
         engine.dispose()
-    log.info("ingester stopped", extra={"stored": ingester.stored})
+    log.info("ingester stopped", extra=ingester.counters())
     return 0

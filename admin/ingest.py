@@ -6,9 +6,13 @@ Each batch is written in one transaction (the new events and their projection); 
 commit does the carrier move on (offsets saved, entries acknowledged). A crash in between means
 the batch comes again, and the events' ids make the second insert a no-op.
 
-When the database or Redis is down, the batch in hand is kept (memory holds one batch; the rest
-waits in the spool or the stream), retried with a growing pause, and the outage is logged once
-when it starts and once when it ends.
+When the database or Redis is down (or Redis answers with an error: OOM, MISCONF, READONLY),
+the batch in hand is kept (memory holds one batch; the rest waits in the spool or the stream),
+retried with a growing pause, and the outage is logged once when it starts and once when it ends.
+
+A poison event, one the projection raises on or the database refuses, never stops the rest: a
+batch that fails for such a reason is stored again event by event, and each event that still
+fails is stored without its projection (or, refused outright, not stored) and quarantined.
 """
 
 from __future__ import annotations
@@ -27,12 +31,27 @@ from typing import IO, Any, Protocol
 
 import redis
 from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import (
+    DBAPIError,
+    InterfaceError,
+    InternalError,
+    OperationalError,
+    SQLAlchemyError,
+)
 from sqlalchemy.orm import Session, sessionmaker
 
 from admin.call_events import insert_new_events
 from admin.projection import Projection
-from admin.spool import Position, Quarantine, SpoolLine, SpoolReader, decode_event, write_atomically
+from admin.spool import (
+    NOT_PROJECTED,
+    REFUSED,
+    Position,
+    Quarantine,
+    SpoolLine,
+    SpoolReader,
+    decode_event,
+    write_atomically,
+)
 from telephony.events import CallEvent, spools_in
 
 log = logging.getLogger(__name__)
@@ -47,16 +66,26 @@ class Batch:
     lines: list[SpoolLine]
     token: Any  # what the carrier needs to move past the batch (positions, entry ids)
     events: list[CallEvent] = field(default_factory=list)
-    rejected: list[tuple[SpoolLine, str]] = field(default_factory=list)
+    rejected: list[tuple[SpoolLine, str]] = field(default_factory=list)  # not quarantined yet
+    _lines: dict[str, SpoolLine] = field(default_factory=dict)  # by event id
 
     def decode(self) -> None:
         for line in self.lines:
             if not line.text:
                 continue
             try:
-                self.events.append(decode_event(line.text))
+                event = decode_event(line.text)
             except ValueError as error:
                 self.rejected.append((line, str(error)))
+                continue
+            self.events.append(event)
+            self._lines[event.event_id] = line
+
+    def line_of(self, event: CallEvent) -> SpoolLine:
+        """Where `event` came from and its text as it came, for the quarantine."""
+        return self._lines.get(event.event_id) or SpoolLine(
+            f"event {event.event_id}", event.to_json()
+        )
 
 
 class Carrier(Protocol):
@@ -120,6 +149,12 @@ class FileCarrier:
             return {}
 
     def fetch(self, limit: int) -> Batch | None:
+        try:
+            return self._fetch(limit)
+        except OSError as error:
+            raise CarrierUnavailable(f"spool unreadable: {error}") from None
+
+    def _fetch(self, limit: int) -> Batch | None:
         spools = spools_in(self.folder)
         lines: list[SpoolLine] = []
         positions = dict(self.positions)
@@ -139,10 +174,13 @@ class FileCarrier:
 
     def commit(self, batch: Batch) -> None:
         positions: dict[str, Position] = batch.token
-        write_atomically(
-            self._offsets_path,
-            json.dumps({name: pos.encode() for name, pos in sorted(positions.items())}),
-        )
+        try:
+            write_atomically(
+                self._offsets_path,
+                json.dumps({name: pos.encode() for name, pos in sorted(positions.items())}),
+            )
+        except OSError as error:  # a full disk: the batch is stored, and is replayed as a no-op
+            raise CarrierUnavailable(f"spool offsets not saved: {error}") from None
         self.positions = positions
         for name, position in positions.items():
             SpoolReader(self.folder / f"{name}.jsonl").release(position)
@@ -195,13 +233,13 @@ class RedisCarrier:
                 self._create_group()
             return action()
         except redis.ResponseError as error:
-            if "NOGROUP" in str(error):  # Redis lost its data, or someone deleted the stream
-                self._group_ready = False
-                raise CarrierUnavailable(f"consumer group gone: {error}") from None
-            raise
-        except (redis.ConnectionError, redis.TimeoutError, OSError) as error:
+            # Redis refuses (MISCONF, OOM, READONLY…) or lost the group (NOGROUP: it lost its
+            # data, or someone deleted the stream): wait, and create the group again if need be.
             self._group_ready = False
-            raise CarrierUnavailable(str(error)) from None
+            raise CarrierUnavailable(f"{type(error).__name__}: {str(error)[:200]}") from None
+        except (redis.RedisError, OSError) as error:
+            self._group_ready = False
+            raise CarrierUnavailable(f"{type(error).__name__}: {error}") from None
 
     def _create_group(self) -> None:
         try:
@@ -275,11 +313,23 @@ class RedisCarrier:
 # --- the ingester ---------------------------------------------------------------------------
 
 
-def _database_down(error: BaseException) -> bool:
-    """A failure that waiting can cure, rather than something wrong with the events."""
-    if isinstance(error, OperationalError | InterfaceError):
+def _database_fault(error: BaseException) -> bool:
+    """A failure of the database rather than of the events in hand: waiting (or an operator)
+    cures it, and quarantining events for it would be wrong. Down, gone away, out of disk, or
+    unable to run the statement at all (SQLSTATE class 42: a table or column missing, no
+    privilege) whatever the events hold."""
+    if isinstance(error, OperationalError | InterfaceError | InternalError):
         return True
-    return isinstance(error, DBAPIError) and bool(error.connection_invalidated)
+    if not isinstance(error, DBAPIError):
+        return False
+    sqlstate = getattr(error.orig, "sqlstate", None)
+    return error.connection_invalidated or (isinstance(sqlstate, str) and sqlstate[:2] == "42")
+
+
+def _reason(error: BaseException) -> str:
+    """Names an error without its text, which may quote the event (personal data)."""
+    orig = getattr(error, "orig", None)
+    return type(error).__name__ + (f" ({type(orig).__name__})" if orig is not None else "")
 
 
 class _Outage:
@@ -289,14 +339,17 @@ class _Outage:
         self.what = what
         self.since: float | None = None
         self.attempts = 0
+        self.episodes = 0
 
     def failed(self, error: BaseException, **counts: int) -> None:
         self.attempts += 1
         if self.since is None:
             self.since = time.monotonic()
+            self.episodes += 1
+            detail = str(error)[:200] if isinstance(error, CarrierUnavailable) else ""
             log.warning(
                 f"{self.what} unavailable; holding events until it returns",
-                extra={"error": type(error).__name__, **counts},
+                extra={"error": _reason(error), "detail": detail, **counts},
             )
 
     def recovered(self, **counts: int) -> None:
@@ -332,8 +385,27 @@ class Ingester:
         self.max_backoff_s = max_backoff_s
         self.on_call_ended = on_call_ended
         self.stored = 0  # events new to the database, since start
+        self.rejected = 0  # lines that are not events, quarantined
+        self.refused = 0  # events the database refused, quarantined and not stored
+        self.unprojected = 0  # events stored without their projection, and quarantined
+        self.split_batches = 0  # batches a poison event made store one event at a time
         self._db = _Outage("database")
         self._carrier = _Outage(carrier.name)
+        self._folder = _Outage("events folder")  # the quarantine file cannot be written
+
+    def counters(self) -> dict[str, int]:
+        return {
+            "stored": self.stored,
+            "rejected": self.rejected,
+            "refused": self.refused,
+            "unprojected": self.unprojected,
+            "split_batches": self.split_batches,
+            "database_outages": self._db.episodes,
+            "carrier_outages": self._carrier.episodes,
+            "stalled": int(
+                any(o.since is not None for o in (self._db, self._carrier, self._folder))
+            ),
+        }
 
     def run(self, stop: threading.Event) -> None:
         """Moves batches until `stop` is set; a batch in hand is finished or left for later."""
@@ -349,15 +421,16 @@ class Ingester:
                     batch.decode()
                 self._write(batch)
                 self._db.recovered(events=len(batch.events))
+                self._folder.recovered()
                 self.carrier.commit(batch)
                 self._carrier.recovered()
                 batch, backoff = None, 0.1
             except CarrierUnavailable as error:
                 self._carrier.failed(error)
-            except SQLAlchemyError as error:
-                if not _database_down(error):
-                    raise
+            except SQLAlchemyError as error:  # poison is handled in _write: this is the database
                 self._db.failed(error, events=len(batch.events) if batch else 0)
+            except OSError as error:
+                self._folder.failed(error)
             else:
                 continue
             stop.wait(backoff)
@@ -373,16 +446,24 @@ class Ingester:
         return self.stored - before
 
     def _write(self, batch: Batch) -> None:
+        """Stores and projects the batch; called again for the same batch after a failure, so
+        each step is done once: inserts are idempotent, and what is quarantined leaves it."""
         try:
             ended = self._transaction(batch.events, project=True)
-        except SQLAlchemyError as error:
-            if _database_down(error):
+        except Exception as error:
+            if _database_fault(error):
                 raise
+            self.split_batches += 1
+            log.warning(
+                "batch refused; storing its events one at a time",
+                extra={"events": len(batch.events), "error": _reason(error)},
+            )
             ended = self._one_by_one(batch)
-        except ValueError:
-            ended = self._one_by_one(batch)
-        for line, reason in batch.rejected:
+        while batch.rejected:
+            line, reason = batch.rejected[0]
             self.quarantine.add(line.where, line.text, reason)
+            batch.rejected.pop(0)
+            self.rejected += 1
         for call_id in ended:
             try:
                 self.on_call_ended(call_id)
@@ -398,33 +479,37 @@ class Ingester:
         return ended
 
     def _one_by_one(self, batch: Batch) -> list[str]:
-        """A batch the database refused: find the events it refuses, store the rest.
+        """A batch that failed for something in it: store the events that can be, and
+        quarantine the rest.
 
-        An event whose projection fails is still stored (its record is then incomplete, which
-        the log says); one the database refuses outright is quarantined.
+        An event whose projection fails is stored without it (its records are then missing or
+        incomplete; the call's other events still make theirs) and quarantined, marked as
+        stored; one the database refuses outright is quarantined only.
         """
         ended: list[str] = []
-        for event in batch.events:
+        for event in list(batch.events):
             try:
                 ended += self._transaction([event], project=True)
                 continue
-            except SQLAlchemyError as error:
-                if _database_down(error):
+            except Exception as error:
+                if _database_fault(error):
                     raise
-                why = type(error).__name__
-            except ValueError as error:
-                why = str(error)
-            log.warning(
-                "event not projected; stored as it is",
-                extra={"event_id": event.event_id, "kind": event.kind.value, "why": why},
-            )
+                why = _reason(error)
+            line = batch.line_of(event)
             try:
                 self._transaction([event], project=False)
-            except SQLAlchemyError as error:
-                if _database_down(error):
+            except Exception as error:
+                if _database_fault(error):
                     raise
-                where = f"event {event.event_id}"
-                batch.rejected.append((SpoolLine(where, event.to_json()), type(error).__name__))
+                self.quarantine.add(line.where, line.text, _reason(error), message=REFUSED)
+                self.refused += 1
+            else:
+                reason = f"projection failed: {why}"
+                self.quarantine.add(
+                    line.where, line.text, reason, message=NOT_PROJECTED, stored=True
+                )
+                self.unprojected += 1
+            batch.events.remove(event)  # a retry of this batch must not quarantine it again
         return ended
 
 

@@ -6,6 +6,11 @@ position is saved in Redis in the same MULTI/EXEC as the entries, so a batch is 
 and recorded or neither: nothing is shipped twice after a restart, and nothing is lost while
 Redis is down, since the spool keeps growing on disk and is read again from the saved position.
 Segments are deleted once shipped; from then on Redis holds the events (run it with AOF).
+
+Whatever goes wrong (Redis down, or answering with an error such as OOM, MISCONF or READONLY;
+the spool unreadable) the thread stays alive: it logs the trouble once, counts it, waits with a
+doubling pause and reads again from the saved position. A refused MULTI/EXEC applies nothing,
+so the retry ships each line once.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+import time
 from pathlib import Path
 
 import redis
@@ -44,10 +50,27 @@ class SpoolShipper:
         self.poll_interval_s = poll_interval_s
         self.max_backoff_s = max_backoff_s
         self.quarantine = quarantine
-        self.shipped = 0
+        self.shipped = 0  # spool lines moved past (shipped, or quarantined as not events)
+        self.stalls = 0  # times shipping stopped: Redis or the spool failing
+        self.errors = 0  # failed attempts while stalled
+        self.stalled_since: float | None = None  # monotonic time; None while shipping
+        self._errors_before = 0  # errors before the stall in progress
         self._position: Position | None = None
+        self._quarantined: set[str] = set()  # lines of the batch in hand, quarantined already
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def counters(self) -> dict[str, int]:
+        return {
+            "shipped": self.shipped,
+            "stalls": self.stalls,
+            "errors": self.errors,
+            "stalled": int(self.stalled_since is not None),
+        }
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="spool-shipper", daemon=True)
@@ -60,30 +83,52 @@ class SpoolShipper:
             self._thread.join(timeout_s)
 
     def _run(self) -> None:
-        backoff, down_since_logged = self.poll_interval_s, False
+        backoff = self.poll_interval_s
         while True:
             try:
                 shipped = self.ship_once()
-            except (redis.ConnectionError, redis.TimeoutError, OSError) as error:
-                if not down_since_logged:
-                    log.warning(
-                        "redis unavailable; events wait in the spool",
-                        extra={"error": type(error).__name__, "spool": self.reader.name},
-                    )
-                    down_since_logged = True
+            except Exception as error:  # any failure stalls shipping; the thread must live on
+                self._stalled(error)
                 self._position = None  # read it again from Redis when it is back
                 if self._stop.wait(backoff):
                     return
                 backoff = min(backoff * 2, self.max_backoff_s)
                 continue
-            if down_since_logged:
-                log.info("redis is back; shipping the spool", extra={"spool": self.reader.name})
-                down_since_logged = False
+            self._resumed()
             backoff = self.poll_interval_s
             if shipped == 0 and self._stop.wait(self.poll_interval_s):
                 return
             if self._stop.is_set() and shipped == 0:
                 return
+
+    def _stalled(self, error: Exception) -> None:
+        self.errors += 1
+        if self.stalled_since is not None:
+            return
+        self.stalled_since = time.monotonic()
+        self.stalls += 1
+        self._errors_before = self.errors - 1
+        where = {"spool": self.reader.name, "error": type(error).__name__}
+        if isinstance(error, redis.RedisError):
+            detail = _redis_words(error)
+            log.warning(
+                "redis unavailable; events wait in the spool", extra={**where, "detail": detail}
+            )
+        else:
+            log.warning("shipping failed; events wait in the spool", exc_info=error, extra=where)
+
+    def _resumed(self) -> None:
+        if self.stalled_since is None:
+            return
+        log.info(
+            "redis is back; shipping the spool",
+            extra={
+                "spool": self.reader.name,
+                "outage_s": round(time.monotonic() - self.stalled_since, 1),
+                "retries": self.errors - self._errors_before,
+            },
+        )
+        self.stalled_since = None
 
     def ship_once(self) -> int:
         """Ships the next batch; returns how many lines it moved past (0: nothing waiting)."""
@@ -102,12 +147,23 @@ class SpoolShipper:
             try:
                 event = decode_event(line.text)
             except ValueError as error:
-                self.quarantine.add(line.where, line.text, str(error))
+                if line.where not in self._quarantined:  # once, however often this is retried
+                    self.quarantine.add(line.where, line.text, str(error))
+                    self._quarantined.add(line.where)
                 continue
             pipe.xadd(self.stream, {"id": event.event_id, "e": line.text})
         pipe.hset(self.offsets_key, self.field, after.encode())
         pipe.execute()
+        self._quarantined.clear()
         self._position = after
         self.shipped += len(lines)
         self.reader.release(after)
         return max(1, len(lines))
+
+
+def _redis_words(error: redis.RedisError) -> str:
+    """Redis's own words for an error (OOM, MISCONF, READONLY…), which name the cause, without
+    the command redis-py quotes for an error in a pipeline (it holds the start of an event)."""
+    text = str(error)
+    _, quoted, words = text.partition("of pipeline caused error: ")
+    return (words if quoted else text)[:200]

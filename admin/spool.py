@@ -58,6 +58,8 @@ def decode_event(text: str) -> CallEvent:
         raw = json.loads(text)
     except ValueError:
         raise ValueError("not JSON (a torn or corrupted line)") from None
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
     if not isinstance(raw, dict):
         raise ValueError("not a JSON object")
     return _checked(raw)
@@ -163,19 +165,43 @@ def _size(path: Path) -> int:
         return 0
 
 
+NOT_AN_EVENT = "spool line is not an event; quarantined"
+REFUSED = "event refused by the database; quarantined"
+NOT_PROJECTED = "event stored without its records; quarantined"
+
+
 class Quarantine:
-    """Keeps lines that are not events, with where they came from and why, for a person to
-    look at; the pipeline goes on without them."""
+    """Keeps what the pipeline cannot use, with where it came from and why, for a person to
+    look at; the pipeline goes on without it.
+
+    Three kinds of record, told apart by the log message and `stored`: a line that is not an
+    event; an event the database refuses (not stored); an event it stored but could not
+    project (`stored: true`: it is in call_events, its records are missing or incomplete).
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.count = 0  # records written since start
 
-    def add(self, where: str, text: str, reason: str) -> None:
-        log.warning("spool line is not an event; quarantined", extra={"at": where, "why": reason})
+    def add(
+        self,
+        where: str,
+        text: str,
+        reason: str,
+        *,
+        message: str = NOT_AN_EVENT,
+        stored: bool = False,
+    ) -> None:
+        """Raises OSError when the record cannot be written: the caller keeps the line."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        record = {"at": where, "why": reason, "line": text, "t": round(_now(), 3)}
+        record: dict[str, object] = {"at": where, "why": reason, "line": text}
+        if stored:
+            record["stored"] = True
+        record["t"] = round(_now(), 3)
         with self.path.open("a", encoding="utf-8") as file:
             file.write(json.dumps(record) + "\n")
+        self.count += 1
+        log.warning(message, extra={"at": where, "why": reason})
 
 
 def _now() -> float:

@@ -1,16 +1,28 @@
-"""Scripted calls for the ingest tests: the events a media worker writes for one call."""
+"""For the ingest tests: scripted calls (the events a media worker writes for one call), an
+ingester on a test's database, and checks of what it stored."""
 
 from __future__ import annotations
 
+import json
+import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
+import pytest
+from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from admin.models import CallEventRecord
+from admin import schema
+from admin.db import create_engine, session_factory
+from admin.ingest import REJECTED_FILE, Carrier, Ingester
+from admin.models import Call, CallEventRecord, CallLeg, Outcome, TranscriptSegment
+from admin.projection import Projection
+from admin.spool import Quarantine
 from telephony.events import CallEvent, CallEventKind
+from tests.private_servers import PrivatePostgres
 
 NUMBER_KEY = b"number-key-for-tests-only-0123456789"
 CALLER = "+15551234567"
@@ -77,3 +89,87 @@ def scripted_call(call_id: str | None = None) -> list[CallEvent]:
 def stored_count(session: Session, call_ids: list[str]) -> int:
     query = select(func.count()).where(CallEventRecord.call_id.in_(call_ids))
     return session.scalar(query) or 0
+
+
+SEGMENTS_PER_CALL = 4  # transcript segments of the scripted call
+
+
+# Fixtures for the modules that name them (`postgres = ingest_support.postgres`).
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[PrivatePostgres]:
+    """A private PostgreSQL with the schema, which a module's tests may stop and start."""
+    with PrivatePostgres() as server:
+        schema.upgrade(server.url)
+        yield server
+
+
+@pytest.fixture
+def pg_engine(postgres: PrivatePostgres) -> Iterator[Engine]:
+    engine = create_engine(postgres.url)
+    yield engine
+    engine.dispose()
+
+
+def new_ingester(carrier: Carrier, engine: Engine, tmp: Path, **kw: Any) -> Ingester:
+    return Ingester(
+        carrier,
+        session_factory(engine),
+        projection=Projection(number_key=NUMBER_KEY),
+        quarantine=Quarantine(tmp / REJECTED_FILE),
+        max_backoff_s=0.3,
+        **kw,
+    )
+
+
+class Background:
+    """Runs an ingester in a thread until the test ends."""
+
+    def __init__(self, ingester: Ingester) -> None:
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=ingester.run, args=(self.stop,), daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(10)
+        assert not self.thread.is_alive()
+
+
+def wait_for(check: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def count(engine: Engine, call_ids: list[str]) -> int:
+    """Events of these calls in the database; -1 while it is down."""
+    try:
+        with Session(engine) as session:
+            return stored_count(session, call_ids)
+    except Exception:
+        return -1
+
+
+def assert_projected_once(engine: Engine, call_ids: list[str]) -> None:
+    """Each scripted call became its records once: escalated, 4 segments, 2 legs."""
+    with Session(engine) as session:
+        for call_id in call_ids:
+            call = session.get_one(Call, call_id)
+            assert call.outcome is Outcome.ESCALATED
+            segments = session.scalar(
+                select(func.count()).where(TranscriptSegment.call_id == call_id)
+            )
+            assert segments == SEGMENTS_PER_CALL
+            legs = session.scalar(select(func.count()).where(CallLeg.call_id == call_id))
+            assert legs == 2
+
+
+def quarantined(tmp: Path) -> list[dict[str, Any]]:
+    path = tmp / REJECTED_FILE
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines()]

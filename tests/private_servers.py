@@ -1,5 +1,6 @@
 """A test's own PostgreSQL cluster and redis-server, on free ports in a temporary folder, so a
-test can stop and start them without disturbing anyone else's servers."""
+test can stop and start them, or make them refuse writes, without disturbing anyone else's
+servers."""
 
 from __future__ import annotations
 
@@ -10,6 +11,11 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Literal
+
+import redis
+
+Refusal = Literal["oom", "misconf", "readonly"]
 
 
 def _pg_bin() -> Path:
@@ -93,6 +99,12 @@ class PrivatePostgres:
         self.stop()
         shutil.rmtree(self.root, ignore_errors=True)
 
+    def __enter__(self) -> PrivatePostgres:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
 
 class PrivateRedis:
     """redis-server with an append-only file, so what it held survives a restart."""
@@ -126,3 +138,51 @@ class PrivateRedis:
     def close(self) -> None:
         self.stop()
         shutil.rmtree(self.root, ignore_errors=True)
+
+    def __enter__(self) -> PrivateRedis:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def refuse_writes(self, how: Refusal) -> None:
+        """Makes the running server answer writes with an error, the way a real one comes to:
+        `oom`: maxmemory reached with the noeviction policy (OOM); `misconf`: an RDB snapshot
+        failed and stop-writes-on-bgsave-error holds (MISCONF); `readonly`: it was made the
+        replica of a master that is not there (READONLY)."""
+        with redis.Redis(port=self.port) as admin:
+            if how == "oom":
+                admin.config_set("maxmemory-policy", "noeviction")
+                admin.config_set("maxmemory", "1")
+            elif how == "misconf":
+                admin.config_set("save", "3600 1")
+                admin.config_set("stop-writes-on-bgsave-error", "yes")
+                # The snapshot cannot be renamed onto a folder, root or not.
+                (self.root / "dump.rdb" / "in-the-way").mkdir(parents=True)
+                self._bgsave(admin, expect="err")
+            else:
+                admin.config_set("replica-read-only", "yes")
+                admin.replicaof("127.0.0.1", str(free_port()))
+
+    def accept_writes(self) -> None:
+        """Undoes `refuse_writes`, whichever it was."""
+        with redis.Redis(port=self.port) as admin:
+            admin.config_set("maxmemory", "0")
+            admin.replicaof("NO", "ONE")
+            if (self.root / "dump.rdb").is_dir():
+                shutil.rmtree(self.root / "dump.rdb")
+                self._bgsave(admin, expect="ok")
+            admin.config_set("save", "")
+
+    @staticmethod
+    def _bgsave(admin: redis.Redis, *, expect: str) -> None:
+        admin.bgsave()
+        deadline = time.monotonic() + 10
+        while True:
+            info = admin.info("persistence")
+            done = not info["rdb_bgsave_in_progress"]
+            if done and info["rdb_last_bgsave_status"] == expect:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"BGSAVE did not end with {expect!r}: {info}")
+            time.sleep(0.05)

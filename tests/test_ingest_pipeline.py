@@ -8,113 +8,46 @@ import logging
 import os
 import signal
 import subprocess
-import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
 import yaml
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from admin import schema
-from admin.db import create_engine, session_factory
-from admin.ingest import REJECTED_FILE, FileCarrier, Ingester, RedisCarrier
-from admin.models import Call, CallEventRecord, CallLeg, LegKind, Outcome, TranscriptSegment
+from admin.db import create_engine
+from admin.ingest import REJECTED_FILE, FileCarrier, RedisCarrier
+from admin.models import Call, CallEventRecord, CallLeg, LegKind, Outcome
 from admin.outbox import SpoolShipper
-from admin.projection import Projection
 from admin.spool import Quarantine
 from telephony.events import CallEvent, JsonlOutlet, spool_segments
-from tests.ingest_support import CALLER, NUMBER_KEY, scripted_call, stored_count
+from tests import ingest_support
+from tests.ingest_support import (
+    CALLER,
+    NUMBER_KEY,
+    Background,
+    assert_projected_once,
+    count,
+    new_ingester,
+    scripted_call,
+    stored_count,
+    wait_for,
+)
 from tests.private_servers import PrivatePostgres, PrivateRedis
 from tests.support import PARLEY, PlatformConfig, Running, dial, start_worker
 
-SEGMENTS_PER_CALL = 4
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[PrivatePostgres]:
-    server = PrivatePostgres()
-    try:
-        schema.upgrade(server.url)
-        yield server
-    finally:
-        server.close()
+postgres, pg_engine = ingest_support.postgres, ingest_support.pg_engine
 
 
 @pytest.fixture(scope="module")
 def redis_server() -> Iterator[PrivateRedis]:
-    server = PrivateRedis()
-    try:
+    with PrivateRedis() as server:
         yield server
-    finally:
-        server.close()
-
-
-@pytest.fixture
-def pg_engine(postgres: PrivatePostgres) -> Iterator[Engine]:
-    engine = create_engine(postgres.url)
-    yield engine
-    engine.dispose()
-
-
-def _ingester(
-    carrier: FileCarrier | RedisCarrier, engine: Engine, tmp: Path, **kw: object
-) -> Ingester:
-    return Ingester(
-        carrier,
-        session_factory(engine),
-        projection=Projection(number_key=NUMBER_KEY),
-        quarantine=Quarantine(tmp / REJECTED_FILE),
-        max_backoff_s=0.3,
-        **kw,  # type: ignore[arg-type]
-    )
-
-
-class _Background:
-    """Runs an ingester (or a shipper's loop) in a thread until the test ends."""
-
-    def __init__(self, ingester: Ingester) -> None:
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=ingester.run, args=(self.stop,), daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join(10)
-        assert not self.thread.is_alive()
-
-
-def _wait_for(check: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
-def _count(engine: Engine, call_ids: list[str]) -> int:
-    try:
-        with Session(engine) as session:
-            return stored_count(session, call_ids)
-    except Exception:
-        return -1  # the database is down
-
-
-def _assert_projected_once(engine: Engine, call_ids: list[str]) -> None:
-    with Session(engine) as session:
-        for call_id in call_ids:
-            call = session.get_one(Call, call_id)
-            assert call.outcome is Outcome.ESCALATED
-            segments = session.scalar(
-                select(func.count()).where(TranscriptSegment.call_id == call_id)
-            )
-            assert segments == SEGMENTS_PER_CALL
-            legs = session.scalar(select(func.count()).where(CallLeg.call_id == call_id))
-            assert legs == 2
 
 
 def _outage_logs(caplog: pytest.LogCaptureFixture, what: str) -> list[str]:
@@ -132,23 +65,23 @@ def test_postgres_stopped_mid_call_loses_nothing(
     call_ids = [events[0].call_id]
     outlet = JsonlOutlet(tmp_path / "worker-0.jsonl")
     carrier = FileCarrier(tmp_path, poll_interval_s=0.05)
-    running = _Background(_ingester(carrier, pg_engine, tmp_path))
+    running = Background(new_ingester(carrier, pg_engine, tmp_path))
     try:
         for event in events[:8]:
             outlet.emit(event)
-        _wait_for(lambda: _count(pg_engine, call_ids) == 8, what="the first half")
+        wait_for(lambda: count(pg_engine, call_ids) == 8, what="the first half")
         postgres.stop()
         for event in events[8:]:
             outlet.emit(event)
         time.sleep(1.0)  # the ingester retries against a dead server
         assert running.thread.is_alive()
         postgres.start()
-        _wait_for(lambda: _count(pg_engine, call_ids) == len(events), what="the rest")
+        wait_for(lambda: count(pg_engine, call_ids) == len(events), what="the rest")
     finally:
         running.close()
         carrier.close()
         outlet.close()
-    _assert_projected_once(pg_engine, call_ids)
+    assert_projected_once(pg_engine, call_ids)
     assert len(_outage_logs(caplog, "database")) == 1  # once per outage, not per retry
     assert any("database is back" in r.getMessage() for r in caplog.records)
 
@@ -180,24 +113,24 @@ def test_redis_stopped_mid_call_loses_nothing(
         group="ingest",
         block_s=0.1,
     )
-    running = _Background(_ingester(carrier, pg_engine, tmp_path))
+    running = Background(new_ingester(carrier, pg_engine, tmp_path))
     try:
         for event in events[:8]:
             outlet.emit(event)
-        _wait_for(lambda: _count(pg_engine, call_ids) == 8, what="the first half")
+        wait_for(lambda: count(pg_engine, call_ids) == 8, what="the first half")
         redis_server.stop()
         for event in events[8:]:
             outlet.emit(event)
         time.sleep(1.0)  # the spool holds them; both sides retry
-        assert _count(pg_engine, call_ids) == 8
+        assert count(pg_engine, call_ids) == 8
         redis_server.start()
-        _wait_for(lambda: _count(pg_engine, call_ids) == len(events), what="the rest")
+        wait_for(lambda: count(pg_engine, call_ids) == len(events), what="the rest")
         assert client.xlen(stream) == 0  # stored entries leave the stream
     finally:
         running.close()
         shipper.stop()
         outlet.close()
-    _assert_projected_once(pg_engine, call_ids)
+    assert_projected_once(pg_engine, call_ids)
     warned = [r.name for r in caplog.records if "redis unavailable" in r.getMessage()]
     assert sorted(warned) == ["admin.ingest", "admin.outbox"]  # once each, not per retry
     assert shipper.shipped == len(events)
@@ -246,25 +179,25 @@ def test_an_ingester_killed_mid_batch_loses_and_repeats_nothing(
 
         def reading_mid_batch() -> bool:
             pending = client.xpending(stream, "ingest")["pending"]
-            return pending > 0 and _count(pg_engine, call_ids) > 0
+            return pending > 0 and count(pg_engine, call_ids) > 0
 
-        _wait_for(reading_mid_batch, timeout=30, what="the ingester to be mid-batch")
+        wait_for(reading_mid_batch, timeout=30, what="the ingester to be mid-batch")
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         log.close()
-    assert 0 < _count(pg_engine, call_ids) < total, (tmp_path / "ingest.log").read_text()
+    assert 0 < count(pg_engine, call_ids) < total, (tmp_path / "ingest.log").read_text()
     assert client.xpending(stream, "ingest")["pending"] > 0  # read, never acknowledged
 
     carrier = RedisCarrier(client, stream=stream, group="ingest", claim_idle_s=0.5, block_s=0.1)
-    running = _Background(_ingester(carrier, pg_engine, tmp_path))
+    running = Background(new_ingester(carrier, pg_engine, tmp_path))
     try:
-        _wait_for(lambda: _count(pg_engine, call_ids) == total, what="every event")
-        _wait_for(lambda: client.xlen(stream) == 0, what="the stream to empty")
+        wait_for(lambda: count(pg_engine, call_ids) == total, what="every event")
+        wait_for(lambda: client.xlen(stream) == 0, what="the stream to empty")
     finally:
         running.close()
     assert client.xpending(stream, "ingest")["pending"] == 0
-    _assert_projected_once(pg_engine, call_ids)
+    assert_projected_once(pg_engine, call_ids)
 
 
 # --- (d) the embedded carrier on SQLite -----------------------------------------------------
@@ -290,20 +223,22 @@ def test_file_carrier_end_to_end_on_sqlite(sqlite_engine: Engine, tmp_path: Path
     assert len(spool_segments(outlets[0].spool)) > 1  # the spool rolled over
     ended: list[str] = []
     carrier = FileCarrier(spool_dir, poll_interval_s=0.01)
-    ingester = _ingester(carrier, sqlite_engine, tmp_path, batch_size=7, on_call_ended=ended.append)
+    ingester = new_ingester(
+        carrier, sqlite_engine, tmp_path, batch_size=7, on_call_ended=ended.append
+    )
     assert ingester.drain() == sum(len(call) for call in calls)
     assert sorted(ended) == sorted(call_ids)  # once per call
-    _assert_projected_once(sqlite_engine, call_ids)
+    assert_projected_once(sqlite_engine, call_ids)
     for outlet in outlets:  # stored segments are gone; the one being written stays
         assert [path for _, path in spool_segments(outlet.spool)] == [outlet.path]
 
     carrier.close()
     (spool_dir / "ingest-offsets.json").unlink()  # lose the offsets: everything is read again
     carrier = FileCarrier(spool_dir, poll_interval_s=0.01)
-    again = _ingester(carrier, sqlite_engine, tmp_path, on_call_ended=ended.append)
+    again = new_ingester(carrier, sqlite_engine, tmp_path, on_call_ended=ended.append)
     assert again.drain() == 0
     assert len(ended) == len(calls)
-    _assert_projected_once(sqlite_engine, call_ids)
+    assert_projected_once(sqlite_engine, call_ids)
     with pytest.raises(RuntimeError, match="another ingester"):
         FileCarrier(spool_dir)
     carrier.close()
@@ -340,7 +275,7 @@ def test_garbage_lines_are_reported_and_skipped(
     (spool_dir / "worker-0.00000003.jsonl").touch()  # the worker came back: 2 is complete
     caplog.set_level(logging.INFO)
     carrier = FileCarrier(spool_dir, poll_interval_s=0.01)
-    assert _ingester(carrier, sqlite_engine, tmp_path).drain() == 2
+    assert new_ingester(carrier, sqlite_engine, tmp_path).drain() == 2
     carrier.close()
     with Session(sqlite_engine) as session:
         assert stored_count(session, [first.call_id]) == 2
@@ -373,7 +308,7 @@ def test_a_real_call_reaches_the_database(tmp_path: Path) -> None:
             with Session(engine) as session:
                 return session.scalar(select(Call).where(Call.ended_at.is_not(None))) is not None
 
-        _wait_for(call_ended, what=f"the call in the database:\n{ingest.log()[-2000:]}")
+        wait_for(call_ended, what=f"the call in the database:\n{ingest.log()[-2000:]}")
     finally:
         assert ingest.stop() == 0, ingest.log()[-3000:]
         worker.stop()
