@@ -288,6 +288,14 @@ def cmd_dial(args: argparse.Namespace) -> int:
         codecs=codecs,
         hangup=not args.no_bye,
         rtp_timeout_s=args.rtp_timeout,
+        bind_host=args.bind,
+        media_public_host=args.media_address,
+        tls=args.tls
+        or ";transport=tls" in args.uri.lower()
+        or args.uri.lower().startswith("sips:"),
+        srtp=args.srtp,
+        username=args.user,
+        password=os.environ.get("PARLEY_DIAL_PASSWORD") if args.user else None,
     )
     if not args.quiet:
         print(f"dialling {args.uri} ({args.count} call(s))...", file=sys.stderr, flush=True)
@@ -417,6 +425,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeline", action="store_true", help="include frame receive times in --json"
     )
     dial.add_argument("--no-bye", action="store_true", help="vanish at the end without BYE")
+    dial.add_argument(
+        "--bind", default="127.0.0.1", metavar="ADDR", help="this caller's own address"
+    )
+    dial.add_argument(
+        "--media-address", metavar="ADDR", help="write this address into SDP (a NAT's outside)"
+    )
+    dial.add_argument(
+        "--tls", action="store_true", help="use TLS (implied by sips: or ;transport=tls)"
+    )
+    dial.add_argument(
+        "--srtp", choices=["off", "optional", "required"], default="off", help="SRTP (SDES)"
+    )
+    dial.add_argument(
+        "--user",
+        help="digest user name for a trunk; the password is read from PARLEY_DIAL_PASSWORD",
+    )
     dial.add_argument("-q", "--quiet", action="store_true")
     dial.set_defaults(func=cmd_dial)
     return parser

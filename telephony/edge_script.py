@@ -224,17 +224,24 @@ def _new_call_route(inputs: ScriptInputs) -> list[str]:
 
 
 def _worker_target_route(inputs: ScriptInputs) -> list[str]:
-    """Maps an in-dialog Request-URI (a worker's Contact) to that worker, or refuses."""
+    """Maps an in-dialog Request-URI (a worker's Contact) to that worker in $var(worker), or
+    refuses the request."""
     lines = ["route[WORKER_TARGET] {"]
     for worker in inputs.workers:
         hosts = " || ".join(f"$rd == {_quoted(h)}" for h in worker.contact_hosts)
         lines += [
             f"    if ($rp == {worker.port} && ({hosts})) {{",
-            f"        $du = {_quoted(worker.uri)};",
+            f"        $var(worker) = {_quoted(worker.uri)};",
             "        return;",
             "    }",
         ]
     lines += [
+        '    if (is_method("ACK")) {',
+        "        # An ACK for a negative final reply names the original Request-URI: the",
+        "        # transaction it ends absorbs it. Any other ACK goes nowhere.",
+        "        t_check_trans();",
+        "        exit;",
+        "    }",
         '    xlog("L_WARN", "edge: in-dialog $rm from $si to a foreign target refused\\n");',
         *_indent(_reject(403, "Relaying Denied", "parley_rejected_relay")),
         "}",
@@ -346,6 +353,11 @@ route[REQINIT] {
 }
 
 route[WITHINDLG] {
+    if ($var(from_worker) == 0) {
+        # Before loose_route(): the dialog module acts on a BYE as it matches it, and a
+        # request refused here must not end the dialog it named.
+        route(WORKER_TARGET);
+    }
     if (!loose_route()) {
         if (is_method("ACK") && t_check_trans()) {
             # ACK for a negative final reply: it ends its INVITE transaction here.
@@ -365,7 +377,7 @@ route[WITHINDLG] {
         exit;
     }
     if ($var(from_worker) == 0) {
-        route(WORKER_TARGET);
+        $du = $var(worker);
     }
     t_set_fr(__FR_INV__, __FR_DLG__);
     if (!t_relay()) {

@@ -35,6 +35,7 @@ class EndpointOptions:
     sip_port: int = 0  # 0: any free port
     udp: bool = True
     tcp: bool = True
+    tls: bool = False  # a TLS client transport (the softphone calling an edge over TLS)
     public_host: str | None = None
     user_agent: str = "Parley"
     max_calls: int = 4
@@ -151,6 +152,15 @@ class PjThread(threading.Thread):
             transport_id = ep.transportCreate(transport_type, tcfg)
             if not self.bound_port:
                 self.bound_port = int(ep.transportGetInfo(transport_id).localName.rsplit(":", 1)[1])
+        if options.tls:
+            tcfg = pj.TransportConfig()
+            tcfg.boundAddress = options.sip_host
+            tcfg.port = 0
+            # A caller trying out an edge with a self-signed certificate: encrypt, but do not
+            # insist on a certificate chain this process cannot know.
+            tcfg.tlsConfig.verifyServer = False
+            tcfg.tlsConfig.method = pj.PJSIP_TLSV1_2_METHOD
+            ep.transportCreate(pj.PJSIP_TRANSPORT_TLS, tcfg)
         ep.libStart()
         ep.audDevManager().setNullDev()
         for codec in ep.codecEnum2():

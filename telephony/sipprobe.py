@@ -31,11 +31,19 @@ def status_code(response: bytes) -> int:
 
 
 def final_response(
-    sock: socket.socket, payload: bytes, host: str, port: int, *, timeout_s: float
+    sock: socket.socket,
+    payload: bytes,
+    host: str,
+    port: int,
+    *,
+    timeout_s: float,
+    cseq: str | None = None,
 ) -> bytes | None:
     """Sends a request over a bound UDP socket, retransmitting, until a final response arrives.
 
-    Returns the response's bytes, or None when none came within the timeout.
+    With `cseq` ("3 BYE"), only a response to that request counts (a retransmitted answer to
+    an earlier request on the same socket is not it). Returns the response's bytes, or None
+    when none came within the timeout.
     """
     sock.settimeout(0.2)
     deadline = time.monotonic() + timeout_s
@@ -49,9 +57,16 @@ def final_response(
             code = status_code(data)
         except ValueError:
             continue
-        if code >= 200:
+        if code >= 200 and (cseq is None or _cseq(data) == cseq):
             return data
     return None
+
+
+def _cseq(response: bytes) -> str:
+    for line in response.split(b"\r\n")[1:]:
+        if line.lower().startswith(b"cseq:"):
+            return " ".join(line.decode("latin-1").split()[1:])
+    return ""
 
 
 def options_ping(host: str, port: int, *, timeout_s: float = 1.0) -> int:

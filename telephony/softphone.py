@@ -22,6 +22,11 @@ from telephony.pjthread import OFFERED_CODECS, EndpointOptions, PjThread
 from telephony.rtpwatch import RtpInactivity
 
 CODEC_CHOICES = {"g722": "G722/16000/1", "pcmu": "PCMU/8000/1", "pcma": "PCMA/8000/1"}
+SRTP_USE = {
+    "off": pj.PJMEDIA_SRTP_DISABLED,
+    "optional": pj.PJMEDIA_SRTP_OPTIONAL,
+    "required": pj.PJMEDIA_SRTP_MANDATORY,
+}
 
 
 class DialError(RuntimeError):
@@ -40,6 +45,12 @@ class DialPlan:
     codecs: tuple[str, ...] = OFFERED_CODECS
     hangup: bool = True  # False: vanish without BYE (to test the far end's inactivity timer)
     rtp_timeout_s: float = 15.0  # hang up when the far end sends no RTP for this long
+    bind_host: str = "127.0.0.1"  # the caller's own address (SIP and RTP)
+    media_public_host: str | None = None  # written into SDP instead (a NAT's outside)
+    tls: bool = False  # reach sips:/transport=tls URIs
+    srtp: str = "off"  # off, optional or required (SDES)
+    username: str | None = None  # digest credentials for a trunk that asks for them
+    password: str | None = None
 
 
 @dataclass
@@ -59,6 +70,8 @@ class DialResult:
     rx_jitter_ms: float = 0.0
     jbuf_avg_delay_ms: float = 0.0  # the receive jitter buffer's mean delay (pjmedia)
     tx_packets: int = 0
+    remote_rtp: str = ""  # where the far end asked for RTP (its SDP c= and m= port)
+    srtp: bool = False  # the media was RTP/SAVP
 
     def received_pcm(self) -> bytes:
         return b"".join(pcm for pcm, _ in self.received)
@@ -81,6 +94,8 @@ class DialResult:
             "rx_jitter_ms": round(self.rx_jitter_ms, 2),
             "jbuf_avg_delay_ms": round(self.jbuf_avg_delay_ms, 1),
             "tx_packets": self.tx_packets,
+            "remote_rtp": self.remote_rtp,
+            "srtp": self.srtp,
         }
 
 
@@ -155,7 +170,12 @@ class Softphone:
         self._deadline = 0.0
         self._thread = PjThread(
             EndpointOptions(
-                sip_port=0, tcp=False, user_agent="Parley softphone", codecs=plan.codecs
+                sip_host=plan.bind_host,
+                sip_port=0,
+                tcp=False,
+                tls=plan.tls,
+                user_agent="Parley softphone",
+                codecs=plan.codecs,
             ),
             on_started=self._started,
             on_tick=self._tick,
@@ -182,11 +202,22 @@ class Softphone:
     # --- pjsua2 thread -------------------------------------------------------------------
 
     def _started(self, thread: PjThread) -> None:
+        plan = self.plan
         cfg = pj.AccountConfig()
-        cfg.idUri = f"sip:parley-dial@127.0.0.1:{thread.bound_port}"
+        cfg.idUri = f"sip:parley-dial@{plan.bind_host}:{thread.bound_port}"
         # Several softphone processes run at once in tests and load runs; each must pick its
         # own RTP ports, or two processes would share (and steal) the default range.
-        cfg.mediaConfig.transportConfig.randomizePort = True
+        media = cfg.mediaConfig
+        media.transportConfig.randomizePort = True
+        media.transportConfig.boundAddress = plan.bind_host
+        if plan.media_public_host:
+            media.transportConfig.publicAddress = plan.media_public_host
+        media.srtpUse = SRTP_USE[plan.srtp]
+        media.srtpSecureSignaling = 0
+        if plan.username is not None:
+            cfg.sipConfig.authCreds.append(
+                pj.AuthCredInfo("digest", "*", plan.username, 0, plan.password or "")
+            )
         account = pj.Account()
         account.create(cfg, True)
         self._account = account
@@ -221,9 +252,15 @@ class Softphone:
             port.queue_playout("caller", pcm[offset : offset + FRAME_BYTES])
         leg.port = port
         try:
-            leg.result.codec = str(leg.call.getStreamInfo(0).codecName)
+            stream = leg.call.getStreamInfo(0)
         except pj.Error:
-            pass
+            return
+        leg.result.codec = str(stream.codecName)
+        leg.result.remote_rtp = str(stream.remoteRtpAddress)
+        leg.result.srtp = int(stream.proto) in (
+            pj.PJMEDIA_TP_PROTO_RTP_SAVP,
+            pj.PJMEDIA_TP_PROTO_RTP_SAVPF,
+        )
 
     def _state(self, leg: _Leg, info: Any) -> None:
         if info.state == pj.PJSIP_INV_STATE_CONFIRMED and not leg.result.answered:

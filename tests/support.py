@@ -60,6 +60,7 @@ class PlatformConfig:
     )
     default_line: str | None = "main"
     extra: dict[str, Any] = field(default_factory=dict)
+    sip: dict[str, Any] = field(default_factory=dict)  # more `sip:` settings (trunks, hosts…)
 
     def __post_init__(self) -> None:
         workers = -(-self.capacity // 4)
@@ -83,6 +84,7 @@ class PlatformConfig:
                 "stats_interval_s": 1.0,
                 "probe_interval_s": 1,
                 "tls": {"port": self.tls_port},
+                **self.sip,
             },
             "lines": self.lines,
             "default_line": self.default_line,
@@ -179,10 +181,18 @@ def dial(
     rtp_timeout_s: float = 15.0,
     name: str = "dial",
     background: bool = False,
+    options: tuple[str, ...] = (),
+    password: str | None = None,
+    netns: str | None = None,
 ) -> Any:
-    """Runs `parley dial` in its own process; returns its JSON summary (or the Popen)."""
+    """Runs `parley dial` in its own process; returns its JSON summary (or the Popen).
+
+    `options` are more `parley dial` flags (--bind, --srtp, --user…); `netns` runs the caller
+    inside that network namespace.
+    """
     out = tmp / f"{name}.json"
     argv = [*PARLEY, "dial", uri, "--json", str(out), "--timeline", "-q", "--hold", str(hold)]
+    argv += list(options)
     argv += ["--max", str(max_s), "--count", str(count), "--rtp-timeout", str(rtp_timeout_s)]
     argv += ["--record", str(tmp / f"{name}.wav")]
     if play is not None:
@@ -195,6 +205,10 @@ def dial(
         argv += ["--no-bye"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("PARLEY_")}
     env["PYTHONPATH"] = str(ROOT)
+    if password is not None:
+        env["PARLEY_DIAL_PASSWORD"] = password
+    if netns is not None:
+        argv = ["ip", "netns", "exec", netns, *argv]
     log = (tmp / f"{name}.log").open("wb")
     proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
     if background:
