@@ -117,9 +117,9 @@ class SipSettings(Section):
     rtp_base_port: int = Field(20000, ge=1024, le=65000)
     rtp_ports_per_worker: int = Field(40, ge=8)
     rtp_timeout_s: float = Field(30.0, ge=MIN_TIMEOUT_S)
-    ack_timeout_s: float = Field(5.0, ge=1, description="an answered call never ACKed ends")
+    ack_timeout_s: float = Field(3.0, ge=1, description="an answered call never ACKed ends")
     first_rtp_timeout_s: float = Field(
-        8.0, ge=2, description="an answered call that never sends RTP ends"
+        4.0, ge=2, description="an answered call that never sends RTP ends"
     )
     stats_interval_s: float = Field(5.0, ge=0)
     probe_interval_s: int = Field(2, ge=1)

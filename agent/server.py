@@ -4,7 +4,8 @@
 serves every live call; each WebSocket connection is one EngineSession. Paths: /v1/realtime
 and /realtime (what the official SDK appends to its base URL); GET /healthz answers 200 once
 the models are loaded, with the model hub's counters (VAD batches, ASR and TTS calls and busy
-time, TTS cache hits, prerendering progress).
+time, TTS cache hits, prerendering progress); GET /metrics serves the same figures, live sessions
+and turn-latency histograms in the Prometheus text format (agent/metrics.py).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from websockets.http11 import Request, Response
 from agent import realtime as rt
 from agent.backchannel import Overlap
 from agent.engine import Dialogue, EngineConfig, EngineSession, Models, Send, Turns
+from agent.metrics import CONTENT_TYPE, EngineMetrics
 from agent.remote import resample_pcm16
 
 log = logging.getLogger(__name__)
@@ -48,6 +50,9 @@ class EngineServer:
         self.judge_overlap = judge_overlap
         self.config = config or EngineConfig()
         self.sessions = 0
+        self.metrics = EngineMetrics(
+            sessions=lambda: self.sessions, stats=lambda: getattr(self.models, "stats", None)
+        )
 
     def _http(self, connection: ServerConnection, request: Request) -> Response | None:
         path = request.path.split("?", 1)[0]
@@ -57,6 +62,11 @@ class EngineServer:
             if dataclasses.is_dataclass(stats) and not isinstance(stats, type):
                 health["models"] = dataclasses.asdict(stats)
             return connection.respond(http.HTTPStatus.OK, json.dumps(health))
+        if path == "/metrics":
+            response = connection.respond(http.HTTPStatus.OK, self.metrics.exposition())
+            del response.headers["Content-Type"]  # Headers is a multi-dict: replace, not add
+            response.headers["Content-Type"] = CONTENT_TYPE
+            return response
         if path not in PATHS:
             return connection.respond(http.HTTPStatus.NOT_FOUND, "use /v1/realtime\n")
         return None
@@ -75,6 +85,7 @@ class EngineServer:
         lock = asyncio.Lock()
 
         async def send(kind: str, fields: dict[str, Any]) -> None:
+            self.metrics.observe(kind, fields)
             if kind == "response.output_audio.delta" and output_rate != 16_000:
                 pcm = rt.audio_bytes(fields["delta"])
                 fields = {**fields, "delta": rt.audio_b64(resample_pcm16(pcm, 16_000, output_rate))}

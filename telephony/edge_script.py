@@ -325,9 +325,10 @@ route[GUARD] {
         update_stat("parley_dropped_banned", "+1");
         drop;
     }
-    if (!pike_check_req()) {
-        # Over the per-source rate: ignore the source for a while (no answer: a flooder
-        # learns nothing and the edge spends nothing on it).
+    # This host itself (load tests, local tools) is never banned; everyone else over the
+    # per-source rate is ignored for a while (no answer: a flooder learns nothing and the
+    # edge spends nothing on it).
+    if (!is_in_subnet("$si", "127.0.0.0/8,::1/128") && !pike_check_req()) {
         $sht(ban=>$si) = 1;
         update_stat("parley_banned_sources", "+1");
         xlog("L_ALERT", "edge: source $si banned for flooding\\n");

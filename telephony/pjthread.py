@@ -23,6 +23,7 @@ from typing import Any
 import pjsua2 as pj
 
 from telephony.framecopy import self_check
+from telephony.siptimers import set_transaction_timers
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,8 @@ class EndpointOptions:
     max_calls: int = 4
     codecs: tuple[str, ...] = OFFERED_CODECS
     pj_log_level: int = 0
+    # RFC 3261 T1 in ms; None keeps pjsip's 500 ms (right for peers across the internet).
+    sip_t1_ms: int | None = None
 
 
 @contextlib.contextmanager
@@ -117,6 +120,8 @@ class PjThread(threading.Thread):
     def _start_library(self) -> None:
         self_check()
         options = self.options
+        if options.sip_t1_ms is not None:
+            set_transaction_timers(t1_ms=options.sip_t1_ms, timer_d_ms=64 * options.sip_t1_ms)
         ep = pj.Endpoint()
         with _quiet_stdout(options.pj_log_level == 0):
             # pjlib logs its start-up banner to stdout before any log level applies.

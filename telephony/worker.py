@@ -40,6 +40,7 @@ from telephony.consent import (
 from telephony.events import CallEvent, CallEventKind, EventOutlet
 from telephony.lines import Line, LineRouter, request_uri_user
 from telephony.mediaport import MediaPort, wake_on
+from telephony.metrics import metered
 from telephony.pjthread import EndpointOptions, PjThread
 from telephony.prompts import fallback_prompt
 from telephony.rtpwatch import RtpInactivity
@@ -177,7 +178,8 @@ class MediaWorker:
         self.config = config
         self.router = router
         self.session_factory = session_factory
-        self.outlet = outlet
+        # Every event leaves through here, the bridge's too: counted for GET /metrics once.
+        self.outlet = metered(outlet)
         self.disclosures = disclosures
         self.readiness = readiness
         self.calls: dict[str, ActiveCall] = {}  # the registry, keyed by our own UUID

@@ -30,7 +30,10 @@ class WorkerConfig:
     max_calls: int = 4
     rtp_timeout_s: float = 30.0
     # Half-open calls: a 200 OK never ACKed, or an ACKed call that never sends RTP.
-    ack_timeout_s: float = 5.0
-    first_rtp_timeout_s: float = 8.0
+    ack_timeout_s: float = 3.0
+    first_rtp_timeout_s: float = 4.0
     stats_interval_s: float = 5.0
     pj_log_level: int = 0
+    # The worker's SIP peer is the edge, on loopback or the LAN: a short T1 frees the slot of
+    # a caller who vanished in 3.2 s instead of 32 s (telephony/siptimers.py).
+    sip_t1_ms: int = 50

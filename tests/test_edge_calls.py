@@ -18,6 +18,7 @@ import pytest
 from telephony import sipp
 from telephony.events import CallEventKind, media_totals
 from telephony.sipprobe import options_ping, wait_answering
+from tests.sip_raw import open_dialog
 from tests.support import (
     PlatformConfig,
     Running,
@@ -269,3 +270,33 @@ def test_garbage_on_the_edge_port_does_not_stop_calls(
     assert options_ping("127.0.0.1", port) == 200
     [result] = dial(_uri(edge_config), tmp, play=write_wav(tmp / "a.wav", chirp_noise(1.0)))
     assert result["answered"]
+
+
+def test_half_open_calls_are_released_within_seconds(
+    platform: Running, edge_config: PlatformConfig, tmp: Path
+) -> None:
+    """20 answered calls that never ACK or never send RTP hold their slots only briefly."""
+    since = time.monotonic_ns()
+    sent_at = time.monotonic()
+    dialogs = [
+        open_dialog("127.0.0.1", edge_config.sip_port, "100", ack=i % 2 == 0)[0]
+        for i in range(20)
+    ]
+    try:
+        deadline = sent_at + 10.0
+        ended: dict[str, str] = {}
+        while time.monotonic() < deadline and len(ended) < 20:
+            ended = {
+                e.call_id: str(e.data["reason"])
+                for e in edge_config.events()
+                if e.kind is CallEventKind.ENDED and e.t_mono_ns >= since
+            }
+            time.sleep(0.2)
+        assert len(ended) == 20, f"{len(ended)} of 20 half-open calls released within 10 s"
+        assert Counter(ended.values()) == {"no_ack": 10, "no_rtp": 10}, ended
+    finally:
+        for dialog in dialogs:
+            dialog.sock.close()
+    # Every slot is free again.
+    results = _dial_many(edge_config, tmp, 20, 1.0, "after-half-open")
+    assert all(r["answered"] for r in results)

@@ -244,3 +244,21 @@ def test_a_real_dialog_cannot_be_pointed_at_another_host(
         assert bye is not None and status_code(bye) == 200, bye
     finally:
         dialog.sock.close()
+
+
+def test_a_caller_behind_nat_gets_audio_back_at_the_source_of_its_rtp(
+    platform: Running, net_config: PlatformConfig, carrier: CallerHost, tmp: Path
+) -> None:
+    # The caller's SDP names an address nobody holds (a NAT's inside); the worker must send
+    # its RTP to where the caller's packets come from.
+    unreachable = carrier.address.rsplit(".", 1)[0] + ".250"
+    sent = chirp_noise(3.0)
+    play = write_wav(tmp / "caller.wav", sent)
+    [result] = dial(
+        f"sip:199@{carrier.gateway}:{net_config.sip_port}",
+        tmp,
+        play=play,
+        options=("--bind", carrier.address, "--media-address", unreachable),
+        netns=carrier.name,
+    )
+    _check_echo(result, sent)

@@ -11,19 +11,33 @@ from admin.api import errors
 from admin.api.access_log import AccessLog
 from admin.api.context import ApiContext
 from admin.api.deps import DbSession
-from admin.api.routes import api_keys, audit, auth, calls, disclosures, lines, live, metrics, users
+from admin.api.metrics_registry import platform_registry
+from admin.api.routes import (
+    api_keys,
+    audit,
+    auth,
+    calls,
+    disclosures,
+    lines,
+    live,
+    metrics,
+    prometheus,
+    users,
+)
 from admin.db import create_engine, session_factory
 
 DESCRIPTION = """Parley's admin API: calls and their transcripts, disclosures, metrics, lines,
 users, API keys and the audit log. People log in at `POST /auth/token` and send
 `Authorization: Bearer <token>`; systems send `X-API-Key: <key>`. Every error is
-`{"error": {"code", "message", "details"}}`. See docs/api.md."""
+`{"error": {"code", "message", "details"}}`. See docs/api.md; `GET /metrics` (Prometheus,
+no login) in docs/operators.md."""
 
 
 def create_app(context: ApiContext) -> FastAPI:
     app = FastAPI(title="Parley admin API", version="1", description=DESCRIPTION)
     app.state.context = context
-    for module in (auth, calls, metrics, disclosures, lines, users, api_keys, audit, live):
+    routers = (auth, calls, metrics, disclosures, lines, users, api_keys, audit, live, prometheus)
+    for module in routers:
         app.include_router(module.router)
     app.add_api_route("/healthz", healthz, methods=["GET"], tags=["health"])
     errors.install(app)
@@ -48,5 +62,6 @@ def create_app_from_settings(settings: Any) -> FastAPI:
         sessions=session_factory(engine),
         keys=settings.keys(),
         token_minutes=settings.security.access_token_minutes,
+        metrics=platform_registry(settings),
     )
     return create_app(context)

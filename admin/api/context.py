@@ -1,11 +1,13 @@
-"""What the API's routes share: the database sessions, the keys and a few knobs."""
+"""What the API's routes share: the database sessions, the keys, the metrics and a few knobs."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from prometheus_client import CollectorRegistry
 from sqlalchemy.orm import Session, sessionmaker
 
+from admin.api.metrics_registry import process_registry
 from admin.keyfile import Keys
 
 
@@ -15,3 +17,5 @@ class ApiContext:
     keys: Keys
     token_minutes: int = 60
     live_poll_s: float = 0.5  # how often /live looks for newly stored events
+    # What GET /metrics serves; by default this process's own figures only.
+    metrics: CollectorRegistry = field(default_factory=process_registry)
