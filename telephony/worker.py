@@ -667,6 +667,7 @@ class MediaWorker:
             user_agent=f"Parley worker {self.config.index}",
             max_calls=self.config.max_calls,
             pj_log_level=self.config.pj_log_level,
+            sip_t1_ms=self.config.sip_t1_ms,
         )
         self.pj = PjThread(
             options,

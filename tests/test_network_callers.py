@@ -3,7 +3,11 @@ platform at its advertised address, through trunks, over UDP and TLS with SRTP."
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +20,7 @@ from telephony.sipprobe import status_code
 from tests.netns import CallerHost, caller_host
 from tests.sip_raw import PCMU_SDP, Request, exchange, open_dialog
 from tests.support import (
+    ROOT,
     PlatformConfig,
     Running,
     chirp_noise,
@@ -29,6 +34,7 @@ from tests.support import (
 pytestmark = [pytest.mark.sip, pytest.mark.slow]
 
 PBX_USER, PBX_PASSWORD = "pbx-7", "correct-horse-battery"
+FLOOD_BAN_S = 5
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +63,7 @@ def net_config(
         sip={
             "host": "0.0.0.0",
             "advertise_host": carrier.gateway,
+            "flood": {"ban_s": FLOOD_BAN_S},
             "trunks": [
                 {"name": "carrier", "sources": [carrier.address], "numbers": ["199", "100"]},
                 {
@@ -262,3 +269,50 @@ def test_a_caller_behind_nat_gets_audio_back_at_the_source_of_its_rtp(
         netns=carrier.name,
     )
     _check_echo(result, sent)
+
+
+def test_a_flooding_source_is_banned_while_a_real_caller_gets_through(
+    platform: Running, net_config: PlatformConfig, carrier: CallerHost, tmp: Path
+) -> None:
+    flooder = carrier.add_address(66)
+    banned_before = _edge_figure(net_config, "parley_banned_sources")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PARLEY_")}
+    env["PYTHONPATH"] = str(ROOT)
+    flood = subprocess.Popen(
+        carrier.command(
+            [sys.executable, "-m", "tests.sip_flood", carrier.gateway, str(net_config.sip_port)]
+            + ["--bind", flooder, "--rate", "500", "--seconds", "10"]
+        ),
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(2.0)  # well into the flood
+        sent = chirp_noise(3.0)
+        play = write_wav(tmp / "caller.wav", sent)
+        [result] = dial(
+            f"sip:199@{carrier.gateway}:{net_config.sip_port}",
+            tmp,
+            play=play,
+            options=("--bind", carrier.address),
+            netns=carrier.name,
+        )
+        _check_echo(result, sent)
+    finally:
+        out, _ = flood.communicate(timeout=30)
+    assert int(out.strip()) >= 4500, "the flooder did not flood"
+    assert _edge_figure(net_config, "parley_banned_sources") > banned_before
+    assert _edge_figure(net_config, "parley_dropped_banned") > 3000
+    # The ban lapses (flood.ban_s) and the source is answered again: here with 403, as it
+    # belongs to no trunk.
+    time.sleep(FLOOD_BAN_S + 1)
+    [after] = dial(
+        f"sip:199@{carrier.gateway}:{net_config.sip_port}",
+        tmp,
+        options=("--bind", flooder),
+        netns=carrier.name,
+        max_s=10,
+        name="after-ban",
+    )
+    assert after["status_code"] == 403, after
