@@ -17,7 +17,6 @@ import logging
 import os
 import re
 import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -486,48 +485,3 @@ def kamailio_command(cfg: EdgeConfig, cfg_path: Path) -> list[str]:
         str(cfg.pkg_mb),
     ]
 
-
-def find_kamcmd() -> str:
-    """The path of kamcmd, Kamailio's control client (Debian: /usr/sbin)."""
-    found = shutil.which("kamcmd")
-    if found is not None:
-        return found
-    for candidate in ("/usr/sbin/kamcmd", "/usr/local/sbin/kamcmd"):
-        if os.access(candidate, os.X_OK):
-            return candidate
-    raise EdgeUnavailable(_INSTALL_HINT)
-
-
-def parse_statistics(text: str) -> dict[str, int]:
-    """`kamcmd stats.get_statistics all` output as {"group:name": value}."""
-    figures: dict[str, int] = {}
-    for line in text.splitlines():
-        name, sep, value = line.partition("=")
-        if not sep:
-            continue
-        try:
-            figures[name.strip()] = int(value.strip())
-        except ValueError:
-            continue
-    return figures
-
-
-def read_statistics(run_dir: Path, *, timeout_s: float = 2.0) -> dict[str, int]:
-    """The running edge's statistics (Parley's `script:parley_*` and Kamailio's own).
-
-    Raises EdgeUnavailable when the edge does not answer on its control socket.
-    """
-    socket = Path(run_dir).resolve() / CTL_SOCKET_NAME
-    try:
-        result = subprocess.run(
-            [find_kamcmd(), "-s", f"unix:{socket}", "stats.get_statistics", "all"],
-            capture_output=True,
-            text=True,
-            timeout=timeout_s,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        raise EdgeUnavailable(f"the edge did not answer on {socket} in {timeout_s} s") from None
-    if result.returncode != 0:
-        raise EdgeUnavailable(f"the edge did not answer on {socket}: {result.stderr.strip()}")
-    return parse_statistics(result.stdout)

@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from telephony.edge import read_statistics
+from telephony.edge import CTL_SOCKET_NAME
+from telephony.edge_stats import read_statistics
 from telephony.sipprobe import status_code
 from tests.netns import CallerHost, caller_host
 from tests.sip_raw import PCMU_SDP, Request, exchange, open_dialog
@@ -197,7 +198,8 @@ def test_tls_and_srtp_with_digest_credentials(
 
 
 def _edge_figure(config: PlatformConfig, name: str) -> int:
-    return read_statistics(config.tmp / "var" / "edge").get(f"script:{name}", 0)
+    socket = config.tmp / "var" / "edge" / CTL_SOCKET_NAME
+    return read_statistics(socket).get(("script", name), 0)
 
 
 @pytest.fixture
@@ -280,8 +282,11 @@ def test_a_flooding_source_is_banned_while_a_real_caller_gets_through(
     env["PYTHONPATH"] = str(ROOT)
     flood = subprocess.Popen(
         carrier.command(
-            [sys.executable, "-m", "tests.sip_flood", carrier.gateway, str(net_config.sip_port)]
-            + ["--bind", flooder, "--rate", "500", "--seconds", "10"]
+            [
+                *(sys.executable, "-m", "tests.sip_flood"),
+                *(carrier.gateway, str(net_config.sip_port)),
+                *("--bind", flooder, "--rate", "500", "--seconds", "10"),
+            ]
         ),
         env=env,
         stdout=subprocess.PIPE,
