@@ -16,22 +16,81 @@ from pydantic import ValidationError
 
 log = logging.getLogger("parley")
 
+# What `parley` exits with; `parley --help` and docs/operators.md list them.
+EXIT_OK = 0
+EXIT_FAILED = 1  # it ran and something failed: a process, a call, a name already taken
+EXIT_SETUP = 2  # it could not run: bad settings or arguments, a missing program, no database
+
+EXIT_CODES = """exit codes:
+  0  done (for `parley run`: stopped on Ctrl-C or SIGTERM)
+  1  it ran and failed: a call not answered, a user that exists already, a process that failed
+  2  it could not run: bad settings or arguments, a missing program (kamailio), no database
+"""
+
+# Commands that work on an existing database and must not create an empty one by connecting.
+_NEEDS_DATABASE = {"users", "api-keys", "api", "ingest", "jobs", "sync"}
+
 
 def _settings(args: argparse.Namespace) -> Any:
-    from admin.settings import get_settings
+    import yaml
+
+    from admin.settings import Settings, get_settings
+    from admin.settings_errors import describe
 
     if getattr(args, "config", None):
         os.environ["PARLEY_CONFIG"] = str(Path(args.config).resolve())
+    source = os.environ.get("PARLEY_CONFIG")
+    where = f"{source} and PARLEY_* variables" if source else "PARLEY_* variables, no file"
     try:
-        return get_settings()
-    except (ValidationError, FileNotFoundError, ValueError) as error:
-        raise SystemExit(f"parley: invalid settings:\n{error}") from None
+        settings = get_settings()
+    except ValidationError as error:
+        problems = describe(error, Settings)
+    except (OSError, ValueError, TypeError, yaml.YAMLError) as error:
+        problems = [str(error)]
+    else:
+        if args.command in _NEEDS_DATABASE or getattr(args, "db_command", None) == "current":
+            _require_database(settings)
+        return settings
+    print(f"parley: invalid settings (from {where}):", file=sys.stderr)
+    for problem in problems:
+        print(f"  {problem}", file=sys.stderr)
+    print("Every setting is described in docs/operators.md.", file=sys.stderr)
+    raise SystemExit(EXIT_SETUP)
+
+
+def _require_database(settings: Any) -> None:
+    """Stops a command that would otherwise connect to, and so create, an empty database."""
+    from admin.db import display_url
+    from admin.schema import current_revision
+
+    url = settings.database_url()
+    if url.startswith("sqlite:///"):
+        path = Path(url.removeprefix("sqlite:///"))
+        if path.exists():
+            return
+        missing = f"there is no database at {path.absolute()}"
+    else:
+        try:
+            if current_revision(url) is not None:
+                return
+        except Exception:  # unreachable now: the command itself says so, and may wait
+            return
+        missing = f"the database {display_url(url)} has no Parley tables"
+    print(
+        f"parley: {missing} (data_dir: {settings.data_dir}).\n"
+        "Create it with `parley db upgrade` (`parley run` does that), or point at the one you "
+        "have: --config FILE, PARLEY_DATA_DIR, or database.url.",
+        file=sys.stderr,
+    )
+    raise SystemExit(EXIT_SETUP)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from admin.logs import configure
-    from admin.supervisor import ProcessSpec, Supervisor
-    from telephony.edge import EdgeUnavailable, find_kamailio, kamailio_command, write_files
+    from admin.processes import drain_edge, platform_specs, write_worker_reset
+    from admin.startup_report import StartupReport
+    from admin.supervisor import Supervisor
+    from telephony.edge import EdgeUnavailable, find_kamailio, write_files
 
     settings = _settings(args)
     configure("parley", level=settings.log_level, fmt=settings.log_format)
@@ -39,36 +98,25 @@ def cmd_run(args: argparse.Namespace) -> int:
         find_kamailio()
     except EdgeUnavailable as error:
         print(f"parley: {error}", file=sys.stderr)
-        return 2
+        return EXIT_SETUP
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    _print_paths(settings)
     if not _upgrade_database(settings):
-        return 2
+        return EXIT_SETUP
     _edge_notices(settings)
     from admin.sync_commands import sync_settings
 
     if not sync_settings(settings):  # disclosures (rendered) and lines, before any call
-        return 2
+        return EXIT_SETUP
     edge = settings.edge_config()
     cfg_path = write_files(edge)
     env = {"PARLEY_CONFIG": os.environ["PARLEY_CONFIG"]} if "PARLEY_CONFIG" in os.environ else {}
-    specs = [
-        ProcessSpec(
-            f"worker-{i}",
-            (sys.executable, "-m", "admin.cli", "worker", "--index", str(i)),
-            env,
-        )
-        for i in range(settings.sip.workers)
-    ]
-    specs.append(ProcessSpec("sip-edge", tuple(kamailio_command(edge, cfg_path))))
-    specs.append(ProcessSpec("ingest", (sys.executable, "-m", "admin.cli", "ingest"), env))
-    specs.append(ProcessSpec("api", (sys.executable, "-m", "admin.cli", "api"), env))
-    if settings.engine_needed():
-        specs.insert(0, ProcessSpec("engine", (sys.executable, "-m", "admin.cli", "engine"), env))
-    if settings.jobs.enabled:
-        specs.append(
-            ProcessSpec("jobs", (sys.executable, "-m", "admin.cli", "jobs", "worker"), env)
-        )
-    supervisor = Supervisor(specs, backoff_s=settings.restart_backoff_s)
+    supervisor = Supervisor(
+        platform_specs(settings, edge, cfg_path, env),
+        backoff_s=settings.restart_backoff_s,
+        drain=lambda: drain_edge(edge),
+        on_exit=lambda spec, cause: write_worker_reset(settings, spec, cause),
+    )
 
     def stop(signum: int, _frame: object) -> None:
         supervisor.stop_requested.set()
@@ -83,14 +131,21 @@ def cmd_run(args: argparse.Namespace) -> int:
             "capacity": settings.sip.call_capacity,
         },
     )
+    StartupReport(settings, supervisor.stop_requested).start()
+    return supervisor.run()
+
+
+def _print_paths(settings: Any) -> None:
+    """Where this platform keeps its data, stated once: a wrong folder shows at once."""
+    from admin.db import display_url
+
     print(
-        f"Parley: SIP on {settings.sip.host}:{settings.sip.port} (UDP+TCP), "
-        f"{settings.sip.workers} media workers x 4 calls. "
-        f"Try: parley dial sip:100@127.0.0.1:{settings.sip.port}. Ctrl-C stops.",
+        f"Parley: data in {settings.data_dir}\n"
+        f"  database: {display_url(settings.database_url())}\n"
+        f"  keys: {settings.keys_file()}",
         file=sys.stderr,
         flush=True,
     )
-    return supervisor.run()
 
 
 def _edge_notices(settings: Any) -> None:
@@ -141,7 +196,7 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     configure("db", level=settings.log_level, fmt=settings.log_format)
-    return 0 if _upgrade_database(settings) else 2
+    return EXIT_OK if _upgrade_database(settings) else EXIT_SETUP
 
 
 def cmd_db_current(args: argparse.Namespace) -> int:
@@ -168,8 +223,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from admin.event_pipeline import start_shipper
     from admin.logs import configure
     from admin.sync_commands import worker_disclosures
+    from admin.worker_loss import HostStampedSpool, reset_event, worker_host
     from agent.profiles import create_session, needs_server
-    from telephony.events import JsonlOutlet
     from telephony.readiness import LineReadiness
     from telephony.worker import serve
 
@@ -177,7 +232,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
     configure(f"worker-{args.index}", level=settings.log_level, fmt=settings.log_format)
     config = settings.worker_config(args.index)
     spool = settings.events_dir() / f"worker-{args.index}.jsonl"
-    outlet = JsonlOutlet(spool, segment_bytes=settings.events.segment_bytes)
+    host = worker_host(settings.events.source)
+    outlet = HostStampedSpool(spool, host=host, segment_bytes=settings.events.segment_bytes)
+    # Whatever calls an earlier run of this worker left live in storage are over.
+    outlet.emit(reset_event(worker=args.index, host=host, cause="boot"))
     shipper = start_shipper(settings, spool)
     readiness = LineReadiness(
         settings.lines_config(),
@@ -343,8 +401,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="parley",
         description="Parley: a self-hosted contact center where a duplex voice model "
         "answers phone calls.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--config", help="YAML settings file (or set PARLEY_CONFIG)")
+    parser.add_argument("--config", help=CONFIG_HELP)
+    parser.add_argument("--version", action="version", version=f"parley {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="start the whole platform (SIP edge + media workers)")
@@ -443,7 +504,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dial.add_argument("-q", "--quiet", action="store_true")
     dial.set_defaults(func=cmd_dial)
+    _accept_config_after_command(parser)
     return parser
+
+
+CONFIG_HELP = "YAML settings file (or set PARLEY_CONFIG); before or after the command"
+
+
+def _accept_config_after_command(parser: argparse.ArgumentParser) -> None:
+    """`parley users create x --config f.yaml` as well as `parley --config f.yaml users …`.
+    SUPPRESS: a subcommand without the option leaves the one given before it alone."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for command in action.choices.values():
+                command.add_argument("--config", default=argparse.SUPPRESS, help=CONFIG_HELP)
+                _accept_config_after_command(command)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("parley")
+    except PackageNotFoundError:
+        return "(not installed)"
 
 
 def main(argv: list[str] | None = None) -> int:

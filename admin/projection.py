@@ -10,7 +10,10 @@ What a caller controls (its number, the number it dialled, anything a worker cop
 written cleaned and cut to its column (admin.display_text): PostgreSQL refuses a NUL or a value
 longer than the column, and one such event must not leave its call unrecorded.
 
-Outcome, decided at `call.ended`:
+A `worker.reset` (admin.worker_loss) ends, as `worker_lost`, every live call of the media worker
+it names: that process died or hung, and will never write their `call.ended`.
+
+Outcome, decided at `call.ended` (or the reset):
 - `escalated`: a handoff was requested or the call was transferred;
 - `contained`: answered, and either the agent ended the call (end reason `agent:*`) or the call
   ended (caller hangup, lost media) after the agent had answered the caller's last words;
@@ -52,6 +55,7 @@ from admin.models import (
     TurnMetrics,
 )
 from admin.phone_numbers import is_phone_number, mask, number_hash
+from admin.worker_loss import WORKER_LOST
 from telephony.events import CallEvent, CallEventKind
 
 log = logging.getLogger(__name__)
@@ -97,7 +101,8 @@ class Projection:
         """Projects newly stored events; returns the ids of calls that ended among them."""
         by_call: dict[str, list[CallEvent]] = {}
         for event in events:
-            by_call.setdefault(event.call_id, []).append(event)
+            if event.kind is not CallEventKind.WORKER_RESET:
+                by_call.setdefault(event.call_id, []).append(event)
         batch_ids = {event.event_id for event in events}
         ended: list[str] = []
         for call_id, call_events in by_call.items():
@@ -109,6 +114,12 @@ class Projection:
                 call = session.get(Call, call_id)
                 if call is not None and self._apply(session, call, event):
                     ended.append(call_id)
+        for position, event in enumerate(events):
+            if event.kind is CallEventKind.WORKER_RESET:
+                # Calls that started after the reset, further on in this batch, are the
+                # restarted worker's own.
+                later = {e.call_id for e in events[position:] if e.kind is CallEventKind.STARTED}
+                ended += self._worker_lost(session, event, spare=later)
         return ended
 
     def _catch_up(self, session: Session, call_id: str, batch_ids: set[str]) -> list[str]:
@@ -393,9 +404,54 @@ class Projection:
             )
         )
 
+    def _worker_lost(self, session: Session, reset: CallEvent, *, spare: set[str]) -> list[str]:
+        """Ends, as `worker_lost`, every live call of the worker a `worker.reset` names (by its
+        index and host), at the last event stored for the call."""
+        worker, host = reset.data.get("worker"), reset.data.get("host")
+        started = session.execute(
+            select(CallEventRecord.call_id, CallEventRecord.data)
+            .join(Call, Call.id == CallEventRecord.call_id)
+            .where(Call.ended_at.is_(None), CallEventRecord.kind == CallEventKind.STARTED.value)
+        ).all()
+        lost = [
+            call_id
+            for call_id, data in started
+            if call_id not in spare
+            and isinstance(data, dict)
+            and data.get("worker") == worker
+            and data.get("host") == host
+        ]
+        for call_id in lost:
+            call = session.get_one(Call, call_id)
+            last = session.scalar(
+                select(func.max(CallEventRecord.occurred_at)).where(
+                    CallEventRecord.call_id == call_id
+                )
+            )
+            at = min(_wall(reset), last) if last is not None else _wall(reset)
+            self._close(session, call, _not_before(at, call.started_at), WORKER_LOST, None)
+        if lost:
+            log.warning(
+                "calls of a lost media worker ended",
+                extra={"worker": worker, "calls": len(lost), "cause": reset.data.get("cause")},
+            )
+        return lost
+
     def _ended(self, session: Session, call: Call, event: CallEvent) -> None:
         ended = _not_before(_wall(event), call.started_at)
         reason = display_text.shown(_text(event.data.get("reason")), limit=_END_REASON) or "unknown"
+        self._close(session, call, ended, reason, event)
+
+    def _close(
+        self,
+        session: Session,
+        call: Call,
+        ended: dt.datetime,
+        reason: str,
+        event: CallEvent | None,
+    ) -> None:
+        """Ends the call and its legs and decides its outcome; `event` is the call.ended that
+        says so (None: the worker was lost, and everything stored of the call counts)."""
         call.ended_at, call.end_reason = ended, reason
         for leg in call.legs:
             if leg.ended_at is None:
@@ -414,7 +470,7 @@ class Projection:
         else:
             call.outcome = Outcome.ABANDONED
 
-    def _caller_answered(self, session: Session, call_id: str, event: CallEvent) -> bool:
+    def _caller_answered(self, session: Session, call_id: str, event: CallEvent | None) -> bool:
         seen = self._seen(session, call_id, event)
         asked = [
             s.t_mono_ns
@@ -426,18 +482,19 @@ class Projection:
 
     # --- what came before ----------------------------------------------------------------
 
-    def _seen(self, session: Session, call_id: str, before: CallEvent) -> list[_Seen]:
-        """The call's agent events and playout flushes up to `before`, oldest first."""
-        rows = session.execute(
-            select(CallEventRecord.kind, CallEventRecord.t_mono_ns, CallEventRecord.data)
-            .where(
-                CallEventRecord.call_id == call_id,
-                CallEventRecord.kind.in_([_AGENT, CallEventKind.PLAYOUT_FLUSHED.value]),
+    def _seen(self, session: Session, call_id: str, before: CallEvent | None) -> list[_Seen]:
+        """The call's agent events and playout flushes up to `before` (None: all), oldest
+        first."""
+        query = select(CallEventRecord.kind, CallEventRecord.t_mono_ns, CallEventRecord.data).where(
+            CallEventRecord.call_id == call_id,
+            CallEventRecord.kind.in_([_AGENT, CallEventKind.PLAYOUT_FLUSHED.value]),
+        )
+        if before is not None:
+            query = query.where(
                 CallEventRecord.t_mono_ns <= before.t_mono_ns,
                 CallEventRecord.event_id != before.event_id,
             )
-            .order_by(CallEventRecord.t_mono_ns)
-        ).all()
+        rows = session.execute(query.order_by(CallEventRecord.t_mono_ns)).all()
         seen = []
         for kind, t_mono_ns, data in rows:
             if not isinstance(data, dict):

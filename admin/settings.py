@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
@@ -171,7 +171,7 @@ class EngineSettings(Section):
 class LineSettings(Section):
     name: str
     numbers: list[str] = Field(default_factory=list)
-    agent: str = "echo"
+    agent: str = Field(description="who answers: " + ", ".join(PROFILES))
     disclosure: str | None = None
     queue: str | None = None
     fallback_transfer: str | None = Field(
@@ -185,6 +185,18 @@ class LineSettings(Section):
     disclosure_missing: Literal["proceed", "refuse"] = Field(
         "proceed", description="when the disclosure's audio cannot be played: go on, or refuse"
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _agent_named(cls, data: Any) -> Any:
+        # A line that silently answered with a test session would look like a broken model.
+        if isinstance(data, dict) and "agent" not in data:
+            name = data.get("name", "?")
+            raise ValueError(
+                f"line {name!r} has no agent: set agent to one of {', '.join(PROFILES)} "
+                "(embedded: the voice model; echo: plays the caller's audio back)"
+            )
+        return data
 
     @field_validator("agent")
     @classmethod
@@ -285,7 +297,12 @@ class Settings(BaseSettings):
         env_prefix="PARLEY_", env_nested_delimiter="__", extra="forbid"
     )
 
-    data_dir: Path = Path("var")
+    data_dir: Path = Field(
+        Path("var"),
+        validate_default=True,
+        description="events, database, keys, edge files; a relative path counts from the "
+        "settings file's folder, or without a file from the current directory",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "text"] = "text"
     http_host: str = "127.0.0.1"
@@ -306,6 +323,12 @@ class Settings(BaseSettings):
     )
     default_line: str | None = "main"
     restart_backoff_s: float = Field(1.0, gt=0)
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute_data_dir(cls, value: Path) -> Path:
+        # Resolved once, here: every process of the platform then agrees on one folder.
+        return Path(os.path.abspath(value.expanduser()))
 
     @model_validator(mode="after")
     def _lines_route(self) -> Settings:
@@ -335,7 +358,7 @@ class Settings(BaseSettings):
             path = Path(config_file)
             if not path.is_file():
                 raise FileNotFoundError(f"PARLEY_CONFIG points at {path}, which does not exist")
-            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=path))
+            sources.append(_SettingsFile(settings_cls, path))
         return tuple(sources)
 
     # --- views for the packages that must not import admin -------------------------------
@@ -438,16 +461,36 @@ class Settings(BaseSettings):
     def database_url(self) -> str:
         return self.database.url or f"sqlite:///{self.data_dir / 'parley.db'}"
 
+    def keys_file(self) -> Path:
+        """Where keys not set in `security` are generated and kept."""
+        return self.data_dir / "keys.json"
+
     def keys(self) -> Keys:
         """The configured keys, or those generated into data_dir/keys.json on first use."""
         audit, number = self.security.audit_hmac_key, self.security.number_hash_key
         jwt = self.security.jwt_signing_key
         return load_keys(
-            self.data_dir / "keys.json",
+            self.keys_file(),
             audit_hmac_key=audit.get_secret_value() if audit else None,
             number_hash_key=number.get_secret_value() if number else None,
             jwt_signing_key=jwt.get_secret_value() if jwt else None,
         )
+
+
+class _SettingsFile(YamlConfigSettingsSource):
+    """The YAML settings file. A relative data_dir in it counts from the file's folder, so the
+    file means the same data wherever `parley` is started from."""
+
+    def __init__(self, settings_cls: type[BaseSettings], path: Path) -> None:
+        super().__init__(settings_cls, yaml_file=path)
+        self._folder = path.resolve().parent
+
+    def __call__(self) -> dict[str, Any]:
+        values = dict(super().__call__())
+        data_dir = values.get("data_dir")
+        if isinstance(data_dir, str) and not Path(data_dir).expanduser().is_absolute():
+            values["data_dir"] = str(self._folder / data_dir)
+        return values
 
 
 @functools.cache

@@ -39,6 +39,10 @@ class CallEventKind(enum.StrEnum):
     DISCLOSURE_PLAYED = "call.disclosure_played"
     ENDED = "call.ended"
     EVENTS_DROPPED = "call.events_dropped"  # the worker's spool lost events of the call
+    # Not about one call: the media worker (data: worker, host) starts afresh, so every call it
+    # held before is gone. Its call_id is the event's own id. Emitted when the worker boots,
+    # and by the supervisor when the worker exits or hangs.
+    WORKER_RESET = "worker.reset"
 
 
 @dataclass(frozen=True, slots=True)

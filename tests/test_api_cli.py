@@ -35,7 +35,19 @@ def env(tmp_path: Path) -> dict[str, str]:
     return clean | {"PARLEY_DATA_DIR": str(tmp_path), "PARLEY_HTTP_PORT": str(port)}
 
 
+def test_commands_refuse_a_database_that_is_not_there(env: dict[str, str]) -> None:
+    """A wrong data_dir must not quietly start an empty database beside the real one."""
+    folder = Path(env["PARLEY_DATA_DIR"])
+    for command in (["users", "create", "root", "--role", "admin"], ["db", "current"]):
+        refused = _parley(env, *command, stdin="long enough pw\n")
+        assert refused.returncode == 2, refused.stderr
+        assert f"no database at {folder / 'parley.db'}" in refused.stderr
+        assert "parley db upgrade" in refused.stderr and "PARLEY_DATA_DIR" in refused.stderr
+    assert not (folder / "parley.db").exists()
+
+
 def test_a_fresh_install_gets_an_admin_who_can_log_in(env: dict[str, str]) -> None:
+    assert _parley(env, "db", "upgrade").returncode == 0
     created = _parley(env, "users", "create", "root", "--role", "admin", stdin="long enough pw\n")
     assert created.returncode == 0, created.stderr
     assert "created admin root" in created.stdout

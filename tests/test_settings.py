@@ -1,11 +1,16 @@
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
 from admin.settings import Settings
+from admin.settings_errors import describe
 
 
 def test_defaults_describe_a_small_platform(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -54,3 +59,92 @@ def test_invalid_settings_say_what_is_wrong(
     monkeypatch.setenv("PARLEY_SIP__RTP_TIMEOUT_S", "2")
     with pytest.raises(ValidationError, match="rtp_timeout_s"):
         Settings()
+
+
+def _use_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str) -> None:
+    config = tmp_path / "parley.yaml"
+    config.write_text(text)
+    monkeypatch.setenv("PARLEY_CONFIG", str(config))
+
+
+def test_a_line_without_an_agent_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _use_file(
+        tmp_path, monkeypatch, "lines:\n  - {name: sales, numbers: ['5']}\ndefault_line: sales\n"
+    )
+    with pytest.raises(ValidationError, match="line 'sales' has no agent: set agent to one of"):
+        Settings()
+
+
+def test_errors_name_the_path_of_the_bad_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _use_file(
+        tmp_path,
+        monkeypatch,
+        "sip: {call_capcity: 40}\n"
+        "lines:\n  - {name: a, numbers: ['1'], agent: echo, knowlege_base: x}\n"
+        "default_line: a\n",
+    )
+    with pytest.raises(ValidationError) as raised:
+        Settings()
+    assert describe(raised.value, Settings) == [
+        "sip.call_capcity: not a setting (did you mean call_capacity?)",
+        "lines.0.knowlege_base: not a setting (did you mean knowledge_base?)",
+    ]
+
+
+def test_a_relative_data_dir_counts_from_the_settings_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "etc"
+    folder.mkdir()
+    (folder / "parley.yaml").write_text("data_dir: state\n")
+    elsewhere = tmp_path / "somewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.setenv("PARLEY_CONFIG", str(folder / "parley.yaml"))
+    assert Settings().data_dir == folder / "state"
+    monkeypatch.setenv("PARLEY_DATA_DIR", "from-env")  # no file says it: the current folder
+    assert Settings().data_dir == elsewhere / "from-env"
+    monkeypatch.delenv("PARLEY_DATA_DIR")
+    monkeypatch.delenv("PARLEY_CONFIG")
+    settings = Settings()
+    assert settings.data_dir == elsewhere / "var"
+    assert settings.database_url() == f"sqlite:///{elsewhere / 'var' / 'parley.db'}"
+    assert settings.keys_file() == elsewhere / "var" / "keys.json"
+
+
+def _parley(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "admin.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_the_command_line_reads_config_before_or_after_the_command(tmp_path: Path) -> None:
+    config = tmp_path / "parley.yaml"
+    config.write_text("sip: {port: 5099}\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PARLEY_")}
+    for argv in (["--config", str(config), "config"], ["config", "--config", str(config)]):
+        shown = _parley(*argv, env=env)
+        assert shown.returncode == 0, shown.stderr
+        assert json.loads(shown.stdout)["sip"]["port"] == 5099
+    version = _parley("--version", env=env)
+    assert version.returncode == 0 and version.stdout.startswith("parley ")
+    assert "exit codes:" in _parley("--help", env=env).stdout
+
+
+def test_bad_settings_exit_2_naming_the_key(tmp_path: Path) -> None:
+    config = tmp_path / "parley.yaml"
+    config.write_text("sip: {call_capcity: 40}\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PARLEY_")}
+    bad = _parley("config", "--config", str(config), env=env)
+    assert bad.returncode == 2
+    assert str(config) in bad.stderr
+    assert "sip.call_capcity: not a setting (did you mean call_capacity?)" in bad.stderr
