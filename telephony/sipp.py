@@ -64,12 +64,13 @@ def command(
     limit: int,
     stats: Path,
     transport: str = "u1",
+    local_host: str = "127.0.0.1",
 ) -> list[str]:
     sipp = shutil.which("sipp")
     if sipp is None:
         raise SippMissing("sipp is not installed: apt-get install sip-tester")
     return [
-        sipp, target, "-sf", str(scenario), "-s", "100", "-i", "127.0.0.1",
+        sipp, target, "-sf", str(scenario), "-s", "100", "-i", local_host,
         "-p", str(local_port), "-t", transport, "-m", str(calls), "-r", str(rate),
         "-d", str(hold_ms), "-l", str(limit), "-timeout", "120", "-timeout_error",
         "-nostdin", "-trace_stat", "-stf", str(stats), "-fd", "1",

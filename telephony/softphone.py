@@ -60,6 +60,7 @@ class DialResult:
     reason: str = ""
     answered: bool = False
     codec: str = ""
+    placed_mono_ns: int = 0  # the INVITE went out
     answered_mono_ns: int = 0
     ended_mono_ns: int = 0
     dtmf_sent_mono_ns: int = 0
@@ -83,6 +84,7 @@ class DialResult:
             "reason": self.reason,
             "answered": self.answered,
             "codec": self.codec,
+            "placed_mono_ns": self.placed_mono_ns,
             "answered_mono_ns": self.answered_mono_ns,
             "ended_mono_ns": self.ended_mono_ns,
             "dtmf_sent_mono_ns": self.dtmf_sent_mono_ns,
@@ -225,6 +227,7 @@ class Softphone:
         for leg in self.legs:
             call = _DialCall(self, leg, account)
             leg.call = call
+            leg.result.placed_mono_ns = time.monotonic_ns()
             try:
                 call.makeCall(self.plan.uri, pj.CallOpParam(True))
             except pj.Error as error:

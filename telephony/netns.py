@@ -1,6 +1,6 @@
-"""Caller hosts in their own network namespaces: a veth pair per host, addressed from
-198.18.0.0/15 (the benchmarking range), so calls cross a real interface as from another
-machine. Needs root (`ip netns`)."""
+"""Caller hosts in their own network namespaces, for tests and benchmarks: a veth pair per
+host, addressed from 198.18.0.0/15 (the benchmarking range), so calls cross a real interface
+as from another machine. Needs root (`ip netns`)."""
 
 from __future__ import annotations
 
