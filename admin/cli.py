@@ -108,6 +108,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     if not sync_settings(settings):  # disclosures (rendered) and lines, before any call
         return EXIT_SETUP
+    from telephony.metrics import clear_figures
+
+    clear_figures(settings.events_dir())  # a worker no longer configured must not show as down
     edge = settings.edge_config()
     cfg_path = write_files(edge)
     env = {"PARLEY_CONFIG": os.environ["PARLEY_CONFIG"]} if "PARLEY_CONFIG" in os.environ else {}
