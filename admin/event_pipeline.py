@@ -12,6 +12,7 @@ from typing import Any
 import redis
 
 from admin.db import create_engine, session_factory
+from admin.heartbeat import Heartbeat
 from admin.ingest import REJECTED_FILE, Carrier, FileCarrier, Ingester, RedisCarrier
 from admin.outbox import SpoolShipper
 from admin.projection import Projection
@@ -111,6 +112,11 @@ def post_call_hook(settings: Settings) -> Callable[[str], None]:
     return queue_post_call_jobs
 
 
+def heartbeat_path(settings: Settings) -> Path:
+    """The file the ingester's loop touches while it turns (the supervisor's liveness probe)."""
+    return settings.events_dir() / "ingest.alive"
+
+
 def run_ingester(settings: Settings) -> int:
     """`parley ingest`: runs until SIGINT or SIGTERM."""
     try:
@@ -121,6 +127,7 @@ def run_ingester(settings: Settings) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda _signum, _frame: stop.set())
+    ingester.on_alive = Heartbeat(heartbeat_path(settings))
     log.info(
         "ingester ready",
         extra={"carrier": ingester.carrier.name, "backlog": ingester.carrier.backlog()},

@@ -383,6 +383,9 @@ class Ingester:
         self.quarantine = quarantine
         self.batch_size = batch_size
         self.max_backoff_s = max_backoff_s
+        # Called on every turn of `run`, stalled or not: the supervisor's sign that the loop
+        # is alive (a heartbeat file), as opposed to stuck inside a call that never returns.
+        self.on_alive: Callable[[], None] = lambda: None
         self.on_call_ended = on_call_ended
         self.stored = 0  # events new to the database, since start
         self.rejected = 0  # lines that are not events, quarantined
@@ -412,6 +415,7 @@ class Ingester:
         backoff = 0.1
         batch: Batch | None = None
         while not stop.is_set():
+            self.on_alive()
             try:
                 if batch is None:
                     batch = self.carrier.fetch(self.batch_size)

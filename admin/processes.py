@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from admin.event_pipeline import heartbeat_path
+from admin.heartbeat import fresh
 from admin.supervisor import Liveness, ProcessSpec
 from admin.worker_loss import worker_host, write_reset
 from agent.health import health_url, probe
@@ -25,6 +27,9 @@ log = logging.getLogger(__name__)
 
 WORKERS_STAGE, EDGE_STAGE, REST_STAGE = 0, 1, 2
 ENGINE_PROBE_TIMEOUT_S = 2.0  # a loaded engine may answer late; a stopped one never does
+# The ingester's loop turns at least every few seconds even when stalled (its longest wait is
+# a retry backoff of events.max_backoff_s, 5 s by default, or a blocking read of the stream).
+INGEST_HEARTBEAT_MAX_AGE_S = 20.0
 
 
 def _parley(*args: str) -> tuple[str, ...]:
@@ -79,11 +84,32 @@ def platform_specs(
                 stop_stage=WORKERS_STAGE,
             )
         )
+    edge_host, edge_port = local_address(sip.host), sip.port
     specs.append(
-        ProcessSpec("sip-edge", tuple(kamailio_command(edge, cfg_path)), stop_stage=EDGE_STAGE)
+        ProcessSpec(
+            "sip-edge",
+            tuple(kamailio_command(edge, cfg_path)),
+            # Any answer will do: a refusal (403 when this host is not anonymous) is alive.
+            liveness=Liveness(
+                functools.partial(sip_answers, edge_host, edge_port),
+                f"SIP OPTIONS to {edge_host}:{edge_port}",
+            ),
+            stop_stage=EDGE_STAGE,
+        )
     )
-    # No liveness probe for the ingester: its loop has no hook to show progress through.
-    specs.append(ProcessSpec("ingest", _parley("ingest"), env))
+    heartbeat = heartbeat_path(settings)
+    specs.append(
+        ProcessSpec(
+            "ingest",
+            _parley("ingest"),
+            env,
+            liveness=Liveness(
+                functools.partial(fresh, heartbeat, max_age_s=INGEST_HEARTBEAT_MAX_AGE_S),
+                f"heartbeat {heartbeat}",
+                after_healthy=True,
+            ),
+        )
+    )
     specs.append(ProcessSpec("api", _parley("api"), env))
     if settings.jobs.enabled:
         specs.append(ProcessSpec("jobs", _parley("jobs", "worker"), env))

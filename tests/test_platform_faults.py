@@ -146,6 +146,26 @@ def test_a_hung_worker_is_killed_and_its_call_ends_as_worker_lost(
     proc.wait(60)
 
 
+def test_a_hung_ingester_is_restarted_and_stores_what_came_meanwhile(
+    platform: Running, config: PlatformConfig, database: Engine, tmp: Path
+) -> None:
+    pid = _pid_of(platform, "ingest")
+    os.kill(pid, signal.SIGSTOP)
+    since = time.monotonic_ns()
+    [result] = dial(f"sip:100@127.0.0.1:{config.sip_port}", tmp, hold=0.5, name="meanwhile")
+    assert result["answered"]
+    [call_id] = {
+        e.call_id
+        for e in config.events()
+        if e.kind is CallEventKind.STARTED and e.t_mono_ns >= since
+    }
+    # Its heartbeat goes stale (20 s), three probes fail, the process group is killed.
+    wait_for(lambda: _stored(database, call_id) is not None, 60, "the call stored after restart")
+    assert re.search(r"process hung; killing it\s+child=ingest", platform.log())
+    assert not Path(f"/proc/{pid}").exists()
+    assert _pid_of(platform, "ingest") != pid
+
+
 def test_stopping_refuses_new_calls_then_hangs_up_with_bye(
     platform: Running, config: PlatformConfig, tmp: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
