@@ -339,6 +339,16 @@ route[GUARD] {
         sl_send_reply("513", "Message Too Large");
         exit;
     }
+    # SDP addresses must be IP literals: pjmedia would resolve a host name on the worker's
+    # SIP thread (a slow DNS answer stalls every call on it), and pjlib aborts the worker
+    # outright on an address of 254 characters or more.
+    if (has_body("application/sdp")
+            && (search_body("IN IP4 ([^ \\r\\n]*[^0-9. \\r\\n]|[0-9.]{16})")
+                || search_body("IN IP6 ([^ \\r\\n]*[^0-9a-fA-F:. \\r\\n]|[0-9a-fA-F:.]{46})"))) {
+        update_stat("parley_rejected_malformed", "+1");
+        sl_send_reply("488", "SDP Address Not Acceptable");
+        exit;
+    }
 }
 
 route[REQINIT] {

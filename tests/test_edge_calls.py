@@ -19,7 +19,7 @@ import pytest
 from telephony import sipp
 from telephony.events import CallEventKind, media_totals
 from telephony.sipprobe import options_ping, wait_answering
-from tests.sip_raw import open_dialog
+from tests.sip_raw import PCMU_SDP, Request, exchange, open_dialog
 from tests.support import (
     PlatformConfig,
     Running,
@@ -303,3 +303,22 @@ def test_half_open_calls_are_released_within_seconds(
     # Every slot is free again.
     results = _dial_many(edge_config, tmp, 20, 1.0, "after-half-open")
     assert all(r["answered"] for r in results)
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["1" * 254, "media.example.com", "127.0.0.1.1.1.1.1", "IN IP6 ::zz"],
+    ids=["254-chars", "host-name", "too-long-ipv4", "bad-ipv6"],
+)
+def test_sdp_addresses_that_are_not_ip_literals_are_refused_at_the_edge(
+    platform: Running, edge_config: PlatformConfig, tmp: Path, address: str
+) -> None:
+    # pjlib aborts a worker on an SDP address of 254 characters or more, and would resolve a
+    # host name on the worker's SIP thread: neither may get past the edge.
+    connection = address if address.startswith("IN ") else f"IN IP4 {address}"
+    sdp = PCMU_SDP.format(host="127.0.0.1", port=40000).replace("IN IP4 127.0.0.1", connection)
+    invite = Request("INVITE", f"sip:100@127.0.0.1:{edge_config.sip_port}", body=sdp)
+    response = exchange(invite, "127.0.0.1", edge_config.sip_port)
+    assert response is not None and response.code == 488, response
+    [result] = dial(_uri(edge_config), tmp, play=write_wav(tmp / "a.wav", chirp_noise(1.0)))
+    assert result["answered"]
