@@ -33,6 +33,10 @@ CALLS_PER_WORKER = 4  # pjsua2's compiled-in limit (FACTS.md)
 # The embedded engine holds 20 calls on a 2-core machine (docs/benchmarks.md): the default
 # capacity matches it, in whole workers.
 DEFAULT_CALL_CAPACITY = 20
+# pjsua2's pjlib holds 64 sockets per worker and reuses a closed one only after a while: call
+# churn above about 10 new calls a second on one worker (two sockets per stream) exhausts them
+# and aborts the process. The edge spreads calls evenly; this keeps each worker well below.
+CALLS_PER_S_PER_WORKER = 4
 
 
 class Section(BaseModel):
@@ -63,7 +67,12 @@ class FloodSettings(Section):
         60, ge=1, description="per source (not workers); above it for 2 s the source is banned"
     )
     ban_s: int = Field(60, ge=1, description="how long a flooding source is ignored")
-    calls_per_s: int = Field(50, ge=1, description="new calls per second, all sources together")
+    calls_per_s: int | None = Field(
+        None,
+        ge=1,
+        description="new calls per second, all sources together; default: "
+        f"{CALLS_PER_S_PER_WORKER} per media worker",
+    )
     max_message_bytes: int = Field(8192, ge=1500, le=65535, description="larger requests: 513")
 
 
@@ -445,7 +454,7 @@ class Settings(BaseSettings):
             flood=FloodLimits(
                 requests_per_s=sip.flood.requests_per_s,
                 ban_s=sip.flood.ban_s,
-                calls_per_s=sip.flood.calls_per_s,
+                calls_per_s=sip.flood.calls_per_s or CALLS_PER_S_PER_WORKER * sip.workers,
                 max_message_bytes=sip.flood.max_message_bytes,
             ),
         )

@@ -349,6 +349,14 @@ route[GUARD] {
         sl_send_reply("488", "SDP Address Not Acceptable");
         exit;
     }
+    # A worker provisions two sockets per offered stream out of the 64 its pjlib holds (and
+    # aborts when they run out): an offer of three streams or more (audio and video are
+    # two) is refused.
+    if (has_body("application/sdp") && search_body("\\nm=(.*\\n)+m=(.*\\n)+m=")) {
+        update_stat("parley_rejected_malformed", "+1");
+        sl_send_reply("488", "Too Many Media Streams");
+        exit;
+    }
 }
 
 route[REQINIT] {

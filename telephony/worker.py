@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import sys
 import time
 import uuid
 from collections.abc import Callable, Coroutine
@@ -54,6 +55,7 @@ SessionFactory = Callable[[Line], DuplexSession]
 DisclosureSource = Callable[[Line], DisclosurePlan | None]
 ReadinessCheck = Callable[[Line], bool]  # can a new call on this line be served now?
 RETRY_AFTER_S = 5  # what a refused caller is told: the engine is usually back by then
+PORT_RETIRE_S = 1.0
 _SRTP_USE = {
     "off": pj.PJMEDIA_SRTP_DISABLED,
     "optional": pj.PJMEDIA_SRTP_OPTIONAL,
@@ -187,6 +189,7 @@ class MediaWorker:
         self.pj: PjThread | None = None
         self._account: Any = None
         self._released = asyncio.Event()
+        self._retired_ports: list[tuple[float, MediaPort]] = []  # (free after, port)
 
     # --- pjsua2 thread -------------------------------------------------------------------
 
@@ -326,6 +329,7 @@ class MediaWorker:
         self.loop.call_soon_threadsafe(self._deliver_dtmf, record, digit)
 
     def _pj_tick(self, now: float) -> None:
+        self._pj_bury_ports(now)
         for record in list(self.calls.values()):
             if record.ended:
                 continue
@@ -353,6 +357,20 @@ class MediaWorker:
                     CallEvent(record.call_id, CallEventKind.MEDIA_STATS, record.media_stats())
                 )
 
+    def _pj_bury_ports(self, now: float) -> None:
+        """Drops retired ports whose time has come and that nothing else still holds.
+
+        A port still referenced elsewhere (a bridge caught in a reference cycle with its
+        tasks) waits: were this the last reference but one, the garbage collector would
+        finalize the port on whatever thread it ran on, and pjsua2 objects die only here.
+        """
+        keep = []
+        for free_after, port in self._retired_ports:
+            # References: this list's tuple, the loop variable, getrefcount's argument.
+            if free_after > now or sys.getrefcount(port) > 3:
+                keep.append((free_after, port))
+        self._retired_ports = keep
+
     def _pj_hangup(self, record: ActiveCall, reason: str, status: int = 200) -> None:
         if record.ended:
             return
@@ -379,8 +397,12 @@ class MediaWorker:
 
     def _pj_release(self, record: ActiveCall) -> None:
         # Step 4 of the teardown: the port leaves the conference bridge before the call goes.
+        # pjmedia's bridge applies removals on its clock thread, a tick or more later: the
+        # port object lives on (disconnected) for a while, so no frame callback can reach a
+        # port already freed (a segfault seen under SIP fuzzing).
         port, record.port = record.port, None
-        del port
+        if port is not None:
+            self._retired_ports.append((time.monotonic() + PORT_RETIRE_S, port))
         record.pj_call.record = None
         record.pj_call = None
         self.calls.pop(record.call_id, None)
@@ -395,6 +417,7 @@ class MediaWorker:
                 record.pj_call.record = None
             record.pj_call = None
         self.calls.clear()
+        self._retired_ports.clear()  # before libDestroy, like every pjsua2 object
         self._account = None
 
     def _pj_stopping(self) -> None:
@@ -663,6 +686,10 @@ class MediaWorker:
         options = EndpointOptions(
             sip_host=self.config.sip_host,
             sip_port=self.config.sip_port,
+            # UDP only: the edge reaches workers over UDP, and pjlib's ioqueue holds 64
+            # sockets in all; every TCP connection (kept 33 s after its last message) takes
+            # one, and running out aborts the process.
+            tcp=False,
             public_host=self.config.public_host,
             user_agent=f"Parley worker {self.config.index}",
             max_calls=self.config.max_calls,

@@ -322,3 +322,31 @@ def test_sdp_addresses_that_are_not_ip_literals_are_refused_at_the_edge(
     assert response is not None and response.code == 488, response
     [result] = dial(_uri(edge_config), tmp, play=write_wav(tmp / "a.wav", chirp_noise(1.0)))
     assert result["answered"]
+
+
+@pytest.mark.parametrize(("streams", "answer"), [(2, 200), (3, 488)])
+def test_offers_of_three_streams_or_more_are_refused_at_the_edge(
+    platform: Running, edge_config: PlatformConfig, streams: int, answer: int
+) -> None:
+    # A worker provisions two sockets per offered stream out of the 64 pjlib holds, and
+    # aborts when they run out: three offers of 16 streams killed one.
+    head = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+    media = "".join(
+        f"m=audio {40000 + 2 * i} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n" for i in range(streams)
+    )
+    invite = Request("INVITE", f"sip:199@127.0.0.1:{edge_config.sip_port}", body=head + media)
+    response = exchange(invite, "127.0.0.1", edge_config.sip_port)
+    assert response is not None and response.code == answer, response
+    if answer == 200:  # hang up what was answered
+        to_tag = (response.header("To") or "").split("tag=", 1)[1]
+        route = (response.header("Record-Route") or "").strip("<>")
+        bye = Request(
+            "BYE",
+            (response.header("Contact") or "").strip("<>"),
+            to_tag=to_tag,
+            from_tag=invite.from_tag,
+            call_id=invite.call_id,
+            cseq=2,
+            routes=(route,),
+        )
+        exchange(bye, "127.0.0.1", edge_config.sip_port)
