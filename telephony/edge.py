@@ -484,4 +484,3 @@ def kamailio_command(cfg: EdgeConfig, cfg_path: Path) -> list[str]:
         "-M",
         str(cfg.pkg_mb),
     ]
-

@@ -17,8 +17,8 @@ import pytest
 
 from telephony.edge import CTL_SOCKET_NAME
 from telephony.edge_stats import read_statistics
-from telephony.sipprobe import status_code
 from telephony.netns import CallerHost, caller_host
+from telephony.sipprobe import status_code
 from tests.sip_raw import PCMU_SDP, Request, exchange, open_dialog
 from tests.support import (
     ROOT,
