@@ -86,6 +86,27 @@ def platform(net_config: PlatformConfig) -> Iterator[Running]:
     assert running.stop(timeout=30) == 0, running.log()[-3000:]
 
 
+def _call_from(
+    host: CallerHost,
+    config: PlatformConfig,
+    tmp: Path,
+    *,
+    number: str = "199",
+    bind: str | None = None,
+    tls: bool = False,
+    options: tuple[str, ...] = (),
+    **kwargs: Any,
+) -> dict[str, Any]:
+    """One `parley dial` call from inside `host` to the platform's address on its link."""
+    port = config.tls_port if tls else config.sip_port
+    uri = f"sip:{number}@{host.gateway}:{port}" + (";transport=tls" if tls else "")
+    [result] = dial(
+        uri, tmp, options=("--bind", bind or host.address, *options), netns=host.name, **kwargs
+    )
+    result_dict: dict[str, Any] = result
+    return result_dict
+
+
 def _check_echo(result: dict[str, Any], sent: np.ndarray) -> None:
     assert result["answered"], result
     received = read_wav(Path(result["recording"]))
@@ -103,14 +124,7 @@ def test_caller_on_another_host_has_two_way_audio(
 ) -> None:
     sent = chirp_noise(2.0)
     play = write_wav(tmp / "caller.wav", sent)
-    [result] = dial(
-        f"sip:199@{carrier.gateway}:{net_config.sip_port}",
-        tmp,
-        play=play,
-        codec=codec,
-        options=("--bind", carrier.address),
-        netns=carrier.name,
-    )
+    result = _call_from(carrier, net_config, tmp, play=play, codec=codec)
     assert result["codec"].lower().startswith(codec[:4]), result
     # The worker asked for RTP at the advertised address, not its loopback one.
     assert result["remote_rtp"].split(":")[0] == carrier.gateway, result
@@ -121,13 +135,7 @@ def test_a_source_outside_every_trunk_gets_403(
     platform: Running, net_config: PlatformConfig, carrier: CallerHost, tmp: Path
 ) -> None:
     stranger = carrier.add_address(77)  # same wire, an address no trunk lists
-    [result] = dial(
-        f"sip:199@{carrier.gateway}:{net_config.sip_port}",
-        tmp,
-        options=("--bind", stranger),
-        netns=carrier.name,
-        max_s=10,
-    )
+    result = _call_from(carrier, net_config, tmp, bind=stranger, max_s=10)
     assert not result["answered"]
     assert result["status_code"] == 403, result
 
@@ -135,25 +143,19 @@ def test_a_source_outside_every_trunk_gets_403(
 def test_a_trunk_may_dial_only_its_numbers(
     platform: Running, net_config: PlatformConfig, carrier: CallerHost, tmp: Path
 ) -> None:
-    [result] = dial(
-        f"sip:555@{carrier.gateway}:{net_config.sip_port}",
-        tmp,
-        options=("--bind", carrier.address),
-        netns=carrier.name,
-        max_s=10,
-    )
+    result = _call_from(carrier, net_config, tmp, number="555", max_s=10)
     assert result["status_code"] == 403, result
 
 
 def test_digest_with_a_wrong_password_is_refused(
     platform: Running, net_config: PlatformConfig, pbx: CallerHost, tmp: Path
 ) -> None:
-    [result] = dial(
-        f"sip:199@{pbx.gateway}:{net_config.sip_port}",
+    result = _call_from(
+        pbx,
+        net_config,
         tmp,
-        options=("--bind", pbx.address, "--user", PBX_USER, "--srtp", "required"),
+        options=("--user", PBX_USER, "--srtp", "required"),
         password="not-the-password",
-        netns=pbx.name,
         max_s=10,
     )
     assert not result["answered"]
@@ -163,13 +165,8 @@ def test_digest_with_a_wrong_password_is_refused(
 def test_a_trunk_that_requires_srtp_refuses_plain_rtp(
     platform: Running, net_config: PlatformConfig, pbx: CallerHost, tmp: Path
 ) -> None:
-    [result] = dial(
-        f"sip:199@{pbx.gateway}:{net_config.sip_port}",
-        tmp,
-        options=("--bind", pbx.address, "--user", PBX_USER),
-        password=PBX_PASSWORD,
-        netns=pbx.name,
-        max_s=10,
+    result = _call_from(
+        pbx, net_config, tmp, options=("--user", PBX_USER), password=PBX_PASSWORD, max_s=10
     )
     assert result["status_code"] == 488, result
 
@@ -184,14 +181,15 @@ def test_tls_and_srtp_with_digest_credentials(
 ) -> None:
     sent = chirp_noise(2.0)
     play = write_wav(tmp / "caller.wav", sent)
-    [result] = dial(
-        f"sip:199@{pbx.gateway}:{net_config.tls_port};transport=tls",
+    result = _call_from(
+        pbx,
+        net_config,
         tmp,
+        tls=True,
+        options=("--user", PBX_USER, "--srtp", "required"),
         play=play,
         codec=codec,
-        options=("--bind", pbx.address, "--user", PBX_USER, "--srtp", "required"),
         password=PBX_PASSWORD,
-        netns=pbx.name,
     )
     assert result["srtp"], result
     _check_echo(result, sent)
@@ -263,12 +261,8 @@ def test_a_caller_behind_nat_gets_audio_back_at_the_source_of_its_rtp(
     unreachable = carrier.address.rsplit(".", 1)[0] + ".250"
     sent = chirp_noise(3.0)
     play = write_wav(tmp / "caller.wav", sent)
-    [result] = dial(
-        f"sip:199@{carrier.gateway}:{net_config.sip_port}",
-        tmp,
-        play=play,
-        options=("--bind", carrier.address, "--media-address", unreachable),
-        netns=carrier.name,
+    result = _call_from(
+        carrier, net_config, tmp, options=("--media-address", unreachable), play=play
     )
     _check_echo(result, sent)
 
@@ -296,14 +290,7 @@ def test_a_flooding_source_is_banned_while_a_real_caller_gets_through(
         time.sleep(2.0)  # well into the flood
         sent = chirp_noise(3.0)
         play = write_wav(tmp / "caller.wav", sent)
-        [result] = dial(
-            f"sip:199@{carrier.gateway}:{net_config.sip_port}",
-            tmp,
-            play=play,
-            options=("--bind", carrier.address),
-            netns=carrier.name,
-        )
-        _check_echo(result, sent)
+        _check_echo(_call_from(carrier, net_config, tmp, play=play), sent)
     finally:
         out, _ = flood.communicate(timeout=30)
     assert int(out.strip()) >= 4500, "the flooder did not flood"
@@ -312,12 +299,5 @@ def test_a_flooding_source_is_banned_while_a_real_caller_gets_through(
     # The ban lapses (flood.ban_s) and the source is answered again: here with 403, as it
     # belongs to no trunk.
     time.sleep(FLOOD_BAN_S + 1)
-    [after] = dial(
-        f"sip:199@{carrier.gateway}:{net_config.sip_port}",
-        tmp,
-        options=("--bind", flooder),
-        netns=carrier.name,
-        max_s=10,
-        name="after-ban",
-    )
+    after = _call_from(carrier, net_config, tmp, bind=flooder, max_s=10, name="after-ban")
     assert after["status_code"] == 403, after

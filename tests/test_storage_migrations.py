@@ -74,11 +74,14 @@ def test_parley_db_upgrade_then_current(tmp_path: Path) -> None:
     env["PARLEY_DATA_DIR"] = str(tmp_path)
     parley = [sys.executable, "-m", "admin.cli", "db"]
 
-    def run(action: str) -> subprocess.CompletedProcess[str]:
+    def run(action: str, *, check: bool = True) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [*parley, action], env=env, capture_output=True, text=True, timeout=60, check=True
+            [*parley, action], env=env, capture_output=True, text=True, timeout=60, check=check
         )
 
-    assert "behind head" in run("current").stdout
+    missing = run("current", check=False)  # no database yet: said, never created silently
+    assert missing.returncode == 2
+    assert f"there is no database at {tmp_path / 'parley.db'}" in missing.stderr
+    assert not (tmp_path / "parley.db").exists()
     assert "upgrading the database schema" in run("upgrade").stderr
     assert f"revision {schema.head_revision()}, up to date" in run("current").stdout
