@@ -325,10 +325,12 @@ route[GUARD] {
         update_stat("parley_dropped_banned", "+1");
         drop;
     }
-    # This host itself (load tests, local tools) is never banned; everyone else over the
-    # per-source rate is ignored for a while (no answer: a flooder learns nothing and the
-    # edge spends nothing on it).
-    if (!is_in_subnet("$si", "127.0.0.0/8,::1/128") && !pike_check_req()) {
+    # This host itself (load tests, local tools) and the trunks' own addresses (a busy
+    # carrier sends more requests than any flood threshold; its calls-per-second and
+    # concurrency limits apply instead) are never banned; everyone else over the per-source
+    # rate is ignored for a while (no answer: a flooder learns nothing and the edge spends
+    # nothing on it).
+    if (!is_in_subnet("$si", "__UNBANNED__") && !pike_check_req()) {
         $sht(ban=>$si) = 1;
         update_stat("parley_banned_sources", "+1");
         xlog("L_ALERT", "edge: source $si banned for flooding\\n");
@@ -474,6 +476,14 @@ route[WORKER_NAME] {
 """
 
 
+def _unbanned(inputs: ScriptInputs) -> str:
+    """This host and every trunk source: the ranges the per-source flood ban never applies to."""
+    ranges = ["127.0.0.0/8", "::1/128"]
+    for trunk in inputs.trunks:
+        ranges += [r for r in trunk.sources if r not in ranges]
+    return _quoted(",".join(ranges)).strip('"')
+
+
 def render_routes(inputs: ScriptInputs) -> str:
     fixed = (
         _FIXED_ROUTES.replace("__ALLOW__", ALLOWED_METHODS)
@@ -484,6 +494,7 @@ def render_routes(inputs: ScriptInputs) -> str:
         .replace("__FR__", str(inputs.fr_timer_ms))
         .replace("__FR_DLG__", str(inputs.in_dialog_fr_timer_ms))
         .replace("__MAX_BYTES__", str(inputs.max_message_bytes))
+        .replace("__UNBANNED__", _unbanned(inputs))
     )
     generated = [
         *_trunk_route(inputs),
