@@ -382,6 +382,13 @@ class MediaWorker:
             record.pj_call.hangup(prm)
         except pj.Error as error:
             log.warning("hangup failed", extra={"call_id": record.call_id, "error": error.info()})
+            if not record.pj_call.isActive():
+                # pjsip ended the session without a DISCONNECTED reaching us (seen for calls
+                # answered over a connection that closed before the ACK): end it here, or it
+                # would hold its slot and its bridge forever.
+                record.ended = True
+                assert self.loop is not None
+                self.loop.call_soon_threadsafe(self._end_call, record)
 
     def _pj_send_dtmf(self, record: ActiveCall, digits: str) -> None:
         if record.ended or record.pj_call is None:
