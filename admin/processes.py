@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +20,7 @@ from admin.supervisor import Liveness, ProcessSpec
 from admin.worker_loss import worker_host, write_reset
 from agent.health import health_url, probe
 from telephony.edge import CTL_SOCKET_NAME, WORKER_SET, EdgeConfig, kamailio_command
+from telephony.edge_stats import find_kamcmd
 from telephony.sipprobe import options_ping
 
 log = logging.getLogger(__name__)
@@ -139,7 +139,12 @@ def write_worker_reset(settings: Any, spec: ProcessSpec, cause: str) -> None:
 def drain_edge(edge: EdgeConfig) -> None:
     """Disables every worker in the running edge's dispatcher: new calls get 503 at once,
     calls up go on (in-dialog requests do not use the dispatcher)."""
-    kamcmd = shutil.which("kamcmd") or "/usr/sbin/kamcmd"
+    kamcmd = find_kamcmd()
+    if kamcmd is None:
+        log.warning(
+            "edge not drained: kamcmd is not installed; new calls may reach stopping workers"
+        )
+        return
     socket = edge.run_dir.resolve() / CTL_SOCKET_NAME
     argv = [kamcmd, "-s", f"unix:{socket}", "dispatcher.set_state", "d", str(WORKER_SET), "all"]
     try:
