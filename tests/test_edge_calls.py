@@ -196,7 +196,7 @@ def test_calls_while_a_worker_is_dead_go_elsewhere(
     victim = 2
     pid = _pid_of(platform, f"worker-{victim}")
     # Hung, not exited: the edge stops sending it calls at once; the supervisor kills and
-    # restarts it only after its own probes fail (about 9 s), which may happen meanwhile.
+    # restarts it once its own probes have failed (about 9 s).
     os.kill(pid, signal.SIGSTOP)
     try:
         time.sleep(3.5)  # a few edge probe intervals
@@ -204,9 +204,22 @@ def test_calls_while_a_worker_is_dead_go_elsewhere(
         results = _dial_many(edge_config, tmp, 12, 1.0, "one-down")
         assert all(r["answered"] for r in results), [r["status_code"] for r in results]
         assert _worker_of_calls(edge_config, since)[victim] == 0
+        # Left stopped until the supervisor acts: a worker resumed just as its third probe
+        # failed would take calls from the edge and be killed under them (seen as a later
+        # test's calls ending 481).
+        _wait_for_log(platform, f"process hung; killing it  child=worker-{victim} pid={pid}")
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGCONT)
+    wait_answering("127.0.0.1", edge_config.worker_base_port + victim, timeout_s=20)
+    time.sleep(3.0)  # the edge's probes bring the new worker back into rotation
+
+
+def _wait_for_log(platform: Running, text: str, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while text not in platform.log():
+        assert time.monotonic() < deadline, f"not in the platform log after {timeout_s} s: {text}"
+        time.sleep(0.2)
 
 
 def _run_sipp(
