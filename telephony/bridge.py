@@ -1,22 +1,22 @@
 """The bridge between one call's media port and its duplex session (asyncio side).
 
 Caller frames flow into the session continuously and are never gated while the agent speaks.
-Agent audio is cut into 20 ms frames and queued for playout a little ahead of the clock; a
-ClearPlayout empties the playout queue at once and tells the session how much was heard.
+Agent audio goes out through the one playout path (telephony.playout); a ClearPlayout empties
+it at once and tells the session how much was heard.
+
+The agent can be detached from the call and re-attached with its conversation intact: while
+detached its session stays open but hears nothing (the call's mix no longer sends it the
+caller) and whatever it says is dropped.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
-import contextlib
 import logging
 import time
 from collections.abc import Callable
 
 from agent.session import (
-    FRAME_BYTES,
-    FRAME_MS,
     AgentAudio,
     AgentDtmf,
     CallerAudio,
@@ -30,12 +30,9 @@ from agent.session import (
 )
 from telephony.events import CallEvent, CallEventKind, EventOutlet
 from telephony.mediaport import MediaPort
+from telephony.playout import Cause, Playout
 
 log = logging.getLogger(__name__)
-
-# Agent audio queued ahead of the playout clock. Enough to ride out scheduling hiccups, small
-# enough that anything still upstream can be dropped instantly on a flush.
-PLAYOUT_AHEAD_FRAMES = 10
 
 
 class CallBridge:
@@ -61,11 +58,10 @@ class CallBridge:
         self._on_hangup_requested = on_hangup_requested
         self._on_session_failed = on_session_failed
         self._on_send_dtmf = on_send_dtmf
-        self._pending: collections.deque[tuple[str, bytes]] = collections.deque()
-        self._partial = b""
-        self._pending_ready = asyncio.Event()
+        self.playout = Playout(port)
         self._tasks: list[asyncio.Task[None]] = []
         self._closed = False
+        self.attached = True
         self.flushes = 0
 
     async def start(self) -> None:
@@ -73,7 +69,7 @@ class CallBridge:
         self._tasks = [
             asyncio.create_task(self._pump_caller(), name=f"caller-{self.call_id}"),
             asyncio.create_task(self._pump_agent(), name=f"agent-{self.call_id}"),
-            asyncio.create_task(self._pace_playout(), name=f"playout-{self.call_id}"),
+            asyncio.create_task(self.playout.run(), name=f"playout-{self.call_id}"),
         ]
         for task in self._tasks:
             task.add_done_callback(self._task_done)
@@ -101,16 +97,19 @@ class CallBridge:
             ready.clear()
             while rx:
                 pcm, t_ns = rx.popleft()
-                await send(CallerAudio(pcm, t_ns))
+                if self.attached:
+                    await send(CallerAudio(pcm, t_ns))
             await ready.wait()
 
     async def _pump_agent(self) -> None:
         try:
             async for item in self.session.outputs():
                 if isinstance(item, AgentAudio):
-                    self._enqueue(item)
+                    if self.attached:
+                        self.playout.push(item.utterance_id, item.pcm)
                 elif isinstance(item, AgentDtmf):
-                    self._on_send_dtmf(item.digits)
+                    if self.attached:
+                        self._on_send_dtmf(item.digits)
                 elif isinstance(item, ClearPlayout):
                     await self.flush(item.reason)
                 elif isinstance(item, SessionEvent):
@@ -129,55 +128,39 @@ class CallBridge:
         )
 
     def _mark_done(self, utterance_id: str) -> None:
-        # Pad the utterance's last partial frame so it is heard, not dropped; then the end
-        # marker, so that a caller speaking after the whole answer played is not a barge-in.
-        if self._partial:
-            frame = self._partial.ljust(FRAME_BYTES, b"\0")
-            self._partial = b""
-            self._pending.append((utterance_id, frame))
-        self._pending.append((utterance_id, b""))
-        self._pending_ready.set()
+        if self.attached:
+            self.playout.end(utterance_id)
 
-    def _enqueue(self, audio: AgentAudio) -> None:
-        data = self._partial + audio.pcm
-        whole = len(data) - len(data) % FRAME_BYTES
-        for offset in range(0, whole, FRAME_BYTES):
-            self._pending.append((audio.utterance_id, data[offset : offset + FRAME_BYTES]))
-        self._partial = data[whole:]
-        self._pending_ready.set()
+    async def detach(self) -> None:
+        """The agent leaves the call: what it was saying stops, its session stays open."""
+        if not self.attached:
+            return
+        await self.flush("detached", Cause.CONTROL)
+        self.attached = False
 
-    async def _pace_playout(self) -> None:
-        """Moves agent frames into the port no more than PLAYOUT_AHEAD_FRAMES ahead."""
-        port = self.port
-        assert port is not None
-        pending = self._pending
-        ready = self._pending_ready
-        while True:
-            while pending and port.playout_depth() < PLAYOUT_AHEAD_FRAMES:
-                utterance_id, frame = pending.popleft()
-                if frame:
-                    port.queue_playout(utterance_id, frame)
-                else:
-                    port.end_utterance(utterance_id)
-            ready.clear()
-            if not pending:
-                await ready.wait()
-                continue
-            # The port is full: top it up when half has played, or at once when audio
-            # arrives (after a flush emptied both queues, a resumed or new reply must not
-            # wait out this pause).
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(ready.wait(), FRAME_MS / 1000 * (PLAYOUT_AHEAD_FRAMES // 2))
+    async def reattach(self, note: str | None = None) -> None:
+        """The agent is back: it hears the caller from now on (nothing said meanwhile), with the
+        supervisor's note given to it as a plain fact."""
+        if self.attached:
+            return
+        if self.port is not None:
+            self.port.rx.clear()
+        self.attached = True
+        if note:
+            await self.session.send_instruction(note)
 
-    async def flush(self, reason: str) -> PlayoutReport | None:
+    async def instruct(self, text: str) -> None:
+        await self.session.send_instruction(text)
+
+    async def flush(self, reason: str, cause: Cause = Cause.BARGE_IN) -> PlayoutReport | None:
         """Stops the agent at once and reports how much of its utterance the caller heard."""
-        had_pending = bool(self._pending)
-        self._pending.clear()
-        self._partial = b""
         if self.port is None:
             return None
-        utterance_id, played_ms = self.port.flush()
-        if utterance_id is None and not had_pending:
+        cut = self.playout.flush(cause)
+        if cut is None:
+            return None
+        utterance_id, played_ms, anything = cut
+        if not anything:
             return None  # nothing was playing: not a flush worth recording
         self.flushes += 1
         self.outlet.emit(

@@ -37,6 +37,8 @@ class CallEventKind(enum.StrEnum):
     SESSION_FAILED = "call.session_failed"
     TRANSFERRED = "call.transferred"
     DISCLOSURE_PLAYED = "call.disclosure_played"
+    # The call's phase changed (data: phase, mode, agent, supervisor; telephony.phases).
+    PHASE = "call.phase"
     ENDED = "call.ended"
     EVENTS_DROPPED = "call.events_dropped"  # the worker's spool lost events of the call
     # Not about one call: the media worker (data: worker, host) starts afresh, so every call it

@@ -5,11 +5,17 @@ thread only touches the media ports' deques; the asyncio loop runs the bridges a
 Hand-offs go one way each: pjsua2 → asyncio with `call_soon_threadsafe`, asyncio → pjsua2 with
 `PjThread.post`.
 
+A call's phase (answering, disclosing, with the agent, queued, with a human, fallback, ended)
+lives in `ActiveCall.state`; it changes only through telephony.phases, whose transitions return
+the actions carried out here, in order, one call's actions after another's never interleaved.
+Who hears whom follows from the phase (telephony.mixing) and is applied as conference-bridge
+connections between the call's legs on the pjsua2 thread.
+
 Teardown of a call happens in one fixed order:
   1. [pjsua2]  the call is DISCONNECTED; its last stream stats are already captured
   2. [asyncio] the bridge stops its pumps and closes the session
   3. [asyncio] `call.ended` is emitted with reason and final media stats
-  4. [pjsua2]  the media port is destroyed (leaving the conference bridge), the call released,
+  4. [pjsua2]  the media ports are destroyed (leaving the conference bridge), the call released,
                and the record removed from the registry
 """
 
@@ -27,7 +33,8 @@ from typing import Any
 
 import pjsua2 as pj
 
-from agent.session import FRAME_BYTES, FRAME_MS, DuplexSession, SessionError
+from agent.session import DuplexSession, SessionError
+from telephony import phases
 from telephony.bridge import CallBridge
 from telephony.consent import (
     ConsentRun,
@@ -35,15 +42,18 @@ from telephony.consent import (
     DisclosureAudioError,
     DisclosurePlan,
     NextStep,
-    Phase,
     read_pcm,
 )
+from telephony.consent import Phase as ConsentPhase
 from telephony.events import CallEvent, CallEventKind, EventOutlet
 from telephony.lines import Line, LineRouter, request_uri_user
 from telephony.mediaport import MediaPort, wake_on
 from telephony.metrics import metered
+from telephony.mixing import Connection, Leg, Mix, changes
+from telephony.phases import Action, CallState, DtmfTo
 from telephony.pjthread import EndpointOptions, PjThread
-from telephony.prompts import fallback_prompt
+from telephony.playout import Cause, Playout, Sound
+from telephony.prompts import fallback_prompt, hold_audio
 from telephony.rtpwatch import RtpInactivity
 from telephony.worker_config import WorkerConfig
 
@@ -61,7 +71,6 @@ _SRTP_USE = {
     "optional": pj.PJMEDIA_SRTP_OPTIONAL,
     "required": pj.PJMEDIA_SRTP_MANDATORY,
 }
-PROMPT_AHEAD_FRAMES = 10  # disclosure audio queued ahead of the playout clock
 
 
 @dataclass
@@ -83,29 +92,42 @@ class StreamStats:
 
 
 @dataclass
+class Disclosure:
+    """A call's disclosure and the consent asked for after it (asyncio side)."""
+
+    plan: DisclosurePlan
+    task: asyncio.Task[None] | None = None
+    consent: ConsentRun | None = None
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    started_ns: int = 0
+    ended_ns: int = 0  # its last frame went out (0: not yet)
+    reported: bool = False
+
+
+@dataclass
 class ActiveCall:
-    """A call's record in the registry. pj_* fields belong to the pjsua2 thread."""
+    """A call's record in the registry. pj_*, legs and links belong to the pjsua2 thread."""
 
     call_id: str
     line: Line
     pj_call: Any
     started_mono: float = field(default_factory=time.monotonic)
     answered_mono: float | None = None
-    port: MediaPort | None = None
+    state: CallState = field(default_factory=CallState)
+    legs: dict[Leg, Any] = field(default_factory=dict)  # each leg's conference-bridge media
+    links: set[Connection] = field(default_factory=set)  # connections in place
+    port: MediaPort | None = None  # the agent's leg
+    prompt_port: MediaPort | None = None  # the prompt player's leg
+    prompts: Playout | None = None
     rx_ready: asyncio.Event | None = None
     bridge: CallBridge | None = None
     stats: StreamStats = field(default_factory=StreamStats)
     rtp_watch: RtpInactivity | None = None
     end_reason: str | None = None
-    ended: bool = False
-    failed: bool = False
-    disclosure_plan: DisclosurePlan | None = None
-    disclosure_task: asyncio.Task[None] | None = None
-    consent: ConsentRun | None = None
-    consent_changed: asyncio.Event = field(default_factory=asyncio.Event)
-    disclosure_started_ns: int = 0
-    disclosure_ended_ns: int = 0  # its last frame went out (0: not yet)
-    disclosure_reported: bool = False
+    ended: bool = False  # the pjsua2 thread saw it disconnect
+    disclosure: Disclosure | None = None
+    control: asyncio.Task[None] | None = None  # the call's actions, carried out in order
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)  # playout, hold audio
 
     def media_stats(self) -> dict[str, object]:
         data = self.stats.as_dict()
@@ -295,9 +317,12 @@ class MediaWorker:
         rx_ready = asyncio.Event()
         port = MediaPort(on_rx=wake_on(self.loop, rx_ready))
         port.create(f"call-{record.call_id[:8]}")
-        audio.startTransmit(port)
-        port.startTransmit(audio)
+        prompt_port = MediaPort(rx_capacity=1)
+        prompt_port.create(f"prompt-{record.call_id[:8]}")
+        # Connected as the call's mix says (_pj_apply_mix), starting with the first phase.
+        record.legs = {Leg.CALLER: audio, Leg.AGENT: port, Leg.PROMPT: prompt_port}
         record.port = port
+        record.prompt_port = prompt_port
         record.rx_ready = rx_ready
         try:
             record.stats.codec = str(call.getStreamInfo(0).codecName)
@@ -308,7 +333,35 @@ class MediaWorker:
             time.monotonic(),
             first_packet_timeout_s=self.config.first_rtp_timeout_s,
         )
-        self.loop.call_soon_threadsafe(self._start_bridge, record)
+        self.loop.call_soon_threadsafe(self._media_up, record)
+
+    def _pj_apply_mix(self, record: ActiveCall, mix: Mix) -> None:
+        """Makes the call's conference-bridge connections those of `mix`: stops first, so no
+        leg is ever heard by both its old and its new listener."""
+        if record.ended or record.pj_call is None:
+            return
+        stop, start = changes(record.links, mix, record.legs)
+        for source, listener in stop:
+            try:
+                record.legs[source].stopTransmit(record.legs[listener])
+            except pj.Error as error:
+                log.warning(
+                    "mix change failed",
+                    extra={"call_id": record.call_id, "stop": f"{source}>{listener}",
+                           "error": error.info()},
+                )  # fmt: skip
+            record.links.discard((source, listener))
+        for source, listener in start:
+            try:
+                record.legs[source].startTransmit(record.legs[listener])
+            except pj.Error as error:
+                log.warning(
+                    "mix change failed",
+                    extra={"call_id": record.call_id, "start": f"{source}>{listener}",
+                           "error": error.info()},
+                )  # fmt: skip
+                continue
+            record.links.add((source, listener))
 
     def _pj_call_state(self, record: ActiveCall, info: Any) -> None:
         if info.state == pj.PJSIP_INV_STATE_CONFIRMED and record.answered_mono is None:
@@ -403,13 +456,16 @@ class MediaWorker:
         self._emit(CallEvent(record.call_id, CallEventKind.DTMF_SENT, {"digits": digits}))
 
     def _pj_release(self, record: ActiveCall) -> None:
-        # Step 4 of the teardown: the port leaves the conference bridge before the call goes.
+        # Step 4 of the teardown: the ports leave the conference bridge before the call goes.
         # pjmedia's bridge applies removals on its clock thread, a tick or more later: the
-        # port object lives on (disconnected) for a while, so no frame callback can reach a
+        # port objects live on (disconnected) for a while, so no frame callback can reach a
         # port already freed (a segfault seen under SIP fuzzing).
-        port, record.port = record.port, None
-        if port is not None:
-            self._retired_ports.append((time.monotonic() + PORT_RETIRE_S, port))
+        for port in (record.port, record.prompt_port):
+            if port is not None:
+                self._retired_ports.append((time.monotonic() + PORT_RETIRE_S, port))
+        record.port = record.prompt_port = None
+        record.legs = {}
+        record.links = set()
         record.pj_call.record = None
         record.pj_call = None
         self.calls.pop(record.call_id, None)
@@ -419,7 +475,8 @@ class MediaWorker:
 
     def _pj_release_all(self) -> None:
         for record in list(self.calls.values()):
-            record.port = None
+            record.port = record.prompt_port = None
+            record.legs = {}
             if record.pj_call is not None:
                 record.pj_call.record = None
             record.pj_call = None
@@ -436,45 +493,180 @@ class MediaWorker:
     def _emit(self, event: CallEvent) -> None:
         self.outlet.emit(event)
 
-    def _start_bridge(self, record: ActiveCall) -> None:
-        if record.ended or record.port is None or record.rx_ready is None:
+    def _media_up(self, record: ActiveCall) -> None:
+        if record.ended or record.port is None or record.prompt_port is None:
             return
+        record.prompts = Playout(record.prompt_port)
+        self._background(record, record.prompts.run(), "prompts")
         plan = self.disclosures(record.line)
-        if plan is None:
-            self._open_session(record)
-            return
-        record.disclosure_plan = plan
-        record.disclosure_task = asyncio.get_running_loop().create_task(
-            self._disclose(record, plan, record.port), name=f"disclosure-{record.call_id}"
-        )
+        if plan is not None:
+            record.disclosure = Disclosure(plan)
+        self._step(record, phases.media_up(record.state, disclosure=plan is not None))
 
-    async def _disclose(self, record: ActiveCall, plan: DisclosurePlan, port: MediaPort) -> None:
+    def _background(self, record: ActiveCall, work: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.get_running_loop().create_task(work, name=f"{name}-{record.call_id}")
+        record.tasks.add(task)
+        task.add_done_callback(record.tasks.discard)
+
+    def _step(self, record: ActiveCall, step: tuple[CallState, list[Action]]) -> None:
+        """Moves the call to its next state and carries out the transition's actions after
+        those of earlier transitions."""
+        state, actions = step
+        before, record.state = record.state, state
+        if state != before and state.live:
+            self._emit(
+                CallEvent(
+                    record.call_id,
+                    CallEventKind.PHASE,
+                    {
+                        "phase": state.phase.value,
+                        "mode": state.mode.value if state.mode else None,
+                        "agent": state.agent.value,
+                        "supervisor": state.supervisor,
+                    },
+                )
+            )
+        if actions:
+            record.control = asyncio.get_running_loop().create_task(
+                self._carry_out(record, actions, record.control),
+                name=f"control-{record.call_id}",
+            )
+
+    async def _carry_out(
+        self, record: ActiveCall, actions: list[Action], after: asyncio.Task[None] | None
+    ) -> None:
+        if after is not None:
+            await asyncio.gather(after, return_exceptions=True)
+        for action in actions:
+            if record.state.phase is phases.Phase.ENDED:
+                return
+            try:
+                await self._act(record, action)
+            except Exception as error:  # one action failing must not strand the call
+                log.error(
+                    "call action failed",
+                    extra={
+                        "call_id": record.call_id,
+                        "action": type(action).__name__,
+                        "error": repr(error),
+                    },
+                )
+
+    async def _act(self, record: ActiveCall, action: Action) -> None:
+        match action:
+            case phases.ApplyMix(mix):
+                assert self.pj is not None
+                self.pj.post(lambda: self._pj_apply_mix(record, mix))
+            case phases.StartDisclosure():
+                assert record.disclosure is not None and record.prompts is not None
+                record.disclosure.task = asyncio.get_running_loop().create_task(
+                    self._disclose(record, record.disclosure, record.prompts),
+                    name=f"disclosure-{record.call_id}",
+                )
+            case phases.OpenAgent():
+                self._open_session(record)
+            case phases.DetachAgent(close):
+                bridge = record.bridge
+                if bridge is not None:
+                    if close:
+                        record.bridge = None
+                        self._background(record, bridge.close(), "close")
+                    else:
+                        await bridge.detach()
+            case phases.ReattachAgent(note):
+                if record.bridge is not None:
+                    await record.bridge.reattach(note)
+            case phases.Instruct(text):
+                if record.bridge is not None:
+                    await record.bridge.instruct(text)
+            case phases.PlayPrompt(prompt, _to, wait, loop):
+                await self._play_prompt(record, prompt, wait=wait, loop=loop)
+            case phases.StopPrompts():
+                if record.prompts is not None:
+                    record.prompts.flush(Cause.CONTROL)
+            case phases.DropSupervisor():
+                pass  # supervisor legs join in a later step of call control
+            case phases.EndCall(reason, status):
+                assert self.pj is not None
+                self.pj.post(lambda: self._pj_hangup(record, reason, status))
+            case phases.Transfer(target, reason):
+                assert self.pj is not None
+                self.pj.post(lambda: self._pj_transfer(record, target, reason))
+
+    async def _play_prompt(
+        self, record: ActiveCall, prompt: str, *, wait: bool, loop: bool
+    ) -> None:
+        player = record.prompts
+        if player is None:
+            return
+        if prompt == "fallback":
+            pcm = fallback_prompt()
+        elif prompt == "hold":
+            pcm = hold_audio()
+        elif prompt == "goodbye":
+            plan = record.disclosure.plan if record.disclosure else None
+            if plan is None or plan.goodbye_path is None:
+                return
+            try:
+                pcm = read_pcm(plan.goodbye_path)
+            except DisclosureAudioError as error:
+                log.warning(
+                    "goodbye prompt not played",
+                    extra={"call_id": record.call_id, "reason": error.reason},
+                )
+                return
+        else:
+            log.warning("unknown prompt", extra={"call_id": record.call_id, "prompt": prompt})
+            return
+        sound = Sound.HOLD if loop else Sound.PROMPT
+        if loop:
+            self._background(record, _play_looped(player, prompt, pcm, sound), "hold")
+        elif wait:
+            await player.play(prompt, pcm, sound)
+        else:
+            self._background(record, _played(player, prompt, pcm, sound), "prompt")
+
+    async def _disclose(self, record: ActiveCall, run: Disclosure, player: Playout) -> None:
         """Plays the line's disclosure before the agent is connected, then acts on consent."""
+        plan = run.plan
         try:
             if plan.audio_path is None or plan.sha256 is None:
                 raise DisclosureAudioError("no_version", f"disclosure {plan.name} has no version")
             pcm = read_pcm(plan.audio_path, sha256=plan.sha256)
         except DisclosureAudioError as error:
-            self._disclosure_not_played(record, plan, error)
+            self._disclosure_not_played(record, run, error)
             return
-        run = record.consent = ConsentRun(plan.policy)
-        record.disclosure_started_ns = time.monotonic_ns()
-        await _play(port, "disclosure", pcm)
-        record.disclosure_ended_ns = time.monotonic_ns()
-        decision = run.played()
+        consent = run.consent = ConsentRun(plan.policy)
+        run.started_ns = time.monotonic_ns()
+        await player.play("disclosure", pcm)
+        run.ended_ns = time.monotonic_ns()
+        decision = consent.played()
         if decision is None:  # dtmf: the caller has not pressed a key yet
             try:
-                await asyncio.wait_for(_decided(record, run), timeout=plan.policy.timeout_s)
+                await asyncio.wait_for(_decided(run, consent), timeout=plan.policy.timeout_s)
             except TimeoutError:
                 pass
-            decision = run.decision or run.timed_out()
+            decision = consent.decision or consent.timed_out()
         assert decision is not None
-        self._report_disclosure(record, plan, decision)
-        await self._after_consent(record, plan, decision, port)
+        self._report_disclosure(record, run, decision)
+        if decision.next_step is NextStep.BRIDGE:
+            self._step(record, phases.consent_given(record.state))
+            return
+        transfer_to = plan.policy.transfer_to if decision.next_step is NextStep.TRANSFER else None
+        self._step(
+            record,
+            phases.consent_refused(
+                record.state,
+                reason=f"consent_{decision.consent}",
+                transfer_to=transfer_to,
+                goodbye=plan.goodbye_path is not None,
+            ),
+        )
 
     def _disclosure_not_played(
-        self, record: ActiveCall, plan: DisclosurePlan, error: DisclosureAudioError
+        self, record: ActiveCall, run: Disclosure, error: DisclosureAudioError
     ) -> None:
+        plan = run.plan
         refuse = plan.on_missing == "refuse"
         log.warning(
             "disclosure not played",
@@ -488,7 +680,7 @@ class MediaWorker:
         )
         self._emit_disclosure_played(
             record,
-            plan,
+            run,
             {
                 "played": False,
                 "reason": error.reason,
@@ -496,23 +688,21 @@ class MediaWorker:
             },
         )
         if refuse:
-            self.hangup(record.call_id, "disclosure_unavailable")
+            self._step(record, phases.hang_up(record.state, reason="disclosure_unavailable"))
         else:
-            self._open_session(record)
+            self._step(record, phases.consent_given(record.state))
 
-    def _report_disclosure(
-        self, record: ActiveCall, plan: DisclosurePlan, decision: Decision
-    ) -> None:
-        if record.disclosure_reported:
+    def _report_disclosure(self, record: ActiveCall, run: Disclosure, decision: Decision) -> None:
+        if run.reported:
             return
         # Cut short by a hang-up, it ended when the caller left.
-        ended_ns = record.disclosure_ended_ns or time.monotonic_ns()
+        ended_ns = run.ended_ns or time.monotonic_ns()
         self._emit_disclosure_played(
             record,
-            plan,
+            run,
             {
                 "played": True,
-                "start_mono_ns": record.disclosure_started_ns,
+                "start_mono_ns": run.started_ns,
                 "end_mono_ns": ended_ns,
                 "interrupted": decision.interrupted,
                 "consent": decision.consent,
@@ -522,10 +712,11 @@ class MediaWorker:
         )
 
     def _emit_disclosure_played(
-        self, record: ActiveCall, plan: DisclosurePlan, outcome: dict[str, object]
+        self, record: ActiveCall, run: Disclosure, outcome: dict[str, object]
     ) -> None:
         """Emits `call.disclosure_played` and marks it reported, so a hang-up does not repeat it."""
-        record.disclosure_reported = True
+        run.reported = True
+        plan = run.plan
         self._emit(
             CallEvent(
                 record.call_id,
@@ -538,29 +729,6 @@ class MediaWorker:
                 },
             )
         )
-
-    async def _after_consent(
-        self, record: ActiveCall, plan: DisclosurePlan, decision: Decision, port: MediaPort
-    ) -> None:
-        if decision.next_step is NextStep.BRIDGE:
-            port.rx.clear()  # what the caller said over the disclosure is not for the agent
-            self._open_session(record)
-            return
-        reason = f"consent_{decision.consent}"
-        if decision.next_step is NextStep.TRANSFER and plan.policy.transfer_to:
-            target = plan.policy.transfer_to
-            assert self.pj is not None
-            self.pj.post(lambda: self._pj_transfer(record, target, reason))
-            return
-        if plan.goodbye_path is not None:
-            try:
-                await _play(port, "goodbye", read_pcm(plan.goodbye_path))
-            except DisclosureAudioError as error:
-                log.warning(
-                    "goodbye prompt not played",
-                    extra={"call_id": record.call_id, "reason": error.reason},
-                )
-        self.hangup(record.call_id, reason)
 
     def _open_session(self, record: ActiveCall) -> None:
         if record.ended or record.port is None or record.rx_ready is None:
@@ -593,34 +761,12 @@ class MediaWorker:
 
         Never dead air: the caller hears the prompt within a frame or two of the failure.
         """
-        if record.ended or record.failed:
+        if not record.state.live or record.state.phase is phases.Phase.FALLBACK:
             return
-        record.failed = True
         self._emit(CallEvent(record.call_id, CallEventKind.SESSION_FAILED, {"error": why}))
-        prompt_ms = 0
-        port = record.port
-        if port is not None:
-            port.flush()
-            pcm = fallback_prompt()
-            for offset in range(0, len(pcm) - FRAME_BYTES + 1, FRAME_BYTES):
-                port.queue_playout("fallback-prompt", pcm[offset : offset + FRAME_BYTES])
-            port.end_utterance("fallback-prompt")
-            prompt_ms = len(pcm) // FRAME_BYTES * 20
-        transfer_to = record.line.fallback_transfer
-        assert self.loop is not None
-        self.loop.call_later(
-            prompt_ms / 1000 + 0.3, self._after_fallback_prompt, record.call_id, transfer_to
+        self._step(
+            record, phases.session_failed(record.state, transfer_to=record.line.fallback_transfer)
         )
-
-    def _after_fallback_prompt(self, call_id: str, transfer_to: str | None) -> None:
-        record = self.calls.get(call_id)
-        if record is None or record.ended:
-            return
-        if transfer_to:
-            assert self.pj is not None
-            self.pj.post(lambda: self._pj_transfer(record, transfer_to, "session_failed"))
-        else:
-            self.hangup(call_id, "session_failed")
 
     def _pj_transfer(self, record: ActiveCall, target: str, reason: str) -> None:
         if record.ended or record.pj_call is None:
@@ -635,25 +781,39 @@ class MediaWorker:
         self._emit(CallEvent(record.call_id, CallEventKind.TRANSFERRED, {"reason": reason}))
 
     def _deliver_dtmf(self, record: ActiveCall, digit: str) -> None:
-        run = record.consent
-        if run is not None and run.phase is not Phase.DONE:
-            run.digit(digit)  # the consent answer, not for the agent
-            record.consent_changed.set()
-            return
-        if record.bridge is not None and not record.ended:
+        to = phases.dtmf_to(record.state)
+        if to is DtmfTo.CONSENT:
+            run = record.disclosure
+            consent = run.consent if run is not None else None
+            if consent is not None and consent.phase is not ConsentPhase.DONE:
+                consent.digit(digit)  # the consent answer, not for the agent
+                assert run is not None
+                run.changed.set()
+        elif to is DtmfTo.AGENT and record.bridge is not None:
             asyncio.get_running_loop().create_task(record.bridge.dtmf(digit))
+        # DtmfTo.QUEUE: the call.dtmf event already went up to whoever holds the queue.
 
     def _end_call(self, record: ActiveCall) -> None:
         asyncio.get_running_loop().create_task(self._finish(record))
 
     async def _finish(self, record: ActiveCall) -> None:
-        task, record.disclosure_task = record.disclosure_task, None
-        if task is not None:
+        record.state, _ = phases.ended(record.state)
+        run = record.disclosure
+        task = run.task if run is not None else None
+        if run is not None and task is not None:
+            run.task = None
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-            if record.consent is not None and record.disclosure_plan is not None:
-                decision = record.consent.hung_up()
-                self._report_disclosure(record, record.disclosure_plan, decision)
+            if run.consent is not None:
+                self._report_disclosure(record, run, run.consent.hung_up())
+        control, record.control = record.control, None
+        if control is not None:
+            control.cancel()
+        background = list(record.tasks)
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, *([control] if control else []), return_exceptions=True)
+        record.prompts = None
         if record.bridge is not None:
             await record.bridge.close()
             record.bridge = None
@@ -672,6 +832,16 @@ class MediaWorker:
         )
         assert self.pj is not None
         self.pj.post(lambda: self._pj_release(record))
+
+    def command(
+        self, call_id: str, step: Callable[[CallState], tuple[CallState, list[Action]]]
+    ) -> None:
+        """Applies a call-control transition to a live call, from any asyncio task. Raises
+        KeyError for a call this worker does not hold and NotNow for one that cannot take it."""
+        record = self.calls.get(call_id)
+        if record is None or not record.state.live:
+            raise KeyError(call_id)
+        self._step(record, step(record.state))
 
     def send_dtmf(self, call_id: str, digits: str) -> None:
         """Sends RFC 4733 digits to the caller, from any asyncio task."""
@@ -740,26 +910,20 @@ class MediaWorker:
         await asyncio.to_thread(self.pj.finished.wait)
 
 
-async def _play(port: MediaPort, tag: str, pcm: bytes) -> None:
-    """Plays a recorded prompt to the caller and returns once its last frame has gone out."""
-    whole = len(pcm) - len(pcm) % FRAME_BYTES
-    frames = [pcm[i : i + FRAME_BYTES] for i in range(0, whole, FRAME_BYTES)]
-    if whole < len(pcm):
-        frames.append(pcm[whole:].ljust(FRAME_BYTES, b"\0"))
-    for frame in frames:
-        while port.playout_depth() >= PROMPT_AHEAD_FRAMES:
-            await asyncio.sleep(FRAME_MS / 1000 * (PROMPT_AHEAD_FRAMES // 2))
-        port.queue_playout(tag, frame)
-    port.end_utterance(tag)
-    while port.playout_depth() > 0:
-        await asyncio.sleep(FRAME_MS / 1000)
-    await asyncio.sleep(FRAME_MS / 1000)  # the last frame is on its way to the caller
+async def _played(player: Playout, tag: str, pcm: bytes, sound: Sound) -> None:
+    await player.play(tag, pcm, sound)
 
 
-async def _decided(record: ActiveCall, run: ConsentRun) -> None:
-    while run.decision is None:
-        record.consent_changed.clear()
-        await record.consent_changed.wait()
+async def _play_looped(player: Playout, tag: str, pcm: bytes, sound: Sound) -> None:
+    """Hold audio: again and again until call control cuts it."""
+    while await player.play(tag, pcm, sound):
+        pass
+
+
+async def _decided(run: Disclosure, consent: ConsentRun) -> None:
+    while consent.decision is None:
+        run.changed.clear()
+        await run.changed.wait()
 
 
 def _disconnect_reason(info: Any) -> str:

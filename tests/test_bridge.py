@@ -21,11 +21,12 @@ from agent.session import (
     SessionEvent,
     SessionOutput,
 )
-from telephony.bridge import PLAYOUT_AHEAD_FRAMES, CallBridge
+from telephony.bridge import CallBridge
 from telephony.events import CallEventKind, MemoryOutlet
 from telephony.framecopy import read_bytes, write_bytes
 from telephony.mediaport import MediaPort, wake_on
 from telephony.pjthread import library_only
+from telephony.playout import AHEAD_FRAMES as PLAYOUT_AHEAD_FRAMES
 
 
 @pytest.fixture(scope="module", autouse=True)
