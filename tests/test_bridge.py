@@ -42,6 +42,7 @@ class ScriptedSession:
         self.out: asyncio.Queue[SessionOutput | Exception | None] = asyncio.Queue()
         self.audio: list[bytes] = []
         self.reports: list[PlayoutReport] = []
+        self.instructions: list[str] = []
         self.closed = False
 
     async def start(self) -> None:
@@ -54,7 +55,7 @@ class ScriptedSession:
         return None
 
     async def send_instruction(self, text: str) -> None:
-        return None
+        self.instructions.append(text)
 
     async def playout_report(self, report: PlayoutReport) -> None:
         self.reports.append(report)
@@ -230,6 +231,38 @@ def test_a_failing_session_is_reported_not_raised() -> None:
         session.out.put_nowait(SessionError("engine went away", retryable=True))
         await asyncio.sleep(0.05)
         assert failures == ["engine went away"]
+        await bridge.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_detached_agent_hears_nothing_says_nothing_and_returns_with_a_note() -> None:
+    async def scenario() -> None:
+        session = ScriptedSession()
+        bridge, port, outlet = await _bridge(session)
+        session.out.put_nowait(AgentAudio("u1", b"\x05" * FRAME_BYTES * 20))
+        await asyncio.sleep(0.05)
+        assert _pull(port, 3)[0] == b"\x05" * FRAME_BYTES
+        await bridge.detach()
+        # What it was saying stops at once, and the session learns how much was heard.
+        assert port.playout_depth() == 0
+        assert session.reports == [PlayoutReport("u1", 60, interrupted=True)]
+        flushed = [e for e in outlet.events if e.kind is CallEventKind.PLAYOUT_FLUSHED]
+        assert flushed[-1].data["reason"] == "detached"
+        # Caller audio that still arrives is not for it; what it says goes nowhere.
+        port.onFrameReceived(_frame(b"\x07" * FRAME_BYTES))
+        session.out.put_nowait(AgentAudio("u2", b"\x09" * FRAME_BYTES * 5))
+        await asyncio.sleep(0.05)
+        assert session.audio == []
+        assert port.playout_depth() == 0
+        await bridge.reattach("The refund was approved")
+        assert session.instructions == ["The refund was approved"]
+        port.onFrameReceived(_frame(b"\x08" * FRAME_BYTES))
+        session.out.put_nowait(AgentAudio("u3", b"\x0a" * FRAME_BYTES * 2))
+        await asyncio.sleep(0.05)
+        assert session.audio == [b"\x08" * FRAME_BYTES]  # only what the caller said after
+        assert _pull(port, 1)[0] == b"\x0a" * FRAME_BYTES
+        assert not session.closed  # the same conversation all along
         await bridge.close()
 
     asyncio.run(scenario())
