@@ -10,9 +10,12 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
+
+if TYPE_CHECKING:
+    from telephony.events import EventOutlet
 
 log = logging.getLogger("parley")
 
@@ -236,9 +239,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
     config = settings.worker_config(args.index)
     spool = settings.events_dir() / f"worker-{args.index}.jsonl"
     host = worker_host(settings.events.source)
-    outlet = HostStampedSpool(spool, host=host, segment_bytes=settings.events.segment_bytes)
+    stored = HostStampedSpool(spool, host=host, segment_bytes=settings.events.segment_bytes)
     # Whatever calls an earlier run of this worker left live in storage are over.
-    outlet.emit(reset_event(worker=args.index, host=host, cause="boot"))
+    stored.emit(reset_event(worker=args.index, host=host, cause="boot"))
+    outlet = _with_live_fanout(settings, args.index, stored)
     shipper = start_shipper(settings, spool)
     readiness = LineReadiness(
         settings.lines_config(),
@@ -261,6 +265,23 @@ def cmd_worker(args: argparse.Namespace) -> int:
         if shipper is not None:
             shipper.stop()
     return 0
+
+
+def _with_live_fanout(settings: Any, index: int, stored: EventOutlet) -> EventOutlet:
+    """The spool, and the live fan-out that escalation, the API and dashboards subscribe to
+    (Redis when configured, else this worker's socket in the run directory)."""
+    from telephony.fanout import FanoutOutlet, TeeOutlet
+
+    try:
+        if settings.redis_url:
+            live = FanoutOutlet.redis(settings.redis_url)
+        else:
+            live = FanoutOutlet.unix(settings.run_dir(), index)
+    except OSError as error:
+        # Calls are still answered and stored; only live views miss this worker's events.
+        log.error("live event fan-out could not start", extra={"error": str(error)})
+        return stored
+    return TeeOutlet(stored, live)
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
@@ -445,6 +466,10 @@ def build_parser() -> argparse.ArgumentParser:
     from admin.sync_commands import add_parser as add_sync_parser
 
     add_sync_parser(sub, settings=_settings)
+
+    from admin.call_commands import add_parser as add_call_parser
+
+    add_call_parser(sub, settings=_settings)
 
     engine = sub.add_parser(
         "engine", help="run the embedded voice engine server (parley run starts it)"

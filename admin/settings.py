@@ -24,6 +24,7 @@ from admin.jobs.config import JobsSettings
 from admin.keyfile import Keys, load_keys
 from agent.profiles import PROFILES, SessionTarget
 from telephony.edge import EdgeConfig, FloodLimits, TlsListener, WorkerAddress
+from telephony.inbox import inbox_path
 from telephony.lines import Line, LineRouter
 from telephony.rtpwatch import MIN_TIMEOUT_S
 from telephony.trunks import SrtpPolicy, Trunk, check_trunks, normalize_sources
@@ -422,6 +423,8 @@ class Settings(BaseSettings):
             first_rtp_timeout_s=sip.first_rtp_timeout_s,
             stats_interval_s=sip.stats_interval_s,
             pj_log_level=sip.pj_log_level,
+            inbox_path=str(inbox_path(self.run_dir(), index)),
+            redis_url=self.redis_url,
         )
 
     def tls_files(self) -> tuple[Path, Path]:
@@ -461,6 +464,10 @@ class Settings(BaseSettings):
 
     def events_dir(self) -> Path:
         return self.data_dir / "events"
+
+    def run_dir(self) -> Path:
+        """The media workers' command and live-event sockets (embedded default, no Redis)."""
+        return self.data_dir / "run"
 
     def events_carrier(self) -> Literal["file", "redis"]:
         if self.events.carrier is not None:

@@ -39,6 +39,8 @@ class CallEventKind(enum.StrEnum):
     DISCLOSURE_PLAYED = "call.disclosure_played"
     # The call's phase changed (data: phase, mode, agent, supervisor; telephony.phases).
     PHASE = "call.phase"
+    # A command from another process was carried out (data: command, actor, command_id).
+    COMMAND = "call.command"
     ENDED = "call.ended"
     EVENTS_DROPPED = "call.events_dropped"  # the worker's spool lost events of the call
     # Not about one call: the media worker (data: worker, host) starts afresh, so every call it

@@ -347,6 +347,21 @@ def hang_up(state: CallState, *, reason: str, status: int = 200) -> Step:
     return state, [EndCall(reason, status)]
 
 
+def transfer(state: CallState, *, target: str, reason: str) -> Step:
+    if not state.live:
+        raise NotNow("the call has ended")
+    return state, [Transfer(target, reason)]
+
+
+def play_prompt(state: CallState, *, prompt: str, to: Leg) -> Step:
+    """A prompt for the caller or the supervisor; the mix decides who hears the player."""
+    if state.phase in (Phase.ANSWERING, Phase.ENDED):
+        raise NotNow(f"cannot play a prompt on a call that is {state.phase.value}")
+    if to is Leg.SUPERVISOR and not state.supervisor:
+        raise NotNow("no supervisor is on this call")
+    return state, [PlayPrompt(prompt, to)]
+
+
 def ended(state: CallState) -> Step:
     """The call is gone (either side hung up): no more audio for anybody."""
     return CallState(phase=Phase.ENDED, agent=AgentLink.NONE), []

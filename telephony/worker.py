@@ -29,13 +29,15 @@ import time
 import uuid
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pjsua2 as pj
 
 from agent.session import DuplexSession, SessionError
-from telephony import phases
+from telephony import control, phases
 from telephony.bridge import CallBridge
+from telephony.commands import Command, Reply
 from telephony.consent import (
     ConsentRun,
     Decision,
@@ -46,11 +48,12 @@ from telephony.consent import (
 )
 from telephony.consent import Phase as ConsentPhase
 from telephony.events import CallEvent, CallEventKind, EventOutlet
+from telephony.inbox import Inbox, RedisInbox, UnixInbox
 from telephony.lines import Line, LineRouter, request_uri_user
 from telephony.mediaport import MediaPort, wake_on
 from telephony.metrics import metered
 from telephony.mixing import Connection, Leg, Mix, changes
-from telephony.phases import Action, CallState, DtmfTo
+from telephony.phases import Action, CallState, DtmfTo, NotNow
 from telephony.pjthread import EndpointOptions, PjThread
 from telephony.playout import Cause, Playout, Sound
 from telephony.prompts import fallback_prompt, hold_audio
@@ -806,13 +809,13 @@ class MediaWorker:
             await asyncio.gather(task, return_exceptions=True)
             if run.consent is not None:
                 self._report_disclosure(record, run, run.consent.hung_up())
-        control, record.control = record.control, None
-        if control is not None:
-            control.cancel()
+        actions, record.control = record.control, None
+        if actions is not None:
+            actions.cancel()
         background = list(record.tasks)
         for task in background:
             task.cancel()
-        await asyncio.gather(*background, *([control] if control else []), return_exceptions=True)
+        await asyncio.gather(*background, *([actions] if actions else []), return_exceptions=True)
         record.prompts = None
         if record.bridge is not None:
             await record.bridge.close()
@@ -832,6 +835,42 @@ class MediaWorker:
         )
         assert self.pj is not None
         self.pj.post(lambda: self._pj_release(record))
+
+    async def handle_command(self, command: Command) -> Reply:
+        """Carries out a command from another process on one of this worker's calls."""
+        try:
+            step = control.transition(command)
+            self.command(command.call_id, step)
+        except KeyError:
+            return Reply.failure(
+                command.command_id,
+                f"media worker {self.config.index} holds no live call {command.call_id}",
+            )
+        except NotNow as error:
+            return Reply.failure(command.command_id, str(error))
+        state = self.calls[command.call_id].state
+        self._emit(
+            CallEvent(
+                command.call_id,
+                CallEventKind.COMMAND,
+                {"command": command.TYPE, "actor": command.actor, "command_id": command.command_id},
+            )
+        )
+        return Reply.success(
+            command.command_id,
+            {
+                "phase": state.phase.value,
+                "mode": state.mode.value if state.mode else None,
+                "agent": state.agent.value,
+            },
+        )
+
+    def _inbox(self) -> Inbox | None:
+        if self.config.redis_url:
+            return RedisInbox(self.config.redis_url, self.config.index)
+        if self.config.inbox_path:
+            return UnixInbox(Path(self.config.inbox_path))
+        return None
 
     def command(
         self, call_id: str, step: Callable[[CallState], tuple[CallState, list[Action]]]
@@ -891,10 +930,26 @@ class MediaWorker:
         # A safety net: should Python's GC ever finalize a pjsua2 object on this thread, pjlib
         # must know the thread. Ownership rules keep destruction on the pjsua2 thread.
         self.pj.endpoint.libRegisterThread("asyncio")
+        inbox = self._inbox()
+        if inbox is not None:
+            try:
+                await inbox.start(self.handle_command)
+            except OSError as error:
+                # Calls are still answered; only commands (escalation, supervisors) cannot
+                # reach them. Loud, so the operator fixes the run directory.
+                log.error(
+                    "command inbox could not start; calls cannot be commanded",
+                    extra={"worker": self.config.index, "error": str(error)},
+                )
+                inbox = None
         log.info(
             "media worker ready", extra={"worker": self.config.index, "port": self.pj.bound_port}
         )
-        await stop.wait()
+        try:
+            await stop.wait()
+        finally:
+            if inbox is not None:
+                await inbox.close()
         log.info(
             "media worker stopping", extra={"worker": self.config.index, "calls": len(self.calls)}
         )

@@ -37,3 +37,7 @@ class WorkerConfig:
     # The worker's SIP peer is the edge, on loopback or the LAN: a short T1 frees the slot of
     # a caller who vanished in 3.2 s instead of 32 s (telephony/siptimers.py).
     sip_t1_ms: int = 50
+    # Where commands for this worker's calls arrive: a Unix socket (the embedded default), or
+    # Redis when redis_url is set (telephony/inbox.py). None: no inbox (tests, benchmarks).
+    inbox_path: str | None = None
+    redis_url: str | None = None

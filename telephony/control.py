@@ -1,0 +1,50 @@
+"""Commands from other processes, turned into call-phase transitions.
+
+A command names what someone wants (telephony.commands); the transition decides whether the
+call can take it now (telephony.phases). Supervisor legs join in a later step of call control:
+until then AttachLeg and DetachLeg are refused with a reason, never taken and ignored.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+from telephony import commands, phases
+from telephony.mixing import Leg
+from telephony.phases import Action, CallState, Mode, NotNow
+
+__all__ = ["transition"]
+
+Transition = Callable[[CallState], tuple[CallState, list[Action]]]
+
+
+def transition(command: commands.Command) -> Transition:
+    """The transition `command` asks for. Raises NotNow for a command no call can take yet."""
+    match command:
+        case commands.Hangup(reason=reason):
+            return functools.partial(phases.hang_up, reason=f"command:{reason}")
+        case commands.Hold() | commands.DetachAgent():
+            # Never dead air: an agent leaving the caller leaves them on hold.
+            return phases.hold
+        case commands.Unhold():
+            return phases.unhold
+        case commands.ReattachAgent(note=note):
+            return functools.partial(_reattach, note=note)
+        case commands.SetMode(mode=mode):
+            return functools.partial(phases.set_mode, mode=Mode(mode.value))
+        case commands.Whisper(text=text):
+            return functools.partial(phases.whisper, text=text)
+        case commands.Transfer(target=target, actor=actor):
+            return functools.partial(phases.transfer, target=target, reason=f"command:{actor}")
+        case commands.PlayPrompt(prompt=prompt, to=to):
+            return functools.partial(phases.play_prompt, prompt=prompt, to=Leg(to.value))
+        case commands.AttachLeg() | commands.DetachLeg():
+            raise NotNow("supervisor legs cannot be joined to calls by command yet")
+    raise NotNow(f"unknown command {type(command).__name__}")
+
+
+def _reattach(state: CallState, *, note: str | None) -> tuple[CallState, list[Action]]:
+    if state.phase is phases.Phase.QUEUED:
+        return phases.unhold(state, note=note)
+    return phases.hand_back(state, note=note)
