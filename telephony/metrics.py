@@ -332,11 +332,23 @@ def metered(outlet: EventOutlet) -> MeteredOutlet:
         return outlet
     figures = WorkerFigures()
     file = None
-    if isinstance(outlet, JsonlOutlet):
-        file = FiguresFile(figures, figures_path(outlet.spool))
+    spool = _spool_of(outlet)
+    if spool is not None:
+        file = FiguresFile(figures, figures_path(spool))
         file.start()
         atexit.register(file.stop)
     return MeteredOutlet(outlet, figures, file)
+
+
+def _spool_of(outlet: EventOutlet) -> Path | None:
+    """The spool behind `outlet`, also when it is one of several a tee feeds."""
+    if isinstance(outlet, JsonlOutlet):
+        return outlet.spool
+    for inner in getattr(outlet, "outlets", ()):
+        found = _spool_of(inner)
+        if found is not None:
+            return found
+    return None
 
 
 def clear_figures(folder: Path) -> int:
