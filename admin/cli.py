@@ -420,6 +420,70 @@ def cmd_dial(args: argparse.Namespace) -> int:
     os._exit(code)
 
 
+def cmd_phone(args: argparse.Namespace) -> int:
+    from telephony.deskphone import (
+        DeskError,
+        DeskEvent,
+        DeskEventKind,
+        DeskPhone,
+        DeskPlan,
+        parse_keys,
+    )
+    from telephony.softphone import DialError, load_wav_16k, save_wav_16k
+
+    password = args.password or os.environ.get("PARLEY_PHONE_PASSWORD")
+    if not password:
+        print("parley phone: give --password or set PARLEY_PHONE_PASSWORD", file=sys.stderr)
+        return 2
+    try:
+        plan = DeskPlan(
+            registrar=args.registrar,
+            username=args.user,
+            password=password,
+            bind_host=args.bind,
+            port=args.port,
+            answer_after_s=args.answer_after,
+            decline=args.decline,
+            play_pcm=load_wav_16k(Path(args.play)) if args.play else b"",
+            keys=parse_keys(args.keys or ""),
+            hangup_after_s=args.hangup_after,
+            calls=args.calls,
+            max_s=args.max,
+            register_only=args.register_only,
+            register_timeout_s=args.register_timeout,
+        )
+    except (OSError, DialError, ValueError) as error:
+        print(f"parley phone: {error}", file=sys.stderr)
+        return 2
+
+    def progress(event: DeskEvent) -> None:
+        # A failed registration is said once, at the end, even with -q.
+        if not args.quiet and event.kind is not DeskEventKind.REGISTER_FAILED:
+            print(event.line(), file=sys.stderr, flush=True)
+
+    phone = DeskPhone(plan)
+    try:
+        result = phone.run(progress)
+    except DeskError as error:
+        print(f"parley phone: {error}", file=sys.stderr)
+        return 2
+    summary = result.summary()
+    if args.record and result.calls:
+        save_wav_16k(Path(args.record), result.calls[0].received_pcm())
+        summary["calls"][0]["recording"] = str(args.record)
+    if args.json:
+        Path(args.json).write_text(json.dumps(summary, indent=1))
+    shortfall = result.shortfall(plan)
+    if shortfall is not None:
+        print(f"parley phone: {shortfall}", file=sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # As `parley dial`: everything is written before pjsua2 shuts down in order, and the
+    # process ends without finalizers running over library objects that are already gone.
+    phone.close()
+    os._exit(0 if shortfall is None else 1)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="parley",
@@ -532,6 +596,51 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dial.add_argument("-q", "--quiet", action="store_true")
     dial.set_defaults(func=cmd_dial)
+
+    phone = sub.add_parser(
+        "phone",
+        help="be a supervisor's desk phone: register, ring, answer, speak, record, press keys",
+        description="A SIP desk phone in this process: registers with digest credentials, "
+        "rings on incoming calls and answers them, plays audio, records what it hears, presses "
+        "keys (RFC 4733) and hangs up. Exits 0 once the planned calls are done, 1 when "
+        "registration failed or no call came within --max. The password may instead come "
+        "from PARLEY_PHONE_PASSWORD.",
+    )
+    phone.add_argument("--registrar", required=True, metavar="URI", help="e.g. sip:127.0.0.1:5060")
+    phone.add_argument("--user", required=True, help="the user name to register as")
+    phone.add_argument("--password", help="digest password (or set PARLEY_PHONE_PASSWORD)")
+    phone.add_argument("--bind", default="127.0.0.1", metavar="ADDR", help="the phone's address")
+    phone.add_argument("--port", type=int, default=0, help="SIP port to listen on (0: any)")
+    phone.add_argument(
+        "--answer-after", type=float, default=0.0, metavar="S", help="ring this long first"
+    )
+    phone.add_argument("--decline", action="store_true", help="answer 486 Busy Here instead")
+    phone.add_argument("--play", metavar="WAV", help="what the supervisor says on answering")
+    phone.add_argument("--record", metavar="WAV", help="write what the first call sent (16 kHz)")
+    phone.add_argument(
+        "--keys", metavar="S:DIGITS,...", help="keys to press after answering, e.g. 2.5:4,6:5"
+    )
+    phone.add_argument(
+        "--hangup-after",
+        type=float,
+        metavar="S",
+        help="hang up S after answering (default: wait for the far end)",
+    )
+    phone.add_argument("--calls", type=int, default=1, help="take this many calls, then exit")
+    phone.add_argument("--max", type=float, default=60.0, metavar="S", help="give up after this")
+    phone.add_argument("--json", metavar="FILE", help="write a JSON summary, frame times included")
+    phone.add_argument(
+        "--register-only", action="store_true", help="register, report, unregister, exit"
+    )
+    phone.add_argument(
+        "--register-timeout",
+        type=float,
+        default=5.0,
+        metavar="S",
+        help="give up when the registrar has not answered within S (default 5)",
+    )
+    phone.add_argument("-q", "--quiet", action="store_true")
+    phone.set_defaults(func=cmd_phone)
     _accept_config_after_command(parser)
     return parser
 
