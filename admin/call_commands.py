@@ -55,14 +55,18 @@ def add_parser(sub: Any, *, settings: Callable[[argparse.Namespace], Any]) -> No
     whisper.add_argument("text")
     hand_back = action("hand-back", help_text="give the call back to the agent")
     hand_back.add_argument("--note", help="a fact for the agent, e.g. what was agreed")
+    supervise = action("supervise", help_text="ring a supervisor's phone into the call")
+    supervise.add_argument("phone", help="a phone's name from the sip.phones settings")
+    action("dismiss", help_text="take the supervisor off the call, back to the agent")
 
     def run(args: argparse.Namespace) -> int:
+        found = settings(args)
         try:
-            command = build(args)
-        except CommandError as error:
+            command = build(args, found)
+        except (CommandError, KeyError) as error:
             print(f"parley call: {error}", file=sys.stderr)
             return 2
-        reply = asyncio.run(deliver(settings(args), command))
+        reply = asyncio.run(deliver(found, command))
         if not reply.ok:
             print(f"parley call: {reply.error}", file=sys.stderr)
             return 1
@@ -72,7 +76,7 @@ def add_parser(sub: Any, *, settings: Callable[[argparse.Namespace], Any]) -> No
     call.set_defaults(func=run)
 
 
-def build(args: argparse.Namespace) -> Command:
+def build(args: argparse.Namespace, settings: Any) -> Command:
     call_id, what = args.call_id, args.call_command
     if what == "hold":
         command: Command = commands.Hold(call_id=call_id, actor=ACTOR)
@@ -86,6 +90,11 @@ def build(args: argparse.Namespace) -> Command:
         command = commands.SetMode(call_id=call_id, actor=ACTOR, mode=Mode(args.mode))
     elif what == "whisper":
         command = commands.Whisper(call_id=call_id, actor=ACTOR, text=args.text)
+    elif what == "supervise":
+        uri = settings.phone_uri(args.phone)
+        command = commands.AttachLeg(call_id=call_id, actor=ACTOR, uri=uri)
+    elif what == "dismiss":
+        command = commands.DetachLeg(call_id=call_id, actor=ACTOR)
     else:
         command = commands.ReattachAgent(call_id=call_id, actor=ACTOR, note=args.note)
     commands.encode(command)  # refuses a malformed id or URI here, with the field named

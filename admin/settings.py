@@ -26,6 +26,7 @@ from agent.profiles import PROFILES, SessionTarget
 from telephony.edge import EdgeConfig, FloodLimits, TlsListener, WorkerAddress
 from telephony.inbox import inbox_path
 from telephony.lines import Line, LineRouter
+from telephony.phones import SupervisorPhone
 from telephony.rtpwatch import MIN_TIMEOUT_S
 from telephony.trunks import SrtpPolicy, Trunk, check_trunks, normalize_sources
 from telephony.worker_config import WorkerConfig
@@ -109,6 +110,36 @@ class TrunkSettings(Section):
         )
 
 
+def _sip_uri(host: str, port: int, *, user: str | None = None) -> str:
+    """The URI at which this host reaches a SIP service listening on `host`."""
+    from admin.processes import local_address
+
+    address = local_address(host)
+    if ":" in address:
+        address = f"[{address}]"
+    return f"sip:{user + '@' if user else ''}{address}:{port}"
+
+
+class PhoneSettings(Section):
+    """A supervisor's phone: it registers at the edge (password) or is dialled (uri)."""
+
+    name: str = Field(description="the SIP user name it registers as: sip:NAME@edge")
+    password: SecretStr | None = Field(None, description="digest password, 8-64 characters")
+    uri: str | None = Field(None, description="sip:user@IP:port of a phone that does not register")
+
+    @model_validator(mode="after")
+    def _usable(self) -> PhoneSettings:
+        self.phone()  # refuses, with the reason, what the edge could not use safely
+        return self
+
+    def phone(self) -> SupervisorPhone:
+        return SupervisorPhone(
+            self.name,
+            password=self.password.get_secret_value() if self.password else None,
+            uri=self.uri,
+        )
+
+
 class SipSettings(Section):
     host: str = Field("0.0.0.0", description="the edge listens here (UDP, TCP and TLS)")
     port: int = Field(5060, ge=1, le=65535)
@@ -136,6 +167,9 @@ class SipSettings(Section):
     pj_log_level: int = Field(0, ge=0, le=6)
     tls: TlsSettings = Field(default_factory=lambda: TlsSettings())  # noqa: PLW0108
     trunks: list[TrunkSettings] = Field(default_factory=list)
+    phones: list[PhoneSettings] = Field(
+        default_factory=list, description="supervisors' phones the edge registers or dials"
+    )
     anonymous_sources: list[str] = Field(
         default_factory=lambda: ["127.0.0.0/8", "::1/128"],
         description="callers from these CIDRs need no trunk; default: this host only",
@@ -186,6 +220,11 @@ class LineSettings(Section):
     queue: str | None = None
     fallback_transfer: str | None = Field(
         None, description="SIP URI to transfer calls to when the voice model fails"
+    )
+    supervisor_hangup: Literal["agent", "queue"] = Field(
+        "agent",
+        description="a supervisor who hangs up mid-call leaves the caller with the agent (with "
+        "a note) or back in the queue; never dropped",
     )
     knowledge_base: str = "sample"
     agent_backchannels: bool = Field(
@@ -382,6 +421,7 @@ class Settings(BaseSettings):
                 disclosure=line.disclosure,
                 queue=line.queue,
                 fallback_transfer=line.fallback_transfer,
+                supervisor_hangup=line.supervisor_hangup,
             )
             for line in self.lines
         )
@@ -424,6 +464,7 @@ class Settings(BaseSettings):
             stats_interval_s=sip.stats_interval_s,
             pj_log_level=sip.pj_log_level,
             inbox_path=str(inbox_path(self.run_dir(), index)),
+            edge_uri=_sip_uri(sip.host, sip.port),
             redis_url=self.redis_url,
         )
 
@@ -452,6 +493,7 @@ class Settings(BaseSettings):
             run_dir=self.data_dir / "edge",
             tls=tls,
             trunks=tuple(t.trunk() for t in sip.trunks),
+            phones=tuple(p.phone() for p in sip.phones),
             anonymous_sources=tuple(sip.anonymous_sources),
             anonymous_srtp=sip.anonymous_srtp,
             flood=FloodLimits(
@@ -464,6 +506,12 @@ class Settings(BaseSettings):
 
     def events_dir(self) -> Path:
         return self.data_dir / "events"
+
+    def phone_uri(self, name: str) -> str:
+        """What a media worker dials to ring the supervisor phone `name` (through the edge)."""
+        if not any(p.name == name for p in self.sip.phones):
+            raise KeyError(f"no supervisor phone {name!r} in sip.phones")
+        return _sip_uri(self.sip.host, self.sip.port, user=name)
 
     def run_dir(self) -> Path:
         """The media workers' command and live-event sockets (embedded default, no Redis)."""

@@ -1,8 +1,8 @@
 """Commands from other processes, turned into call-phase transitions.
 
 A command names what someone wants (telephony.commands); the transition decides whether the
-call can take it now (telephony.phases). Supervisor legs join in a later step of call control:
-until then AttachLeg and DetachLeg are refused with a reason, never taken and ignored.
+call can take it now (telephony.phases). A supervisor's leg is rung by the worker (AttachLeg
+with the phone's URI, which goes through the edge) and joins when the phone answers.
 """
 
 from __future__ import annotations
@@ -39,8 +39,14 @@ def transition(command: commands.Command) -> Transition:
             return functools.partial(phases.transfer, target=target, reason=f"command:{actor}")
         case commands.PlayPrompt(prompt=prompt, to=to):
             return functools.partial(phases.play_prompt, prompt=prompt, to=Leg(to.value))
-        case commands.AttachLeg() | commands.DetachLeg():
-            raise NotNow("supervisor legs cannot be joined to calls by command yet")
+        case commands.AttachLeg(uri=uri):
+            if uri is None:
+                raise NotNow(
+                    "a supervisor leg that calls in is not supported: give the uri to ring"
+                )
+            return functools.partial(phases.call_supervisor, uri=uri)
+        case commands.DetachLeg():
+            return phases.dismiss_supervisor
     raise NotNow(f"unknown command {type(command).__name__}")
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from telephony import edge_script
 from telephony.edge_script import STATS, ScriptInputs, WorkerRoute
+from telephony.phones import SupervisorPhone
 from telephony.trunks import SrtpPolicy, Trunk, check_trunks, normalize_sources
 
 __all__ = [
@@ -129,6 +130,7 @@ class EdgeConfig:
     anonymous_sources: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
     anonymous_srtp: SrtpPolicy = "optional"
     flood: FloodLimits = FloodLimits()
+    phones: tuple[SupervisorPhone, ...] = ()  # supervisors' phones (telephony/phones.py)
 
 
 class EdgeUnavailable(RuntimeError):
@@ -340,6 +342,8 @@ def render_config(cfg: EdgeConfig) -> str:
         'loadmodule "pipelimit.so"',
         'loadmodule "ipops.so"',
         'loadmodule "auth.so"',
+        'loadmodule "usrloc.so"',
+        'loadmodule "registrar.so"',
         'loadmodule "sdpops.so"',
         'loadmodule "statistics.so"',
         *(['loadmodule "tls.so"'] if cfg.tls else []),
@@ -388,6 +392,12 @@ def _guard_params(cfg: EdgeConfig) -> list[str]:
         # A dialog nobody ended (both sides vanished) is forgotten after 12 h.
         'modparam("dialog", "default_timeout", 43200)',
         'modparam("auth", "nonce_expire", 300)',
+        # Supervisors' phones: registrations kept in memory; a restarted edge asks them again
+        # at their next refresh (at most max_expires seconds).
+        'modparam("usrloc", "db_mode", 0)',
+        'modparam("registrar", "max_expires", 600)',
+        'modparam("registrar", "min_expires", 30)',
+        'modparam("registrar", "max_contacts", 2)',
         *(f'modparam("statistics", "variable", "{name}")' for name in STATS),
     ]
 
@@ -412,6 +422,7 @@ def _script_inputs(cfg: EdgeConfig) -> ScriptInputs:
         fr_timer_ms=WORKER_FR_TIMER_MS,
         fr_inv_timer_ms=WORKER_FR_INV_TIMER_MS,
         in_dialog_fr_timer_ms=IN_DIALOG_FR_TIMER_MS,
+        phones=cfg.phones,
     )
 
 

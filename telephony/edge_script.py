@@ -13,6 +13,9 @@ edge is Parley's security boundary, so every request from outside passes, in ord
 4. In-dialog requests are relayed only inside dialogs the edge set up, and only to one of its
    workers (or, from a worker, back to the caller): never to a Request-URI of the sender's
    choosing.
+5. Supervisors' phones register here (REGISTER with digest credentials, each phone as itself
+   only). A worker may ring a supervisor's phone, and nothing else: a registered one where it
+   registered from, a fixed one at its configured URI.
 
 Every refusal is counted in a `parley_*` statistic (`kamcmd stats.get_statistics all`).
 """
@@ -22,12 +25,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from telephony.phones import SupervisorPhone
 from telephony.trunks import SrtpPolicy, Trunk, numbers_regex
 
 WORKER_SET = 1
 DISPATCH_ALGORITHM = 4  # round-robin over the active workers; a busy one answers 486
 RETRY_AFTER_S = 5
-ALLOWED_METHODS = "INVITE, ACK, BYE, CANCEL, OPTIONS"
+ALLOWED_METHODS = "INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER"
+SUPERVISOR_RING_MS = 30_000  # a supervisor's phone rings this long at most
 REALM = "parley"
 ANONYMOUS = "anonymous"
 
@@ -45,6 +50,8 @@ STATS = (
     "parley_rejected_srtp",
     "parley_rejected_relay",  # in-dialog requests outside the edge's own dialogs
     "parley_rejected_no_worker",  # every worker busy, down or not ready
+    "parley_phone_registrations",  # supervisor phones registered (or refreshed)
+    "parley_supervisor_calls",  # worker calls to a supervisor's phone routed
     "parley_calls_routed",
 )
 
@@ -69,6 +76,7 @@ class ScriptInputs:
     fr_timer_ms: int
     fr_inv_timer_ms: int
     in_dialog_fr_timer_ms: int
+    phones: tuple[SupervisorPhone, ...] = ()
 
 
 def _quoted(value: str) -> str:
@@ -285,8 +293,16 @@ request_route {
     }
 
     if ($var(from_worker) == 1) {
-        # Workers start no calls of their own through the edge.
+        # Workers start no calls through the edge but to a supervisor's phone.
+        if (is_method("INVITE")) {
+            route(SUPERVISOR_LEG);
+        }
         sl_send_reply("403", "Forbidden");
+        exit;
+    }
+
+    if (is_method("REGISTER")) {
+        route(REGISTRAR);
         exit;
     }
 
@@ -299,7 +315,7 @@ request_route {
     }
 
     if (!is_method("INVITE|OPTIONS")) {
-        # REGISTER, MESSAGE, SUBSCRIBE, ...: the edge is not a registrar or a presence server.
+        # MESSAGE, SUBSCRIBE, ...: the edge is no presence server.
         append_to_reply("Allow: __ALLOW__\\r\\n");
         sl_send_reply("405", "Method Not Allowed");
         exit;
@@ -476,6 +492,100 @@ route[WORKER_NAME] {
 """
 
 
+def _registrar_route(inputs: ScriptInputs) -> list[str]:
+    """REGISTER from supervisors' phones: digest credentials, and each phone as itself only."""
+    lines = ["route[REGISTRAR] {"]
+    registering = [p for p in inputs.phones if p.registers]
+    if not registering:
+        lines += [
+            f'    append_to_reply("Allow: {ALLOWED_METHODS}\\r\\n");',
+            '    sl_send_reply("405", "Method Not Allowed");',
+            "    exit;",
+            "}",
+        ]
+        return lines
+    lines += [
+        '    if (!is_present_hf("Authorization")) {',
+        f'        www_challenge("{REALM}", "0");',
+        "        exit;",
+        "    }",
+        "    $var(auth) = -2;",
+    ]
+    for phone in registering:
+        assert phone.password is not None
+        lines += [
+            f"    if ($au == {_quoted(phone.name)}) {{",
+            f'        pv_www_authenticate("{REALM}", {_quoted(phone.password)}, "0");',
+            "        $var(auth) = $rc;",
+            "    }",
+        ]
+    lines += [
+        "    if ($var(auth) == -2) {",  # a wrong password, or a name that is no phone
+        '        xlog("L_WARN", "edge: phone registration refused from $si\\n");',
+        *_indent(_reject(403, "Forbidden", "parley_rejected_auth"), 2),
+        "    }",
+        "    if ($var(auth) < 0) {",  # stale or replayed nonce, malformed credentials: ask again
+        f'        www_challenge("{REALM}", "0");',
+        "        exit;",
+        "    }",
+        "    if ($tU != $au) {",
+        "        # A phone registers itself, never someone else's name.",
+        *_indent(_reject(403, "Not Your Name", "parley_rejected_auth"), 2),
+        "    }",
+        "    consume_credentials();",
+        '    if (!save("location")) {',
+        "        sl_reply_error();",
+        "    }",
+        '    update_stat("parley_phone_registrations", "+1");',
+        "    exit;",
+        "}",
+    ]
+    return lines
+
+
+def _supervisor_leg_route(inputs: ScriptInputs) -> list[str]:
+    """A worker ringing a supervisor's phone: registered ones where they are, fixed ones at
+    their URI; any other target is refused."""
+    lines = [
+        "route[SUPERVISOR_LEG] {",
+        "    # The worker's outbound proxy Route names the edge: the next hop is ours to pick.",
+        '    remove_hf("Route");',
+    ]
+    for phone in inputs.phones:
+        if phone.uri is not None:
+            lines += [
+                f"    if ($rU == {_quoted(phone.name)}) {{",
+                f"        $ru = {_quoted(phone.uri)};",
+                "        route(TO_PHONE);",
+                "    }",
+            ]
+    if any(p.registers for p in inputs.phones):
+        lines += [
+            '    if (!lookup("location")) {',
+            '        sl_send_reply("480", "Supervisor Phone Not Registered");',
+            "        exit;",
+            "    }",
+            "    route(TO_PHONE);",
+        ]
+    lines += [
+        '    sl_send_reply("404", "No Such Supervisor Phone");',
+        "    exit;",
+        "}",
+        "",
+        "route[TO_PHONE] {",
+        "    dlg_manage();",
+        "    record_route();",
+        '    update_stat("parley_supervisor_calls", "+1");',
+        f"    t_set_fr({SUPERVISOR_RING_MS}, {inputs.fr_timer_ms});",
+        "    if (!t_relay()) {",
+        "        sl_reply_error();",
+        "    }",
+        "    exit;",
+        "}",
+    ]
+    return lines
+
+
 def _unbanned(inputs: ScriptInputs) -> str:
     """This host and every trunk source: the ranges the per-source flood ban never applies to."""
     ranges = ["127.0.0.0/8", "::1/128"]
@@ -497,6 +607,10 @@ def render_routes(inputs: ScriptInputs) -> str:
         .replace("__UNBANNED__", _unbanned(inputs))
     )
     generated = [
+        *_registrar_route(inputs),
+        "",
+        *_supervisor_leg_route(inputs),
+        "",
         *_trunk_route(inputs),
         "",
         *_new_call_route(inputs),

@@ -41,6 +41,8 @@ class CallEventKind(enum.StrEnum):
     PHASE = "call.phase"
     # A command from another process was carried out (data: command, actor, command_id).
     COMMAND = "call.command"
+    # The supervisor's leg (data: event = ringing, answered, ended (status, by) or failed).
+    SUPERVISOR = "call.supervisor"
     ENDED = "call.ended"
     EVENTS_DROPPED = "call.events_dropped"  # the worker's spool lost events of the call
     # Not about one call: the media worker (data: worker, host) starts afresh, so every call it

@@ -16,6 +16,7 @@ class Line:
     disclosure: str | None = None
     queue: str | None = None
     fallback_transfer: str | None = None  # SIP URI to transfer to when the model fails
+    supervisor_hangup: str = "agent"  # a supervisor's leg ended: "agent" or "queue"
 
 
 def normalize_number(number: str) -> str:

@@ -27,6 +27,7 @@ __all__ = [
     "ApplyMix",
     "CallState",
     "DetachAgent",
+    "DialSupervisor",
     "DropSupervisor",
     "DtmfTo",
     "EndCall",
@@ -142,6 +143,13 @@ class Transfer:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class DialSupervisor:
+    """Ring a supervisor's phone; their leg joins the call when they answer."""
+
+    uri: str
+
+
 Action = (
     ApplyMix
     | StartDisclosure
@@ -154,6 +162,7 @@ Action = (
     | DropSupervisor
     | EndCall
     | Transfer
+    | DialSupervisor
 )
 
 # --- state -----------------------------------------------------------------------------------
@@ -339,6 +348,23 @@ def supervisor_left(state: CallState, *, then: str) -> Step:
         return new, [*actions, PlayPrompt("hold", loop=True)]
     note = "The supervisor's line dropped; you are handling the call again."
     return _back_to_agent(replace(state, supervisor=False), note, was=state)
+
+
+def call_supervisor(state: CallState, *, uri: str) -> Step:
+    """Rings a supervisor for this call (an accepted offer, or a supervisor's own initiative)."""
+    _expect(state, Phase.QUEUED, Phase.WITH_AGENT, what="call a supervisor for")
+    if state.supervisor:
+        raise NotNow("a supervisor is already on this call")
+    return state, [DialSupervisor(uri)]
+
+
+def dismiss_supervisor(state: CallState) -> Step:
+    """Takes the supervisor off the call (the API, or their own hang-up on the keypad): the
+    call goes back to the agent, never dropped."""
+    if not state.supervisor:
+        raise NotNow("no supervisor is on this call")
+    new, actions = supervisor_left(state, then="agent")
+    return new, [DropSupervisor(), *actions]
 
 
 def hang_up(state: CallState, *, reason: str, status: int = 200) -> Step:

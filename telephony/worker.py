@@ -130,6 +130,7 @@ class ActiveCall:
     ended: bool = False  # the pjsua2 thread saw it disconnect
     disclosure: Disclosure | None = None
     control: asyncio.Task[None] | None = None  # the call's actions, carried out in order
+    supervisor_call: Any = None  # pjsua2 thread: the call to a supervisor's phone
     tasks: set[asyncio.Task[None]] = field(default_factory=set)  # playout, hold audio
 
     def media_stats(self) -> dict[str, object]:
@@ -180,6 +181,28 @@ class _Call(pj.Call):  # type: ignore[misc]
     def onDtmfDigit(self, prm: Any) -> None:  # noqa: N802
         if self.record is not None:
             self.worker._pj_dtmf(self.record, str(prm.digit))
+
+
+class _SupervisorCall(pj.Call):  # type: ignore[misc]
+    """The worker's call to a supervisor's phone, joined to one caller's call."""
+
+    def __init__(self, worker: MediaWorker, account: Any, record: ActiveCall) -> None:
+        super().__init__(account)
+        self.worker = worker
+        self.record: ActiveCall | None = record
+        self.dropped = False  # hung up by us (a command, the call's end), not by the phone
+
+    def onCallState(self, prm: Any) -> None:  # noqa: N802
+        if self.record is not None:
+            self.worker._pj_supervisor_state(self.record, self, self.getInfo())
+
+    def onCallMediaState(self, prm: Any) -> None:  # noqa: N802
+        if self.record is not None:
+            self.worker._pj_supervisor_media(self.record, self)
+
+    def onDtmfDigit(self, prm: Any) -> None:  # noqa: N802
+        if self.record is not None:
+            self.worker._pj_supervisor_key(self.record, str(prm.digit))
 
 
 class _Account(pj.Account):  # type: ignore[misc]
@@ -235,6 +258,9 @@ class MediaWorker:
         # decides which trunks must use SRTP; the worker accepts what the caller offers.
         media.srtpUse = _SRTP_USE[self.config.srtp]
         media.srtpSecureSignaling = 0
+        if self.config.edge_uri:
+            # Calls this worker places (to supervisors' phones) go through the edge.
+            cfg.sipConfig.proxies.append(f"{self.config.edge_uri};lr")
         account = _Account(self)
         account.create(cfg, True)
         self._account = account
@@ -374,10 +400,90 @@ class MediaWorker:
             )
         elif info.state == pj.PJSIP_INV_STATE_DISCONNECTED and not record.ended:
             record.ended = True
+            self._pj_drop_supervisor(record)
             if record.end_reason is None:
                 record.end_reason = _disconnect_reason(info)
             assert self.loop is not None
             self.loop.call_soon_threadsafe(self._end_call, record)
+
+    def _pj_dial_supervisor(self, record: ActiveCall, uri: str) -> None:
+        if record.ended or record.pj_call is None or record.supervisor_call is not None:
+            return
+        call = _SupervisorCall(self, self._account, record)
+        try:
+            call.makeCall(uri, pj.CallOpParam(True))
+        except pj.Error as error:
+            # No free call slot (4 per worker), or a URI pjsip refuses.
+            log.warning(
+                "supervisor call failed", extra={"call_id": record.call_id, "error": error.info()}
+            )
+            self._emit(
+                CallEvent(
+                    record.call_id,
+                    CallEventKind.SUPERVISOR,
+                    {"event": "failed", "error": error.info()},
+                )
+            )
+            return
+        record.supervisor_call = call
+        self._emit(CallEvent(record.call_id, CallEventKind.SUPERVISOR, {"event": "ringing"}))
+
+    def _pj_supervisor_state(self, record: ActiveCall, call: Any, info: Any) -> None:
+        assert self.loop is not None
+        if info.state == pj.PJSIP_INV_STATE_CONFIRMED:
+            self._emit(CallEvent(record.call_id, CallEventKind.SUPERVISOR, {"event": "answered"}))
+            self.loop.call_soon_threadsafe(self._supervisor_joined, record)
+        elif info.state == pj.PJSIP_INV_STATE_DISCONNECTED:
+            if record.supervisor_call is call:
+                record.supervisor_call = None
+            record.legs.pop(Leg.SUPERVISOR, None)
+            record.links = {link for link in record.links if Leg.SUPERVISOR not in link}
+            call.record = None
+            self._emit(
+                CallEvent(
+                    record.call_id,
+                    CallEventKind.SUPERVISOR,
+                    {
+                        "event": "ended",
+                        "status": int(info.lastStatusCode),
+                        "by": "parley" if call.dropped else "supervisor",
+                    },
+                )
+            )
+            if not call.dropped and not record.ended:
+                self.loop.call_soon_threadsafe(self._supervisor_gone, record)
+            self._pj_release_later(call)
+
+    def _pj_supervisor_media(self, record: ActiveCall, call: Any) -> None:
+        if record.ended or Leg.SUPERVISOR in record.legs:
+            return
+        info = call.getInfo()
+        for index, media in enumerate(info.media):
+            if media.type == pj.PJMEDIA_TYPE_AUDIO and media.status == pj.PJSUA_CALL_MEDIA_ACTIVE:
+                record.legs[Leg.SUPERVISOR] = call.getAudioMedia(index)
+                break
+        else:
+            return
+        assert self.loop is not None
+        # The call's mix may already include the supervisor (its state is the loop's).
+        self.loop.call_soon_threadsafe(self._remix, record)
+
+    def _pj_supervisor_key(self, record: ActiveCall, digit: str) -> None:
+        assert self.loop is not None
+        self.loop.call_soon_threadsafe(self._supervisor_key, record, digit)
+
+    def _pj_drop_supervisor(self, record: ActiveCall) -> None:
+        call = record.supervisor_call
+        if call is None:
+            return
+        call.dropped = True
+        try:
+            call.hangup(pj.CallOpParam(True))
+        except pj.Error as error:
+            log.warning(
+                "supervisor hangup failed",
+                extra={"call_id": record.call_id, "error": error.info()},
+            )
 
     def _pj_dtmf(self, record: ActiveCall, digit: str) -> None:
         self._emit(CallEvent(record.call_id, CallEventKind.DTMF, {"digit": digit}))
@@ -469,6 +575,10 @@ class MediaWorker:
         record.port = record.prompt_port = None
         record.legs = {}
         record.links = set()
+        if record.supervisor_call is not None:
+            record.supervisor_call.record = None
+            self._pj_release_later(record.supervisor_call)
+            record.supervisor_call = None
         record.pj_call.record = None
         record.pj_call = None
         self.calls.pop(record.call_id, None)
@@ -480,6 +590,7 @@ class MediaWorker:
         for record in list(self.calls.values()):
             record.port = record.prompt_port = None
             record.legs = {}
+            record.supervisor_call = None
             if record.pj_call is not None:
                 record.pj_call.record = None
             record.pj_call = None
@@ -587,8 +698,12 @@ class MediaWorker:
             case phases.StopPrompts():
                 if record.prompts is not None:
                     record.prompts.flush(Cause.CONTROL)
+            case phases.DialSupervisor(uri):
+                assert self.pj is not None
+                self.pj.post(lambda: self._pj_dial_supervisor(record, uri))
             case phases.DropSupervisor():
-                pass  # supervisor legs join in a later step of call control
+                assert self.pj is not None
+                self.pj.post(lambda: self._pj_drop_supervisor(record))
             case phases.EndCall(reason, status):
                 assert self.pj is not None
                 self.pj.post(lambda: self._pj_hangup(record, reason, status))
@@ -782,6 +897,51 @@ class MediaWorker:
             return
         record.end_reason = "transferred"
         self._emit(CallEvent(record.call_id, CallEventKind.TRANSFERRED, {"reason": reason}))
+
+    def _remix(self, record: ActiveCall) -> None:
+        if record.state.live:
+            mix = record.state.mix
+            assert self.pj is not None
+            self.pj.post(lambda: self._pj_apply_mix(record, mix))
+
+    def _supervisor_joined(self, record: ActiveCall) -> None:
+        try:
+            self._step(record, phases.supervisor_joined(record.state))
+        except NotNow as error:
+            log.info(
+                "supervisor answered a call that cannot take them",
+                extra={"call_id": record.call_id, "why": str(error)},
+            )
+            assert self.pj is not None
+            self.pj.post(lambda: self._pj_drop_supervisor(record))
+
+    def _supervisor_gone(self, record: ActiveCall) -> None:
+        """The supervisor's phone hung up (or never answered): never drops the caller."""
+        if record.state.supervisor:
+            self._step(
+                record, phases.supervisor_left(record.state, then=record.line.supervisor_hangup)
+            )
+
+    def _supervisor_key(self, record: ActiveCall, digit: str) -> None:
+        what = phases.SUPERVISOR_KEYS.get(digit)
+        if what is None or not record.state.supervisor:
+            return
+        try:
+            if isinstance(what, phases.Mode):
+                step = phases.set_mode(record.state, what)
+            else:
+                step = phases.hand_back(record.state, note=None)
+        except NotNow as error:
+            log.info("supervisor key refused", extra={"call_id": record.call_id, "why": str(error)})
+            return
+        self._emit(
+            CallEvent(
+                record.call_id,
+                CallEventKind.COMMAND,
+                {"command": "keypad", "actor": "supervisor-phone", "key": digit},
+            )
+        )
+        self._step(record, step)
 
     def _deliver_dtmf(self, record: ActiveCall, digit: str) -> None:
         to = phases.dtmf_to(record.state)

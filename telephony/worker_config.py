@@ -41,3 +41,5 @@ class WorkerConfig:
     # Redis when redis_url is set (telephony/inbox.py). None: no inbox (tests, benchmarks).
     inbox_path: str | None = None
     redis_url: str | None = None
+    # Supervisors' phones are rung through the edge, never directly (sip:127.0.0.1:5060).
+    edge_uri: str | None = None
