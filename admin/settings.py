@@ -170,6 +170,13 @@ class SipSettings(Section):
     phones: list[PhoneSettings] = Field(
         default_factory=list, description="supervisors' phones the edge registers or dials"
     )
+    supervisor_slots: int = Field(
+        0,
+        ge=0,
+        le=2,
+        description="call slots each worker keeps for supervisors' legs (of its 4); 1 "
+        "guarantees a supervisor can always join, with 3 callers per worker",
+    )
     anonymous_sources: list[str] = Field(
         default_factory=lambda: ["127.0.0.0/8", "::1/128"],
         description="callers from these CIDRs need no trunk; default: this host only",
@@ -188,8 +195,12 @@ class SipSettings(Section):
         return self
 
     @property
+    def callers_per_worker(self) -> int:
+        return CALLS_PER_WORKER - self.supervisor_slots
+
+    @property
     def workers(self) -> int:
-        return -(-self.call_capacity // CALLS_PER_WORKER)
+        return -(-self.call_capacity // self.callers_per_worker)
 
 
 class EngineSettings(Section):
@@ -458,6 +469,7 @@ class Settings(BaseSettings):
             rtp_port_range=sip.rtp_ports_per_worker,
             srtp="off" if srtp_policies == {"off"} else "optional",
             max_calls=CALLS_PER_WORKER,
+            caller_slots=sip.callers_per_worker,
             rtp_timeout_s=sip.rtp_timeout_s,
             ack_timeout_s=sip.ack_timeout_s,
             first_rtp_timeout_s=sip.first_rtp_timeout_s,

@@ -37,7 +37,7 @@ import pjsua2 as pj
 from agent.session import DuplexSession, SessionError
 from telephony import control, phases
 from telephony.bridge import CallBridge
-from telephony.commands import Command, Reply
+from telephony.commands import AttachLeg, Command, Reply
 from telephony.consent import (
     ConsentRun,
     Decision,
@@ -278,6 +278,18 @@ class MediaWorker:
         if line is None:
             self._emit(CallEvent(call_id, CallEventKind.REJECTED, {"status": 404, "to": dialled}))
             self._pj_answer(call, 404)
+            self._pj_release_later(call)
+            return
+        if len(self.calls) >= self.config.caller_slots:
+            # The other slots are kept for supervisors' legs: the edge tries another worker.
+            self._emit(
+                CallEvent(
+                    call_id,
+                    CallEventKind.REJECTED,
+                    {"status": 486, "to": dialled, "line": line.name, "reason": "full"},
+                )
+            )
+            self._pj_answer(call, 486)
             self._pj_release_later(call)
             return
         if not self.readiness(line):
@@ -998,6 +1010,15 @@ class MediaWorker:
 
     async def handle_command(self, command: Command) -> Reply:
         """Carries out a command from another process on one of this worker's calls."""
+        if isinstance(command, AttachLeg) and command.call_id in self.calls:
+            legs = len(self.calls) + sum(1 for r in self.calls.values() if r.supervisor_call)
+            if legs >= self.config.max_calls:
+                return Reply.failure(
+                    command.command_id,
+                    f"media worker {self.config.index} has all its {self.config.max_calls} "
+                    "call slots in use: no slot for a supervisor's leg (keep one with "
+                    "sip.supervisor_slots: 1)",
+                )
         try:
             step = control.transition(command)
             self.command(command.call_id, step)

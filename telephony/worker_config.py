@@ -28,6 +28,8 @@ class WorkerConfig:
     rtp_port_range: int = 40
     srtp: SrtpMode = "optional"
     max_calls: int = 4
+    # Callers it answers; the rest of max_calls is kept for supervisors' legs.
+    caller_slots: int = 4
     rtp_timeout_s: float = 30.0
     # Half-open calls: a 200 OK never ACKed, or an ACKed call that never sends RTP.
     ack_timeout_s: float = 3.0

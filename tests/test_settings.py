@@ -24,6 +24,32 @@ def test_defaults_describe_a_small_platform(monkeypatch: pytest.MonkeyPatch) -> 
     assert settings.router().route("100") is not None
 
 
+def test_supervisor_phones_and_slots(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PARLEY_CONFIG", raising=False)
+    settings = Settings.model_validate(
+        {
+            "sip": {
+                "supervisor_slots": 1,
+                "phones": [
+                    {"name": "alice", "password": "alice-secret-1"},
+                    {"name": "desk", "uri": "sip:7001@192.0.2.10:5060"},
+                ],
+            }
+        }
+    )
+    # One slot of the four kept for a supervisor's leg: 3 callers per worker.
+    assert settings.sip.workers == 7
+    worker = settings.worker_config(0)
+    assert (worker.max_calls, worker.caller_slots) == (4, 3)
+    assert worker.edge_uri == "sip:127.0.0.1:5060"
+    assert settings.phone_uri("alice") == "sip:alice@127.0.0.1:5060"
+    assert [p.name for p in settings.edge_config().phones] == ["alice", "desk"]
+    with pytest.raises(KeyError, match="no supervisor phone 'bob'"):
+        settings.phone_uri("bob")
+    with pytest.raises(ValidationError, match="8-64 printable"):
+        Settings.model_validate({"sip": {"phones": [{"name": "eve", "password": "short"}]}})
+
+
 def test_yaml_file_then_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     config = tmp_path / "parley.yaml"
     config.write_text(

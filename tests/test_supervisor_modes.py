@@ -179,3 +179,53 @@ def test_monitor_barge_takeover_and_hand_back_from_the_keypad(
     after = caller_window(back, heard_by_caller["ended_mono_ns"])
     assert _heard(caller_says, after) > 0.8
     assert _heard(supervisor_says, after) < 0.3
+
+
+def test_a_supervisor_who_hangs_up_mid_takeover_leaves_the_caller_with_the_agent(
+    platform: Running, config: PlatformConfig, tmp: Path
+) -> None:
+    caller_says = chirp_noise(9.0, seed=7)
+    phone = _phone(
+        config, tmp, "--password", PASSWORD, "--answer-after", "0.2",
+        "--keys", "0.8:4", "--hangup-after", "3.0", "--max", "30",
+    )  # fmt: skip
+    _wait(lambda: "registered" in (tmp / "phone.log").read_text(), "the phone registered")
+    since = time.monotonic_ns()
+    caller = dial(
+        f"sip:100@127.0.0.1:{config.sip_port}",
+        tmp,
+        play=write_wav(tmp / "caller.wav", caller_says),
+        hold=0.5,
+        background=True,
+    )
+    answered = _wait(
+        lambda: [
+            e for e in config.events() if e.kind is CallEventKind.ANSWERED and e.t_mono_ns > since
+        ],
+        "an answer",
+    )
+    call_id = answered[-1].call_id
+    ring = subprocess.run(
+        [*PARLEY, "call", "supervise", call_id, "alice"],
+        env=config.env(), capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert ring.returncode == 0, ring.stderr
+    assert phone.wait(40) == 0, (tmp / "phone.log").read_text()[-2000:]
+    [heard_by_caller] = finish_dial(caller, tmp / "dial.json")
+    assert heard_by_caller["reason"] != "rtp_timeout", heard_by_caller
+
+    events = _events(config, call_id)
+    modes = [(e.data["phase"], e.data["mode"]) for e in events if e.kind is CallEventKind.PHASE]
+    assert modes[-2:] == [("with_human", "takeover"), ("with_agent", None)], modes
+    [ended] = [
+        e for e in events if e.kind is CallEventKind.SUPERVISOR and e.data["event"] == "ended"
+    ]
+    assert ended.data["by"] == "supervisor"
+    [call_ended] = [e for e in events if e.kind is CallEventKind.ENDED]
+    assert call_ended.t_mono_ns > ended.t_mono_ns + 2_000_000_000  # the caller stayed on
+    back = [e for e in events if e.kind is CallEventKind.PHASE][-1].t_mono_ns
+    caller_rec = read_wav(Path(heard_by_caller["recording"]))
+    after = _window(
+        caller_rec, heard_by_caller["frame_times_ns"], back + 300_000_000, call_ended.t_mono_ns
+    )
+    assert _heard(caller_says, after) > 0.8  # the agent (echo) has the caller again
