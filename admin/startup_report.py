@@ -49,7 +49,7 @@ def ready_line(settings: Any) -> str:
     sip = settings.sip
     return (
         f"Parley is ready: SIP on {sip.host}:{sip.port} (UDP+TCP), {sip.workers} media "
-        f"workers x 4 calls. Try: parley dial sip:{_number(settings)}@"
+        f"workers x {sip.callers_per_worker} calls. Try: parley dial sip:{_number(settings)}@"
         f"{local_address(sip.host)}:{sip.port}. Ctrl-C stops."
     )
 
