@@ -70,7 +70,7 @@ class Knowledge:
 
 def fixed_replies(kb: KnowledgeBase) -> list[str]:
     """Replies whose words never change: worth synthesizing before the first call."""
-    texts = [kb.greeting, kb.handoff, kb.goodbye, kb.fallback]
+    texts = [kb.greeting, kb.handoff, kb.goodbye, kb.fallback, kb.resume]
     texts += [entry.answer for entry in kb.entries]
     texts += [slot.prompt for procedure in kb.procedures for slot in procedure.slots]
     return [text for text in texts if text.strip()]

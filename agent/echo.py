@@ -68,6 +68,9 @@ class EchoSession:
     async def send_instruction(self, text: str) -> None:
         return None
 
+    async def resume(self, note: str | None) -> None:
+        return None
+
     async def playout_report(self, report: PlayoutReport) -> None:
         self.reports.append(report)
 

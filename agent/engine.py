@@ -17,6 +17,10 @@ soon as the turn's text is known the responder answers it on a fork of the dialo
 first sentence is synthesized. When the turn ends on that same text the fork is adopted and its
 audio goes out at once; if the caller spoke on, or anything else changed the dialogue, the
 prepared reply is thrown away.
+
+Supervision: a whisper is handed to the dialogue, which says it in its next answer to the
+caller; nothing is said at the moment it arrives. A hand-back is said at once ("I'm back", then
+the note). Both change the dialogue, so a reply prepared before them is not used.
 """
 
 from __future__ import annotations
@@ -65,6 +69,14 @@ class Dialogue(Protocol):
     def dtmf(self, digit: str) -> Any: ...
 
     def silence(self) -> Any: ...
+
+    def instruct(self, text: str) -> None:
+        """Hold a supervisor's whisper for the next answer to the caller."""
+        ...
+
+    def resume(self, note: str | None) -> Any:
+        """The reply that says the agent is back after a supervisor's takeover."""
+        ...
 
     def fork(self) -> Dialogue:
         """An independent copy of the dialogue state, to answer speculatively."""
@@ -213,7 +225,30 @@ class EngineSession:
             await self._speak(reply)
 
     async def instruction(self, text: str) -> None:
-        log.info("supervisor instruction received", extra={"chars": len(text)})
+        """A supervisor's whisper: the next answer says it. An idle agent stays quiet and waits
+        for the caller; an agent mid-sentence finishes it."""
+        if not text.strip():
+            return
+        self.dialogue.instruct(text)
+        self._epoch += 1  # a reply prepared before the whisper does not carry it
+        self._drop_prepared()
+        log.info("supervisor instruction held", extra={"chars": len(text)})
+
+    async def resume(self, note: str | None) -> None:
+        """Back on the call after a supervisor's takeover: say so at once, with the note.
+
+        What the caller said before the takeover is forgotten: the supervisor has dealt with
+        it, and the bridge sent nothing of what was said while the agent was away."""
+        await self._interrupt_agent("resumed")
+        self._drop_lookahead()
+        self._drop_prepared()
+        self._hold_text = ""
+        self.turns.reset()
+        self._epoch += 1
+        reply = await asyncio.to_thread(self.dialogue.resume, note)
+        self._last_activity_ms = self.t_ms
+        await self.send("parley.agent_resumed", {"note": bool(note)})
+        await self._speak(reply)
 
     async def user_text(self, text: str) -> None:
         """A typed user message (conversation.item.create): answered like a spoken turn."""
@@ -578,7 +613,12 @@ class EngineSession:
             if prepared is not None and prepared.text == text and prepared.epoch == self._epoch:
                 # responder_ms: the wait left at the turn's end (the work began earlier).
                 reply, _ = await prepared.task
-                self.dialogue = prepared.fork
+                if prepared.epoch == self._epoch:
+                    self.dialogue = prepared.fork
+                else:
+                    # A whisper or a key came while it finished: the fork has not seen it.
+                    prepared = None
+                    reply = await asyncio.to_thread(self.dialogue.respond, text)
             else:
                 if prepared is not None:
                     _discard(prepared.task)
@@ -651,6 +691,11 @@ class EngineSession:
                 },
             },
         )
+        whisper = getattr(reply, "whisper", "")
+        if whisper:
+            await self.send(
+                "parley.instruction_applied", {"item_id": response.item_id, "text": whisper}
+            )
         handoff = getattr(reply, "handoff_reason", None)
         if handoff:
             await self.send(

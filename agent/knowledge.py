@@ -126,6 +126,7 @@ BUILTIN_INTENTS: tuple[Intent, ...] = (HUMAN_INTENT,)
 DEFAULT_GOODBYE = "Thanks for calling. Goodbye!"
 DEFAULT_HANDOFF = "Let me connect you with someone who can help. Please stay on the line."
 DEFAULT_FALLBACK = "Sorry, I didn't catch that. Could you say it another way?"
+DEFAULT_RESUME = "Thanks for holding — I'm back with you."
 
 
 @dataclass(frozen=True)
@@ -138,6 +139,8 @@ class KnowledgeBase:
     handoff: str = DEFAULT_HANDOFF
     # Said when nothing in the KB is close to what the caller said.
     fallback: str = DEFAULT_FALLBACK
+    # Said when the agent is back on the call after a supervisor handed it back.
+    resume: str = DEFAULT_RESUME
 
     def entry(self, entry_id: str) -> Entry:
         for entry in self.entries:
@@ -155,7 +158,7 @@ _UNSPEAKABLE = (
     (re.compile(r"https?://|www\.", re.IGNORECASE), "a link"),
     (re.compile(r"[*_`#|<>\[\]{}]"), "Markdown or markup characters"),
 )
-_MESSAGE_KEYS = ("name", "greeting", "goodbye", "handoff", "fallback")
+_MESSAGE_KEYS = ("name", "greeting", "goodbye", "handoff", "fallback", "resume")
 _TOP_KEYS = {*_MESSAGE_KEYS, "entries", "procedures"}
 _ENTRY_KEYS = {"id", "question", "answer", "alternates", "tags", "topic"}
 _PROCEDURE_KEYS = {"id", "topic", "triggers", "slots", "confirm", "lookup", "done"}
@@ -218,6 +221,7 @@ def load_knowledge_base(folder: Path) -> KnowledgeBase:
         goodbye=settings["goodbye"][0] if "goodbye" in settings else DEFAULT_GOODBYE,
         handoff=settings["handoff"][0] if "handoff" in settings else DEFAULT_HANDOFF,
         fallback=settings["fallback"][0] if "fallback" in settings else DEFAULT_FALLBACK,
+        resume=settings["resume"][0] if "resume" in settings else DEFAULT_RESUME,
     )
 
 

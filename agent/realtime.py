@@ -6,7 +6,14 @@ dataclasses (ValueError at the boundary for anything malformed) and building ser
 
 Client → server (subset): session.update, input_audio_buffer.append / commit / clear,
 conversation.item.create (a user or system text message), conversation.item.truncate,
-response.create, response.cancel; plus Parley's own: parley.dtmf, parley.instruction.
+response.create, response.cancel; plus Parley's own: parley.dtmf, parley.instruction,
+parley.resume.
+
+- ``{"type": "parley.instruction", "text": str}``: a supervisor's whisper. The caller never
+  hears the text; the agent's next answer says its content, phrased for the caller, once.
+- ``{"type": "parley.resume", "note"?: str | null}``: the supervisor handed the call back. The
+  agent says at once that it is back, then the note as a fact, which later answers may use.
+  Any other field is refused, so a misspelt ``note`` is not silently lost.
 
 Server → client (subset): session.created / updated, input_audio_buffer.speech_started /
 speech_stopped / committed, conversation.item.added,
@@ -14,7 +21,9 @@ conversation.item.input_audio_transcription.completed, response.created,
 response.output_audio.delta / done, response.output_audio_transcript.delta / done,
 response.done, conversation.item.truncated, error; plus Parley's own (no Realtime
 equivalent): parley.handoff_requested, parley.hangup_requested, parley.backchannel_ignored,
-parley.turn_latency, parley.dtmf (digits the agent sends down the line).
+parley.turn_latency, parley.dtmf (digits the agent sends down the line),
+parley.instruction_applied (a whisper went into the answer ``item_id`` as ``text``),
+parley.agent_resumed (``note``: whether a note came with the hand-back).
 
 Audio: `audio/pcm` little-endian 16-bit mono. The Realtime API fixes the rate at 24 kHz;
 Parley also accepts `rate: 16000` (its native rate), which its own media workers use.
@@ -96,6 +105,11 @@ class Instruction:
     text: str
 
 
+@dataclass(frozen=True, slots=True)
+class Resume:
+    note: str | None
+
+
 ClientEvent = (
     SessionUpdate
     | AudioAppend
@@ -107,6 +121,7 @@ ClientEvent = (
     | ResponseCancel
     | Dtmf
     | Instruction
+    | Resume
 )
 
 
@@ -145,6 +160,20 @@ def _text_of(item: dict[str, Any]) -> str:
     parts = item.get("content") or []
     texts = [p.get("text", "") for p in parts if isinstance(p, dict)]
     return " ".join(t for t in texts if isinstance(t, str)).strip()
+
+
+def _resume(raw: dict[str, Any]) -> Resume:
+    unknown = sorted(set(raw) - {"type", "event_id", "note"})
+    if unknown:
+        raise ProtocolError(
+            f"parley.resume takes only 'note'; got {', '.join(map(repr, unknown))}",
+            code="unknown_parameter",
+            param=unknown[0],
+        )
+    note = raw.get("note")
+    if note is not None and not isinstance(note, str):
+        raise ProtocolError("note must be a string or null", code="invalid_value", param="note")
+    return Resume((note or "").strip() or None)
 
 
 def parse_client_event(message: str | bytes) -> ClientEvent | None:
@@ -220,6 +249,8 @@ def parse_client_event(message: str | bytes) -> ClientEvent | None:
         if not isinstance(text, str):
             raise ProtocolError("text must be a string", code="invalid_value", param="text")
         return Instruction(text)
+    if kind == "parley.resume":
+        return _resume(raw)
     if kind in (
         "conversation.item.retrieve",
         "conversation.item.delete",

@@ -123,6 +123,12 @@ class RealtimeSession:
     async def send_instruction(self, text: str) -> None:
         await self._send({"type": "parley.instruction", "text": text})
 
+    async def resume(self, note: str | None) -> None:
+        event: dict[str, Any] = {"type": "parley.resume"}
+        if note:
+            event["note"] = note
+        await self._send(event)
+
     async def playout_report(self, report: PlayoutReport) -> None:
         if report.interrupted:
             await self._send(
@@ -209,6 +215,8 @@ class RealtimeSession:
             "parley.turn_latency": EventKind.END_OF_TURN,
             "parley.barge_in": EventKind.BARGE_IN,
             "parley.agent_backchannel": EventKind.AGENT_BACKCHANNEL,
+            "parley.instruction_applied": EventKind.INSTRUCTION_APPLIED,
+            "parley.agent_resumed": EventKind.AGENT_RESUMED,
         }
         if kind in parley_kinds:
             data = {k: v for k, v in event.items() if k not in ("type", "event_id")}

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Literal
 
+from agent.coaching import say_note, say_to_caller
 from agent.knowledge import (
     HUMAN_INTENT,
     Embedder,
@@ -25,6 +26,7 @@ from agent.knowledge import (
     KnowledgeIndex,
     Procedure,
     Slot,
+    Vectors,
 )
 
 log = logging.getLogger(__name__)
@@ -40,6 +42,13 @@ DEFAULT_CLARIFY_FLOOR = 0.35
 DEFAULT_HUMAN_THRESHOLD = 0.6
 # A second topic is offered in a clarifying question only if it scored nearly as well.
 _CLARIFY_SPREAD = 0.1
+# A supervisor's note about this caller is more specific than the line's general answers: it
+# answers a question that shares its words unless a knowledge-base entry scores this much higher,
+# and one that shares this many of its words whatever the knowledge base says ("when will my
+# refund arrive" after "refund approved; it will arrive in 3 days", not the refund policy).
+_NOTE_PREFERENCE = 0.15
+_NOTE_SHARED_WORDS = 2
+_HISTORY_LIMIT = 200
 
 
 class ReplyKind(StrEnum):
@@ -52,6 +61,8 @@ class ReplyKind(StrEnum):
     GREETING = "greeting"
     GOODBYE = "goodbye"
     REPROMPT = "reprompt"
+    RESUME = "resume"  # back on the call after a supervisor's takeover
+    NOTE = "note"  # answered from a supervisor's hand-back note
 
 
 @dataclass(frozen=True)
@@ -61,6 +72,9 @@ class Reply:
     ``understood`` is False when the caller's words were not a request the agent could act on
     (it asks again, or gives up after repeated misses); the engine then waits longer before
     taking the turn, since the caller may still be finding their words.
+
+    ``whisper`` is the supervisor's instruction, as said to the caller, when this reply carries
+    one.
     """
 
     kind: ReplyKind
@@ -70,6 +84,24 @@ class Reply:
     handoff_reason: str | None = None
     end_call: bool = False
     understood: bool = True
+    whisper: str = ""
+
+
+class Source(StrEnum):
+    """Who put a line into the dialogue."""
+
+    CALLER = "caller"
+    AGENT = "agent"
+    # Whispered to the agent; the caller never heard these words.
+    SUPERVISOR_INSTRUCTION = "supervisor_instruction"
+    # Left when the supervisor handed the call back; a fact later answers may use.
+    SUPERVISOR_NOTE = "supervisor_note"
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryItem:
+    source: Source
+    text: str
 
 
 # --- spoken forms --------------------------------------------------------------------------
@@ -360,6 +392,13 @@ class _ActiveProcedure:
         return self.procedure.slots[self.slot_index]
 
 
+@dataclass(frozen=True, slots=True)
+class _NoteMatch:
+    text: str
+    score: float  # cosine similarity to the question
+    shared: int  # content words in common with the question
+
+
 class Conversation:
     """One call's dialogue with the knowledge base; feed it every final caller turn."""
 
@@ -394,6 +433,9 @@ class Conversation:
         self._active: _ActiveProcedure | None = None
         self._offered: tuple[Entry | Procedure, ...] = ()
         self._last_question = _ANYTHING_ELSE
+        self.history: list[HistoryItem] = []
+        self._whispers: list[str] = []  # said to the caller in the next answer, then dropped
+        self._notes: list[tuple[str, Vectors]] = []  # (the note as said, its embedding)
 
     def fork(self) -> Conversation:
         """An independent copy of this call's dialogue state, sharing the knowledge base.
@@ -404,6 +446,9 @@ class Conversation:
         twin = copy.copy(self)
         if self._active is not None:
             twin._active = replace(self._active, values=dict(self._active.values))
+        twin.history = list(self.history)
+        twin._whispers = list(self._whispers)
+        twin._notes = list(self._notes)
         return twin
 
     @property
@@ -411,11 +456,38 @@ class Conversation:
         return self._active.procedure.id if self._active else None
 
     def greeting(self) -> Reply:
-        return self._say(Reply(ReplyKind.GREETING, self.kb.greeting, 1.0))
+        return self._record(self._say(Reply(ReplyKind.GREETING, self.kb.greeting, 1.0)))
+
+    def instruct(self, text: str) -> None:
+        """A supervisor's whisper: nothing is said now; the next answer to the caller says it
+        (phrased for the caller), once."""
+        said = say_to_caller(text)
+        if not said:
+            return
+        self._remember(Source.SUPERVISOR_INSTRUCTION, text.strip())
+        self._whispers.append(said)
+
+    def resume(self, note: str | None) -> Reply:
+        """Back on the call after a supervisor's takeover: say so, then the note as a fact,
+        which later answers may use."""
+        self._active = None
+        self._offered = ()
+        self._silences = 0
+        text = self.kb.resume
+        said = say_note(note or "")
+        if said:
+            self._remember(Source.SUPERVISOR_NOTE, said)
+            self._notes.append((said, self._embedder.embed([said])[0]))
+            text = f"{text} {said}"
+        return self._record(self._say(Reply(ReplyKind.RESUME, text, 1.0)))
 
     def respond(self, caller_text: str) -> Reply:
         if not _normalise(caller_text):
             return self.silence()
+        self._remember(Source.CALLER, caller_text.strip())
+        return self._record(self._with_whisper(self._answer(caller_text)))
+
+    def _answer(self, caller_text: str) -> Reply:
         self._silences = 0
         if asks_for_person(caller_text):
             return self._handoff("caller_asked", 1.0)
@@ -437,6 +509,10 @@ class Conversation:
         return self._search(caller_text)
 
     def dtmf(self, digit: str) -> Reply | None:
+        reply = self._keyed(digit)
+        return None if reply is None else self._record(reply)
+
+    def _keyed(self, digit: str) -> Reply | None:
         active = self._active
         if active is None:
             return self._handoff("dtmf_0", 1.0) if digit == "0" else None
@@ -456,6 +532,9 @@ class Conversation:
         return self._fill_digits(active, keyed)
 
     def silence(self) -> Reply:
+        return self._record(self._silent())
+
+    def _silent(self) -> Reply:
         self._silences += 1
         if self._silences == 1:
             return Reply(ReplyKind.REPROMPT, f"Are you still there? {self._last_question}", 1.0)
@@ -468,12 +547,21 @@ class Conversation:
     # --- FAQ and procedure choice ---
 
     def _search(self, caller_text: str) -> Reply:
-        ranked = self._index.search(self._embedder.embed([_topic_text(caller_text)])[0])
+        query = self._embedder.embed([_topic_text(caller_text)])[0]
+        ranked = self._index.search(query)
         human = next((s for item, s in ranked if item == HUMAN_INTENT), 0.0)
         known = [(item, score) for item, score in ranked if not isinstance(item, Intent)]
         best, best_score = known[0] if known else (None, 0.0)
         if human >= self._human_threshold and human > best_score:
             return self._handoff("caller_asked", human)
+        note = self._note_about(caller_text, query)
+        if note is not None and (
+            best_score < self._answer_threshold
+            or note.score + _NOTE_PREFERENCE >= best_score
+            or note.shared >= _NOTE_SHARED_WORDS
+        ):
+            self.misses = 0
+            return self._say(Reply(ReplyKind.NOTE, note.text, note.score))
         if best is not None and best_score >= self._answer_threshold:
             return self._serve(best, best_score, caller_text=caller_text)
         return self._miss(known, best_score)
@@ -658,6 +746,42 @@ class Conversation:
         self._active = None
         return Reply(ReplyKind.GOODBYE, text or self.kb.goodbye, 1.0, end_call=True)
 
+    def _note_about(self, caller_text: str, query: Vectors) -> _NoteMatch | None:
+        """The supervisor's note the caller is asking about: one that shares a content word
+        with the question, or is as close as an answer must be; the most similar wins."""
+        asked = _content_words(caller_text)
+        found: _NoteMatch | None = None
+        for said, vector in self._notes:
+            match = _NoteMatch(said, float(vector @ query), len(asked & _content_words(said)))
+            if not match.shared and match.score < self._answer_threshold:
+                continue
+            if found is None or match.score > found.score:
+                found = match
+        return found
+
+    def _with_whisper(self, reply: Reply) -> Reply:
+        """The reply with the held whispers said in it: before a question or a goodbye (so the
+        caller is left with what to answer), after anything else."""
+        said: list[str] = []
+        while self._whispers:
+            said.append(self._whispers.pop(0))  # one at a time: instruct() may run meanwhile
+        if not said:
+            return reply
+        whisper = " ".join(said)
+        if reply.end_call or reply.handoff_reason or reply.text.rstrip().endswith("?"):
+            text = f"{whisper} {reply.text}"
+        else:
+            text = f"{reply.text} {whisper}"
+        return replace(reply, text=text, whisper=whisper)
+
+    def _remember(self, source: Source, text: str) -> None:
+        self.history.append(HistoryItem(source, text))
+        del self.history[:-_HISTORY_LIMIT]
+
+    def _record(self, reply: Reply) -> Reply:
+        self._remember(Source.AGENT, reply.text)
+        return reply
+
     def _say(self, reply: Reply) -> Reply:
         """Remember the question a reply asks, so a reprompt can repeat it."""
         if reply.kind in {ReplyKind.CLARIFY, ReplyKind.PROCEDURE_PROMPT}:
@@ -678,6 +802,24 @@ class Conversation:
 
 
 _FILLER_WORDS = frozenset(_FILLERS)
+# Words too common to say what a question is about.
+_FUNCTION_WORDS_TEXT = """
+    a an the and or but if so to of in on at by for from with about as into is are was were
+    be been being am do does did has have had will would can could should shall may might must
+    i me my mine you your yours we us our it its it's this that these those there here what
+    when where which who whom whose why how not no yes please just any some all get got
+    they them their he him his she her hi hello thanks thank okay ok well also"""
+_FUNCTION_WORDS = frozenset(_FUNCTION_WORDS_TEXT.split())
+
+
+def _content_words(text: str) -> set[str]:
+    """The words that say what ``text`` is about, crudely singular ("refunds" → "refund")."""
+    words = set()
+    for word in _normalise(text).split():
+        if word in _FUNCTION_WORDS or word in _FILLER_WORDS or len(word) < 3:
+            continue
+        words.add(word[:-1] if word.endswith("s") and not word.endswith("ss") else word)
+    return words
 
 
 def _topic_text(caller_text: str) -> str:

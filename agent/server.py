@@ -167,6 +167,8 @@ class EngineServer:
             await session.dtmf(event.digit)
         elif isinstance(event, rt.Instruction):
             await session.instruction(event.text)
+        elif isinstance(event, rt.Resume):
+            await session.resume(event.note)
         elif isinstance(event, rt.ItemTruncate):
             await session.truncate(event.item_id, event.audio_end_ms)
         elif isinstance(event, rt.ResponseCancel):

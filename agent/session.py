@@ -72,6 +72,10 @@ class EventKind(enum.StrEnum):
     END_OF_TURN = "end_of_turn"
     HANDOFF_REQUESTED = "handoff_requested"
     HANGUP_REQUESTED = "hangup_requested"
+    # A supervisor's whisper went into what the agent said (data: item_id, text as said).
+    INSTRUCTION_APPLIED = "instruction_applied"
+    # The agent is back on the call after a supervisor's takeover (data: note, a bool).
+    AGENT_RESUMED = "agent_resumed"
     ERROR = "error"
 
 
@@ -116,7 +120,12 @@ class DuplexSession(Protocol):
     async def send_dtmf(self, digit: CallerDtmf) -> None: ...
 
     async def send_instruction(self, text: str) -> None:
-        """A supervisor's whispered instruction; the caller never hears it."""
+        """A supervisor's whispered instruction; the caller never hears it, but it shapes what
+        the agent says next. An idle agent waits for the caller rather than speak up."""
+
+    async def resume(self, note: str | None) -> None:
+        """The supervisor handed the call back. The agent tells the caller at once that it is
+        back, says the note (if any) as a fact, and may use the note in later answers."""
 
     async def playout_report(self, report: PlayoutReport) -> None:
         """Told by the bridge when agent audio was flushed or finished playing."""

@@ -139,15 +139,14 @@ class CallBridge:
         self.attached = False
 
     async def reattach(self, note: str | None = None) -> None:
-        """The agent is back: it hears the caller from now on (nothing said meanwhile), with the
-        supervisor's note given to it as a plain fact."""
+        """The agent is back: it hears the caller from now on (nothing said meanwhile), tells
+        the caller so, and has the supervisor's note as a plain fact."""
         if self.attached:
             return
         if self.port is not None:
             self.port.rx.clear()
         self.attached = True
-        if note:
-            await self.session.send_instruction(note)
+        await self.session.resume(note or None)
 
     async def instruct(self, text: str) -> None:
         await self.session.send_instruction(text)

@@ -43,6 +43,7 @@ class ScriptedSession:
         self.audio: list[bytes] = []
         self.reports: list[PlayoutReport] = []
         self.instructions: list[str] = []
+        self.resumes: list[str | None] = []
         self.closed = False
 
     async def start(self) -> None:
@@ -56,6 +57,9 @@ class ScriptedSession:
 
     async def send_instruction(self, text: str) -> None:
         self.instructions.append(text)
+
+    async def resume(self, note: str | None) -> None:
+        self.resumes.append(note)
 
     async def playout_report(self, report: PlayoutReport) -> None:
         self.reports.append(report)
@@ -256,13 +260,30 @@ def test_a_detached_agent_hears_nothing_says_nothing_and_returns_with_a_note() -
         assert session.audio == []
         assert port.playout_depth() == 0
         await bridge.reattach("The refund was approved")
-        assert session.instructions == ["The refund was approved"]
+        # A hand-back, not a whisper: the agent is to say it is back, with the note.
+        assert session.resumes == ["The refund was approved"]
+        assert session.instructions == []
         port.onFrameReceived(_frame(b"\x08" * FRAME_BYTES))
         session.out.put_nowait(AgentAudio("u3", b"\x0a" * FRAME_BYTES * 2))
         await asyncio.sleep(0.05)
         assert session.audio == [b"\x08" * FRAME_BYTES]  # only what the caller said after
         assert _pull(port, 1)[0] == b"\x0a" * FRAME_BYTES
         assert not session.closed  # the same conversation all along
+        await bridge.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_hand_back_without_a_note_still_resumes_the_agent() -> None:
+    async def scenario() -> None:
+        session = ScriptedSession()
+        bridge, _, _ = await _bridge(session)
+        await bridge.detach()
+        await bridge.reattach()
+        await bridge.reattach("ignored: already attached")
+        await bridge.instruct("Offer the loyalty discount")
+        assert session.resumes == [None]
+        assert session.instructions == ["Offer the loyalty discount"]
         await bridge.close()
 
     asyncio.run(scenario())
