@@ -38,6 +38,11 @@ from tests.support import EngineProcess
         ),
         ('{"type": "conversation.item.truncate", "item_id": "x"}', "invalid_value"),
         ('{"type": "parley.dtmf", "digit": "12"}', "invalid_value"),
+        ('{"type": "parley.resume", "note": 5}', "invalid_value"),
+        ('{"type": "parley.resume", "note": ["Refund approved"]}', "invalid_value"),
+        # A misspelt note would be lost without a word: refused instead.
+        ('{"type": "parley.resume", "notes": "Refund approved"}', "unknown_parameter"),
+        ('{"type": "parley.resume", "text": "Refund approved"}', "unknown_parameter"),
     ],
 )
 def test_malformed_client_events_are_refused_with_a_code(message: str, code: str) -> None:
@@ -62,6 +67,53 @@ def test_good_client_events_parse() -> None:
     assert rt.parse_client_event('{"type": "parley.dtmf", "digit": "#"}') == rt.Dtmf("#")
 
 
+@pytest.mark.parametrize(
+    ("message", "note"),
+    [
+        ('{"type": "parley.resume", "note": "Refund approved"}', "Refund approved"),
+        (
+            '{"type": "parley.resume", "event_id": "e1", "note": " Refund approved "}',
+            "Refund approved",
+        ),
+        ('{"type": "parley.resume"}', None),
+        ('{"type": "parley.resume", "note": null}', None),
+        ('{"type": "parley.resume", "note": "   "}', None),
+    ],
+)
+def test_a_hand_back_parses_with_or_without_a_note(message: str, note: str | None) -> None:
+    assert rt.parse_client_event(message) == rt.Resume(note)
+
+
+def test_the_client_sends_whispers_and_hand_backs_as_parley_events() -> None:
+    class Wire:
+        def __init__(self) -> None:
+            self.sent: list[dict[str, object]] = []
+
+        async def send(self, message: str) -> None:
+            self.sent.append(json.loads(message))
+
+    async def scenario() -> list[dict[str, object]]:
+        session = RealtimeSession("ws://127.0.0.1:9/v1/realtime")
+        wire = Wire()
+        session._ws = wire  # type: ignore[assignment]
+        await session.send_instruction("Offer the loyalty discount")
+        await session.resume("Refund approved")
+        await session.resume(None)
+        return wire.sent
+
+    sent = asyncio.run(scenario())
+    assert sent == [
+        {"type": "parley.instruction", "text": "Offer the loyalty discount"},
+        {"type": "parley.resume", "note": "Refund approved"},
+        {"type": "parley.resume"},
+    ]
+    assert [rt.parse_client_event(json.dumps(event)) for event in sent] == [
+        rt.Instruction("Offer the loyalty discount"),
+        rt.Resume("Refund approved"),
+        rt.Resume(None),
+    ]
+
+
 def test_the_client_clears_playout_on_speech_started_and_maps_parley_events() -> None:
     session = RealtimeSession("ws://127.0.0.1:9/v1/realtime")
     out = session._translate({"type": "input_audio_buffer.speech_started"})
@@ -70,6 +122,14 @@ def test_the_client_clears_playout_on_speech_started_and_maps_parley_events() ->
     assert isinstance(handoff, SessionEvent) and handoff.kind is EventKind.HANDOFF_REQUESTED
     assert handoff.data["reason"] == "caller_asked"
     assert session._translate({"type": "parley.dtmf", "digits": "12"}) == [AgentDtmf("12")]
+    [applied] = session._translate(
+        {"type": "parley.instruction_applied", "item_id": "i1", "text": "The fee is waived."}
+    )
+    assert applied == SessionEvent(
+        EventKind.INSTRUCTION_APPLIED, {"item_id": "i1", "text": "The fee is waived."}
+    )
+    [resumed] = session._translate({"type": "parley.agent_resumed", "note": True})
+    assert resumed == SessionEvent(EventKind.AGENT_RESUMED, {"note": True})
 
 
 def test_resampling_keeps_duration() -> None:

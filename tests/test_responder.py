@@ -586,3 +586,14 @@ def test_text_and_yes_no_slots(tmp_path: Path, embedder: MiniLmEmbedder) -> None
     assert unclear.kind is ReplyKind.PROCEDURE_PROMPT
     done = conversation.respond("nope")
     assert done.text == "Noted, my tent order, urgent no."
+
+
+def test_a_supervisors_note_answers_the_callers_own_question_over_the_policy(call: Call) -> None:
+    back = call.conversation.resume("Refund approved; it will arrive in 3 days")
+    assert back.kind is ReplyKind.RESUME
+    assert back.text.endswith("Refund approved; it will arrive in 3 days.")
+    note = call.say("When will my refund arrive?")
+    assert note.kind is ReplyKind.NOTE, note
+    assert note.text == "Refund approved; it will arrive in 3 days."
+    # The line's general answers still answer general questions.
+    assert call.say("How much does shipping cost?").entry_id == "shipping_cost"
