@@ -7,10 +7,12 @@ A call's audio parties are legs in pjmedia's conference bridge:
               summary spoken into the supervisor's ear)
   supervisor  a supervisor's SIP call (or browser leg) joined to this call
 
-The prompt player listens to the caller in every mix: pjmedia pulls a call's audio out of its
-jitter buffer only while something listens to it, and a caller nobody heard for a while (on
-hold, through a disclosure) would come back seconds late, then sped up while the buffer sheds
-the backlog. The player drops what it hears.
+The prompt player listens to the caller in every mix, and to the supervisor whenever one is
+on the call: pjmedia pulls a call's audio out of its jitter buffer only while something
+listens to it, and a caller nobody heard for a while (on hold, through a disclosure) would
+come back seconds late, then sped up while the buffer sheds the backlog; a supervisor nobody
+heard (monitoring) would start a takeover with 200 ms of silence. The player drops what it
+hears.
 
 A connection is (source, listener): audio from `source` is transmitted to `listener`. The
 worker applies a mix as the difference between the connections it has and the ones the table
@@ -50,18 +52,21 @@ Connection = tuple[Leg, Leg]  # (source, listener)
 
 _C, _A, _P, _S = Leg.CALLER, Leg.AGENT, Leg.PROMPT, Leg.SUPERVISOR
 _DRAIN = (_C, _P)  # see the module docstring
+_SUPERVISOR_DRAIN = (_S, _P)
 _CALLER_AND_AGENT = {(_C, _A), (_A, _C), (_P, _C), _DRAIN}
 
 _TABLE: dict[Mix, frozenset[Connection]] = {
     Mix.SILENT: frozenset(),
     Mix.PROMPTS: frozenset({(_P, _C), _DRAIN}),
     Mix.AGENT: frozenset(_CALLER_AND_AGENT),
-    Mix.BRIEFING: frozenset(_CALLER_AND_AGENT | {(_P, _S)}),
-    Mix.MONITOR: frozenset(_CALLER_AND_AGENT | {(_C, _S), (_A, _S), (_P, _S)}),
-    Mix.WHISPER: frozenset(_CALLER_AND_AGENT | {(_C, _S), (_A, _S), (_P, _S)}),
-    Mix.BARGE: frozenset(_CALLER_AND_AGENT | {(_C, _S), (_A, _S), (_P, _S), (_S, _C), (_S, _A)}),
-    Mix.TAKEOVER: frozenset({(_C, _S), (_S, _C), (_P, _C), (_P, _S), _DRAIN}),
-    Mix.HOLD_WITH_SUPERVISOR: frozenset({(_P, _C), (_P, _S), _DRAIN}),
+    Mix.BRIEFING: frozenset(_CALLER_AND_AGENT | {(_P, _S), _SUPERVISOR_DRAIN}),
+    Mix.MONITOR: frozenset(_CALLER_AND_AGENT | {(_C, _S), (_A, _S), (_P, _S), _SUPERVISOR_DRAIN}),
+    Mix.WHISPER: frozenset(_CALLER_AND_AGENT | {(_C, _S), (_A, _S), (_P, _S), _SUPERVISOR_DRAIN}),
+    Mix.BARGE: frozenset(
+        _CALLER_AND_AGENT | {(_C, _S), (_A, _S), (_P, _S), (_S, _C), (_S, _A), _SUPERVISOR_DRAIN}
+    ),
+    Mix.TAKEOVER: frozenset({(_C, _S), (_S, _C), (_P, _C), (_P, _S), _DRAIN, _SUPERVISOR_DRAIN}),
+    Mix.HOLD_WITH_SUPERVISOR: frozenset({(_P, _C), (_P, _S), _DRAIN, _SUPERVISOR_DRAIN}),
 }
 
 

@@ -60,19 +60,31 @@ def test_who_hears_whom(mix: Mix, listener: Leg, expected: set[Leg]) -> None:
     assert hears(mix, listener) == expected
 
 
-def test_nobody_hears_themselves_and_someone_always_drains_the_caller() -> None:
+def test_nobody_hears_themselves_and_someone_always_drains_caller_and_supervisor() -> None:
+    with_supervisor = {m for m in Mix if any(S in c for c in connections(m))}
+    assert with_supervisor == {
+        Mix.BRIEFING,
+        Mix.MONITOR,
+        Mix.WHISPER,
+        Mix.BARGE,
+        Mix.TAKEOVER,
+        Mix.HOLD_WITH_SUPERVISOR,
+    }
     for mix in Mix:
         assert all(source is not to for source, to in connections(mix))
-        # The prompt player takes the caller's audio (and drops it) whenever the caller is
-        # up, so the caller's jitter buffer never backs up while nobody else listens.
-        assert hears(mix, P) == (set() if mix is Mix.SILENT else {C})
+        # The prompt player takes the caller's (and the supervisor's) audio and drops it,
+        # so no jitter buffer backs up while nobody else listens to that leg.
+        expected = set() if mix is Mix.SILENT else {C}
+        if mix in with_supervisor:
+            expected.add(S)
+        assert hears(mix, P) == expected
 
 
 def test_changes_stop_before_start_and_skip_absent_legs() -> None:
     now = connections(Mix.AGENT)
     stop, start = changes(now, Mix.TAKEOVER, [C, A, P, S])
     assert set(stop) == {(C, A), (A, C)}
-    assert set(start) == {(C, S), (S, C), (P, S)}
+    assert set(start) == {(C, S), (S, C), (P, S), (S, P)}
     # The supervisor's leg is not up yet: nothing to or from it.
     stop, start = changes(now, Mix.TAKEOVER, [C, A, P])
     assert set(stop) == {(C, A), (A, C)}
