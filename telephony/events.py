@@ -43,6 +43,9 @@ class CallEventKind(enum.StrEnum):
     COMMAND = "call.command"
     # The supervisor's leg (data: event = ringing, answered, ended (status, by) or failed).
     SUPERVISOR = "call.supervisor"
+    # A transition of the call's escalation to a person (escalation/service.py; data:
+    # escalation_id, event, from, to, actor, reason, queue, supervisor, detail).
+    ESCALATION = "call.escalation"
     ENDED = "call.ended"
     EVENTS_DROPPED = "call.events_dropped"  # the worker's spool lost events of the call
     # Not about one call: the media worker (data: worker, host) starts afresh, so every call it
