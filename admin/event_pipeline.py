@@ -74,10 +74,11 @@ def build_ingester(
 ) -> tuple[Ingester, Any]:
     """The ingester and the database engine it writes through (dispose it when done)."""
     engine = create_engine(settings.database_url())
+    keys = settings.keys()
     ingester = Ingester(
         carrier(settings, consumer=consumer),
         session_factory(engine),
-        projection=Projection(number_key=settings.keys().number_hash),
+        projection=Projection(number_key=keys.number_hash, audit_key=keys.audit_hmac),
         quarantine=quarantine(settings),
         batch_size=settings.events.batch_size,
         max_backoff_s=settings.events.max_backoff_s,

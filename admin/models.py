@@ -38,6 +38,10 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import DeclarativeBase, Mapped, Mapper, mapped_column, relationship
 
+# An escalation's states and events are the lifecycle's own, so what is stored and the state
+# machine cannot drift apart; re-exported for the rest of admin.
+from escalation.lifecycle import EscalationEvent, EscalationState
+
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -159,14 +163,6 @@ class EscalationReason(enum.StrEnum):
     SENSITIVE_TOPIC = "sensitive_topic"
     MODEL_FAILURE = "model_failure"
     SUPERVISOR_INITIATIVE = "supervisor_initiative"
-
-
-class EscalationStatus(enum.StrEnum):
-    QUEUED = "queued"
-    CONNECTED = "connected"
-    HANDED_BACK = "handed_back"
-    ABANDONED = "abandoned"
-    CALLBACK = "callback"
 
 
 # --- users -------------------------------------------------------------------------------------
@@ -486,28 +482,82 @@ class CallMetrics(Base):
 
 
 class Escalation(Base):
+    """One escalation of a call to a person, as its `call.escalation` events built it.
+
+    `ref` is the escalation id the escalation service gave it (UUID hex), the one the API
+    shows. `state` is the state its latest transition left it in. A callback number is only
+    here as a keyed hash and a masked form, like a caller's (admin.phone_numbers).
+    """
+
     __tablename__ = "escalations"
     __table_args__ = (
         _one_of("reason", EscalationReason),
-        _one_of("status", EscalationStatus),
+        _one_of("state", EscalationState),
+        CheckConstraint("length(ref) = 32", name="ref_uuid_hex"),
+        CheckConstraint("offered_at IS NULL OR offered_at >= requested_at", name="offered_order"),
         CheckConstraint(
             "connected_at IS NULL OR connected_at >= requested_at", name="connected_order"
         ),
         CheckConstraint("ended_at IS NULL OR ended_at >= requested_at", name="ended_order"),
+        CheckConstraint(
+            "(callback_number_hash IS NULL) = (callback_number_masked IS NULL)",
+            name="callback_hash_with_mask",
+        ),
+        Index(None, "state", "requested_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
+    ref: Mapped[str] = mapped_column(String(32), unique=True)
     call_id: Mapped[str] = mapped_column(ForeignKey("calls.id", ondelete="CASCADE"), index=True)
-    reason: Mapped[EscalationReason] = mapped_column(_enum(EscalationReason))
-    status: Mapped[EscalationStatus] = mapped_column(
-        _enum(EscalationStatus), default=EscalationStatus.QUEUED
+    # None until the `request` transition is seen (transitions may arrive out of order).
+    reason: Mapped[EscalationReason | None] = mapped_column(_enum(EscalationReason))
+    state: Mapped[EscalationState] = mapped_column(
+        _enum(EscalationState), default=EscalationState.REQUESTED
     )
     queue: Mapped[str | None] = mapped_column(String(64))
+    supervisor: Mapped[str | None] = mapped_column(String(64))  # the name the service gave
     supervisor_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="RESTRICT"))
     summary: Mapped[str | None] = mapped_column(Text)
+    callback_number_hash: Mapped[str | None] = mapped_column(String(64))
+    callback_number_masked: Mapped[str | None] = mapped_column(String(32))
     requested_at: Mapped[dt.datetime]
+    offered_at: Mapped[dt.datetime | None]
     connected_at: Mapped[dt.datetime | None]
     ended_at: Mapped[dt.datetime | None]
+
+    transitions: Mapped[list[EscalationTransition]] = relationship(
+        back_populates="escalation",
+        cascade="all",
+        order_by="EscalationTransition.seq",
+    )
+
+
+class EscalationTransition(Base):
+    """One step of an escalation's life (escalation.lifecycle.Transition), as stored: which
+    event, from which state to which, who did it and when. Append-only; no personal data."""
+
+    __tablename__ = "escalation_transitions"
+    __table_args__ = (
+        UniqueConstraint("escalation_id", "seq"),
+        _one_of("event", EscalationEvent),
+        _one_of("from_state", EscalationState),
+        _one_of("to_state", EscalationState),
+        CheckConstraint("seq >= 1", name="seq_positive"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    escalation_id: Mapped[int] = mapped_column(
+        ForeignKey("escalations.id", ondelete="CASCADE"), index=True
+    )
+    seq: Mapped[int]  # 1, 2, 3… in the order the transitions were stored
+    event: Mapped[EscalationEvent] = mapped_column(_enum(EscalationEvent))
+    from_state: Mapped[EscalationState | None] = mapped_column(_enum(EscalationState))
+    to_state: Mapped[EscalationState] = mapped_column(_enum(EscalationState))
+    actor: Mapped[str] = mapped_column(String(128))
+    detail: Mapped[str | None] = mapped_column(String(255))
+    at: Mapped[dt.datetime]
+
+    escalation: Mapped[Escalation] = relationship(back_populates="transitions")
 
 
 # --- audit -------------------------------------------------------------------------------------
@@ -556,6 +606,7 @@ def _refuse_played_version(
 @event.listens_for(AuditEntry, "before_update")
 @event.listens_for(AuditEntry, "before_delete")
 @event.listens_for(CallEventRecord, "before_update")
+@event.listens_for(EscalationTransition, "before_update")
 def _refuse_append_only(_mapper: Mapper[Any], _connection: Connection, target: Base) -> None:
     raise ImmutableRowError(f"{type(target).__tablename__} is append-only")
 

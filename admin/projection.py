@@ -10,6 +10,14 @@ What a caller controls (its number, the number it dialled, anything a worker cop
 written cleaned and cut to its column (admin.display_text): PostgreSQL refuses a NUL or a value
 longer than the column, and one such event must not leave its call unrecorded.
 
+Escalations (`call.escalation`, one event per transition of escalation.lifecycle) are kept by
+the escalation service's id: each transition is appended to `escalation_transitions` and to the
+audit log, and the row takes the state of its latest transition. A transition for an escalation
+not seen yet creates it (events of two spools arrive in any order). When the call ends, each of
+its escalations still live is closed by the system: `connected` becomes `ended`, the waiting
+states `abandoned`, so none outlives its call. A callback number is replaced by its keyed hash
+and mask before the event is stored (`scrub`): it is never written in clear.
+
 A `worker.reset` (admin.worker_loss) ends, as `worker_lost`, every live call of the media worker
 it names: that process died or hung, and will never write their `call.ended`.
 
@@ -24,19 +32,21 @@ Outcome, decided at `call.ended` (or the reset):
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import String, func, select
 from sqlalchemy.orm import QueryableAttribute, Session
 
-from admin import display_text
+from admin import audit, display_text
 from admin.models import (
+    AuditEntry,
     Call,
     CallEventRecord,
     CallLeg,
@@ -47,6 +57,7 @@ from admin.models import (
     DisclosureVersion,
     Escalation,
     EscalationReason,
+    EscalationTransition,
     LegKind,
     Line,
     Outcome,
@@ -56,6 +67,7 @@ from admin.models import (
 )
 from admin.phone_numbers import is_phone_number, mask, number_hash
 from admin.worker_loss import WORKER_LOST
+from escalation.lifecycle import LIVE_STATES, SYSTEM, EscalationEvent, EscalationState
 from telephony.events import CallEvent, CallEventKind
 
 log = logging.getLogger(__name__)
@@ -68,6 +80,9 @@ _HANDOFF_REASONS = {
     "no_response": EscalationReason.MISUNDERSTANDING,  # reprompted until it gave up
 }
 _AGENT = CallEventKind.AGENT.value
+_UUID_HEX = re.compile(r"[0-9a-f]{32}")
+_CALLBACK_NUMBER = "callback_number"
+_CALL_ENDED_DETAIL = "call ended"
 
 
 def _width(column: QueryableAttribute[Any]) -> int:
@@ -82,6 +97,22 @@ def _width(column: QueryableAttribute[Any]) -> int:
 _TO_NUMBER = _width(Call.to_number)
 _CODEC = _width(CallLeg.codec)
 _END_REASON = min(_width(Call.end_reason), _width(CallLeg.end_reason))
+_QUEUE = _width(Escalation.queue)
+_SUPERVISOR = _width(Escalation.supervisor)
+_ACTOR = min(_width(EscalationTransition.actor), _width(AuditEntry.actor))
+_DETAIL = _width(EscalationTransition.detail)
+
+
+@dataclass(frozen=True, slots=True)
+class _Step:
+    """One transition of an escalation, as it is stored."""
+
+    event: EscalationEvent
+    from_state: EscalationState | None
+    to_state: EscalationState
+    actor: str
+    detail: str | None
+    at: dt.datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,8 +125,26 @@ class _Seen:
 
 
 class Projection:
-    def __init__(self, *, number_key: bytes) -> None:
+    def __init__(self, *, number_key: bytes, audit_key: bytes) -> None:
         self._number_key = number_key
+        self._audit_key = audit_key
+
+    def scrub(self, events: Iterable[CallEvent]) -> list[CallEvent]:
+        """The events as they are to be stored: a callback number the caller left is replaced
+        by its keyed hash and masked form (or dropped, when it is no number)."""
+        return [self._scrubbed(event) for event in events]
+
+    def _scrubbed(self, event: CallEvent) -> CallEvent:
+        if event.kind is not CallEventKind.ESCALATION or _CALLBACK_NUMBER not in event.data:
+            return event
+        data = dict(event.data)
+        number = _text(data.pop(_CALLBACK_NUMBER))
+        try:
+            data["callback_number_hash"] = number_hash(number, key=self._number_key)
+            data["callback_number_masked"] = mask(number)
+        except ValueError:
+            pass  # nothing usable was typed; the transition still counts
+        return dataclasses.replace(event, data=data)
 
     def apply(self, session: Session, events: Sequence[CallEvent]) -> list[str]:
         """Projects newly stored events; returns the ids of calls that ended among them."""
@@ -190,18 +239,13 @@ class Projection:
             self._flushed(session, call, event)
         elif kind is CallEventKind.DISCLOSURE_PLAYED:
             self._disclosure_played(session, call, event)
+        elif kind is CallEventKind.ESCALATION:
+            self._escalation(session, call, event)
         elif kind is CallEventKind.TRANSFERRED and _text(event.data.get("reason")) in (
             "",
             "session_failed",
         ):  # a transfer after consent was refused is not an escalation
-            session.add(
-                Escalation(
-                    call_id=call.id,
-                    reason=EscalationReason.MODEL_FAILURE,
-                    queue=call.line.queue if call.line else None,
-                    requested_at=_not_before(_wall(event), call.started_at),
-                )
-            )
+            self._transferred(session, call, event)
         elif kind is CallEventKind.ENDED:
             self._ended(session, call, event)
             return True
@@ -269,15 +313,206 @@ class Projection:
         elif name == "backchannel_ignored":
             self._resumed(session, call, event)
         elif name == "handoff_requested":
-            reason = _text(event.data.get("reason"))
-            session.add(
-                Escalation(
-                    call_id=call.id,
-                    reason=_escalation_reason(reason),
-                    queue=call.line.queue if call.line else None,
-                    requested_at=_not_before(_wall(event), call.started_at),
-                )
+            self._handoff_requested(session, call, event)
+
+    # --- escalations ---------------------------------------------------------------------
+
+    def _escalation(self, session: Session, call: Call, event: CallEvent) -> None:
+        """One transition the escalation service reported."""
+        data = event.data
+        ref = _text(data.get("escalation_id"))
+        try:
+            step = _Step(
+                event=EscalationEvent(_text(data.get("event"))),
+                from_state=_state(data.get("from")),
+                to_state=EscalationState(_text(data.get("to"))),
+                actor=display_text.shown(_text(data.get("actor")), limit=_ACTOR) or SYSTEM,
+                detail=display_text.shown(_text(data.get("detail")), limit=_DETAIL) or None,
+                at=_not_before(_wall(event), call.started_at),
             )
+        except ValueError:
+            step = None
+        if not _UUID_HEX.fullmatch(ref) or step is None:
+            log.warning(
+                "an escalation event without a valid id, event or state; not recorded",
+                extra={"call_id": call.id, "event_id": event.event_id},
+            )
+            return
+        escalation = self._escalation_of(session, call, ref, step.at)
+        if step.event is EscalationEvent.CALL_ENDED and escalation.state not in LIVE_STATES:
+            return  # already closed when the call.ended was projected
+        reason = _known_reason(_text(data.get("reason")))
+        if reason is not None:
+            escalation.reason = reason
+        queue = display_text.shown(_text(data.get("queue")), limit=_QUEUE)
+        if queue:
+            escalation.queue = queue
+        supervisor = display_text.shown(_text(data.get("supervisor")), limit=_SUPERVISOR)
+        if supervisor:
+            escalation.supervisor = supervisor
+        hashed, masked = data.get("callback_number_hash"), data.get("callback_number_masked")
+        if isinstance(hashed, str) and isinstance(masked, str):
+            escalation.callback_number_hash, escalation.callback_number_masked = hashed, masked
+        self._step(session, escalation, step)
+
+    def _escalation_of(self, session: Session, call: Call, ref: str, at: dt.datetime) -> Escalation:
+        """The escalation `ref` names: stored, or the live one the projection made from the
+        agent's handoff (the service's own record of it), or a new one."""
+        found = session.scalar(select(Escalation).where(Escalation.ref == ref))
+        if found is not None:
+            return found
+        found = session.scalar(
+            select(Escalation)
+            .join(CallEventRecord, CallEventRecord.event_id == Escalation.ref)
+            .where(
+                Escalation.call_id == call.id,
+                Escalation.state.in_(LIVE_STATES),
+                CallEventRecord.kind == _AGENT,
+            )
+            .order_by(Escalation.requested_at)
+            .limit(1)
+        )
+        if found is not None:
+            found.ref = ref
+            return found
+        escalation = Escalation(
+            ref=ref,
+            call_id=call.id,
+            state=EscalationState.REQUESTED,
+            queue=call.line.queue if call.line else None,
+            requested_at=at,
+        )
+        session.add(escalation)
+        return escalation
+
+    def _handoff_requested(self, session: Session, call: Call, event: CallEvent) -> None:
+        """The agent asked for a person. The escalation service reports the same escalation
+        by its own id (`_escalation_of` adopts this one); without the service this is the
+        only record of it, closed when the call ends."""
+        live = session.scalar(
+            select(func.count())
+            .select_from(Escalation)
+            .where(Escalation.call_id == call.id, Escalation.state.in_(LIVE_STATES))
+        )
+        if live:
+            return  # the service's report came first
+        escalation = Escalation(
+            ref=event.event_id,
+            call_id=call.id,
+            reason=_escalation_reason(_text(event.data.get("reason"))),
+            state=EscalationState.REQUESTED,
+            queue=call.line.queue if call.line else None,
+            requested_at=_not_before(_wall(event), call.started_at),
+        )
+        session.add(escalation)
+        self._step(
+            session,
+            escalation,
+            _Step(
+                EscalationEvent.REQUEST,
+                None,
+                EscalationState.REQUESTED,
+                SYSTEM,
+                "the agent handed off",
+                escalation.requested_at,
+            ),
+        )
+
+    def _transferred(self, session: Session, call: Call, event: CallEvent) -> None:
+        """The model failed and the worker put the call through to the line's fallback: a
+        person has it, and the escalation ends with the call."""
+        at = _not_before(_wall(event), call.started_at)
+        escalation = Escalation(
+            ref=event.event_id,
+            call_id=call.id,
+            reason=EscalationReason.MODEL_FAILURE,
+            state=EscalationState.REQUESTED,
+            queue=call.line.queue if call.line else None,
+            requested_at=at,
+        )
+        session.add(escalation)
+        requested = EscalationState.REQUESTED
+        for step in (
+            _Step(EscalationEvent.REQUEST, None, requested, SYSTEM, "model failure", at),
+            _Step(
+                EscalationEvent.CONNECT,
+                requested,
+                EscalationState.CONNECTED,
+                SYSTEM,
+                "transferred to the line's fallback",
+                at,
+            ),
+        ):
+            self._step(session, escalation, step)
+
+    def _step(
+        self, session: Session, escalation: Escalation, step: _Step, *, final: bool = False
+    ) -> None:
+        """Appends a transition, moves the escalation to its state unless a later one is
+        stored already (or `final`: the call has ended, whatever clocks say), and audits it."""
+        session.flush()  # the escalation's id, and the transitions stored so far
+        last = session.execute(
+            select(func.max(EscalationTransition.seq), func.max(EscalationTransition.at)).where(
+                EscalationTransition.escalation_id == escalation.id
+            )
+        ).one()
+        session.add(
+            EscalationTransition(
+                escalation_id=escalation.id,
+                seq=(last[0] or 0) + 1,
+                event=step.event,
+                from_state=step.from_state,
+                to_state=step.to_state,
+                actor=step.actor,
+                detail=step.detail,
+                at=step.at,
+            )
+        )
+        escalation.requested_at = min(escalation.requested_at, step.at)
+        if final or last[1] is None or step.at >= last[1]:
+            escalation.state = step.to_state
+        if step.to_state is EscalationState.OFFERED and escalation.offered_at is None:
+            escalation.offered_at = step.at
+        if step.to_state is EscalationState.CONNECTED and escalation.connected_at is None:
+            escalation.connected_at = step.at
+        if step.to_state not in LIVE_STATES and escalation.ended_at is None:
+            escalation.ended_at = step.at
+        details: dict[str, Any] = {
+            "escalation": escalation.ref,
+            "from": step.from_state.value if step.from_state else None,
+            "to": step.to_state.value,
+        }
+        audit.append(
+            session,
+            key=self._audit_key,
+            actor=step.actor,
+            action=f"escalation.{step.event.value}",
+            target=f"call:{escalation.call_id}",
+            details=details,
+        )
+
+    def _close_escalations(self, session: Session, call: Call, ended: dt.datetime) -> None:
+        """Closes the call's escalations still live: nobody can be reached on an ended call."""
+        live = session.scalars(
+            select(Escalation)
+            .where(Escalation.call_id == call.id, Escalation.state.in_(LIVE_STATES))
+            .order_by(Escalation.id)
+        ).all()
+        for escalation in live:
+            closed = (
+                EscalationState.ENDED
+                if escalation.state is EscalationState.CONNECTED
+                else EscalationState.ABANDONED
+            )
+            step = _Step(
+                EscalationEvent.CALL_ENDED,
+                escalation.state,
+                closed,
+                SYSTEM,
+                _CALL_ENDED_DETAIL,
+                _not_before(ended, escalation.requested_at),
+            )
+            self._step(session, escalation, step, final=True)
 
     def _caller_segment(self, session: Session, call: Call, event: CallEvent) -> None:
         text = display_text.clean(_text(event.data.get("text"))).strip()
@@ -458,6 +693,7 @@ class Projection:
                 leg.ended_at = _not_before(ended, leg.started_at)
                 leg.end_reason = reason
         session.flush()
+        self._close_escalations(session, call, ended)
         escalated = session.scalar(
             select(func.count()).select_from(Escalation).where(Escalation.call_id == call.id)
         )
@@ -543,6 +779,22 @@ def _escalation_reason(reason: str) -> EscalationReason:
     except ValueError:
         log.warning("unknown handoff reason; recorded as low confidence")
         return EscalationReason.LOW_CONFIDENCE
+
+
+def _known_reason(reason: str) -> EscalationReason | None:
+    if reason in _HANDOFF_REASONS:
+        return _HANDOFF_REASONS[reason]
+    try:
+        return EscalationReason(reason)
+    except ValueError:
+        return None
+
+
+def _state(value: Any) -> EscalationState | None:
+    try:
+        return EscalationState(_text(value))
+    except ValueError:
+        return None
 
 
 def _text(value: Any) -> str:

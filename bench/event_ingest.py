@@ -34,7 +34,7 @@ from admin.projection import Projection
 from admin.spool import Quarantine, SpoolLine
 from bench.machine import describe
 from telephony.events import CallEvent, JsonlOutlet
-from tests.ingest_support import NUMBER_KEY, scripted_call
+from tests.ingest_support import AUDIT_KEY, NUMBER_KEY, scripted_call
 
 
 def main() -> int:
@@ -66,7 +66,7 @@ def main() -> int:
             ingester = Ingester(
                 RedisCarrier(client, stream=stream, group="bench", block_s=0.01),
                 session_factory(engine),
-                projection=Projection(number_key=NUMBER_KEY),
+                projection=Projection(number_key=NUMBER_KEY, audit_key=AUDIT_KEY),
                 quarantine=Quarantine(tmp / REJECTED_FILE),
                 batch_size=args.batch,
             )

@@ -37,7 +37,7 @@ from admin.models import (
     DisclosureVersion,
     Escalation,
     EscalationReason,
-    EscalationStatus,
+    EscalationTransition,
     Line,
     Outcome,
     Role,
@@ -45,6 +45,7 @@ from admin.models import (
     TranscriptSegment,
     TurnMetrics,
 )
+from escalation.lifecycle import EscalationEvent, EscalationState
 from telephony.events import CallEvent, CallEventKind
 
 KEYS = Keys(
@@ -165,6 +166,81 @@ def interrupted_transcript() -> list[TranscriptSegment]:
     ]
 
 
+CALLBACK_DIGITS = "5557654321"
+ESCALATION_REFS = ("e1" * 16, "e2" * 16)  # (connected, callback), both on the escalated call
+
+
+def seed_escalations(session: Session, call_id: str) -> None:
+    """A callback taken in 'billing', then a supervisor who took the call in 'general'."""
+    at = T0 + dt.timedelta(minutes=1, seconds=10)
+    callback = Escalation(
+        ref=ESCALATION_REFS[1],
+        call_id=call_id,
+        reason=EscalationReason.DTMF_ZERO,
+        state=EscalationState.CALLBACK,
+        queue="billing",
+        callback_number_hash=phone_numbers.number_hash(CALLBACK_DIGITS, key=KEYS.number_hash),
+        callback_number_masked=phone_numbers.mask(CALLBACK_DIGITS),
+        requested_at=at,
+        ended_at=at + dt.timedelta(seconds=5),
+    )
+    connected = Escalation(
+        ref=ESCALATION_REFS[0],
+        call_id=call_id,
+        reason=EscalationReason.CALLER_REQUEST,
+        state=EscalationState.CONNECTED,
+        queue="general",
+        supervisor="alice",
+        requested_at=T0 + dt.timedelta(minutes=1, seconds=20),
+        offered_at=T0 + dt.timedelta(minutes=1, seconds=30),
+        connected_at=T0 + dt.timedelta(minutes=1, seconds=50),
+    )
+    session.add_all([callback, connected])
+    session.flush()
+    steps = [
+        (EscalationEvent.REQUEST, None, EscalationState.REQUESTED, "caller", 20),
+        (EscalationEvent.ENQUEUE, EscalationState.REQUESTED, EscalationState.QUEUED, "system", 21),
+        (EscalationEvent.OFFER, EscalationState.QUEUED, EscalationState.OFFERED, "system", 30),
+        (
+            EscalationEvent.ACCEPT,
+            EscalationState.OFFERED,
+            EscalationState.ACCEPTED,
+            "supervisor:alice",
+            45,
+        ),
+        (
+            EscalationEvent.CONNECT,
+            EscalationState.ACCEPTED,
+            EscalationState.CONNECTED,
+            "system",
+            50,
+        ),
+    ]
+    for seq, (event, before, after, actor, second) in enumerate(steps, start=1):
+        session.add(
+            EscalationTransition(
+                escalation_id=connected.id,
+                seq=seq,
+                event=event,
+                from_state=before,
+                to_state=after,
+                actor=actor,
+                at=T0 + dt.timedelta(minutes=1, seconds=second),
+            )
+        )
+    session.add(
+        EscalationTransition(
+            escalation_id=callback.id,
+            seq=1,
+            event=EscalationEvent.TAKE_CALLBACK,
+            from_state=EscalationState.QUEUED,
+            to_state=EscalationState.CALLBACK,
+            actor="caller",
+            at=at + dt.timedelta(seconds=5),
+        )
+    )
+
+
 def seed_calls(session: Session) -> Fixture:
     """Four calls on one line, 09:00-09:03 on 2026-03-01, with what the detail route shows."""
     disclosure = Disclosure(name="ai-and-recording-us")
@@ -228,15 +304,9 @@ def seed_calls(session: Session) -> Fixture:
                 for i, ms in enumerate([300, 500])
             ],
             TurnMetrics(call_id=escalated.id, turn_index=0, voice_to_voice_ms=700),
-            Escalation(
-                call_id=escalated.id,
-                reason=EscalationReason.CALLER_REQUEST,
-                status=EscalationStatus.CONNECTED,
-                requested_at=T0 + dt.timedelta(minutes=1, seconds=20),
-                connected_at=T0 + dt.timedelta(minutes=1, seconds=50),
-            ),
         ]
     )
+    seed_escalations(session, escalated.id)
     store_events(
         session,
         [

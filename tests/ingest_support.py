@@ -25,6 +25,7 @@ from telephony.events import CallEvent, CallEventKind
 from tests.private_servers import PrivatePostgres
 
 NUMBER_KEY = b"number-key-for-tests-only-0123456789"
+AUDIT_KEY = b"audit-key-for-tests-only-0123456789"
 CALLER = "+15551234567"
 
 
@@ -116,7 +117,7 @@ def new_ingester(carrier: Carrier, engine: Engine, tmp: Path, **kw: Any) -> Inge
     return Ingester(
         carrier,
         session_factory(engine),
-        projection=Projection(number_key=NUMBER_KEY),
+        projection=Projection(number_key=NUMBER_KEY, audit_key=AUDIT_KEY),
         quarantine=Quarantine(tmp / REJECTED_FILE),
         max_backoff_s=0.3,
         **kw,

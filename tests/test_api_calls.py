@@ -218,8 +218,16 @@ def test_a_call_in_full(api: Api, client: httpx.Client, admin: dict[str, str]) -
     assert [t["voice_to_voice_ms"] for t in call["turn_metrics"]] == [300, 500]
     assert call["metrics"]["barge_ins"] == 1
     escalated = client.get(f"/calls/{api.fixture.escalated}", headers=admin).json()
-    assert [(e["reason"], e["status"]) for e in escalated["escalations"]] == [
-        ("caller_request", "connected")
+    assert [(e["reason"], e["state"]) for e in escalated["escalations"]] == [
+        ("dtmf_zero", "callback"),
+        ("caller_request", "connected"),
+    ]
+    assert [t["event"] for t in escalated["escalations"][1]["transitions"]] == [
+        "request",
+        "enqueue",
+        "offer",
+        "accept",
+        "connect",
     ]
     assert escalated["escalated"] is True
 

@@ -21,7 +21,7 @@ from admin.models import (
 )
 from admin.projection import Projection
 from telephony.events import CallEvent, CallEventKind
-from tests.ingest_support import NUMBER_KEY
+from tests.ingest_support import AUDIT_KEY, NUMBER_KEY
 
 pytest_plugins = ["tests.db_support"]
 
@@ -44,7 +44,9 @@ def _call(call_id: str, disclosure: dict[str, Any], *extra: CallEvent) -> list[C
 
 
 def _store(session: Session, events: list[CallEvent]) -> None:
-    Projection(number_key=NUMBER_KEY).apply(session, insert_new_events(session, events))
+    Projection(number_key=NUMBER_KEY, audit_key=AUDIT_KEY).apply(
+        session, insert_new_events(session, events)
+    )
 
 
 def _version(session: Session) -> DisclosureVersion:

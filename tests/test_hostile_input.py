@@ -244,7 +244,7 @@ def test_a_hostile_call_is_stored_masked_and_within_its_columns(session: Session
     session.add(Line(name="main", agent_profile="embedded"))
     session.flush()
     hostile, normal = _hostile_call(), _normal_call()
-    projection = Projection(number_key=KEYS.number_hash)
+    projection = Projection(number_key=KEYS.number_hash, audit_key=KEYS.audit_hmac)
     ended = projection.apply(session, insert_new_events(session, hostile + normal))
     session.flush()  # PostgreSQL refuses what does not fit (or holds a NUL) here
     assert ended == [hostile[0].call_id, normal[0].call_id]
@@ -322,7 +322,7 @@ def platform(empty_database_url: str, tmp_path: Path) -> Iterator[Platform]:
     ingester = Ingester(
         carrier,
         sessions,
-        projection=Projection(number_key=KEYS.number_hash),
+        projection=Projection(number_key=KEYS.number_hash, audit_key=KEYS.audit_hmac),
         quarantine=Quarantine(tmp_path / REJECTED_FILE),
     )
     app = create_app(ApiContext(sessions=sessions, keys=KEYS, live_poll_s=0.05))

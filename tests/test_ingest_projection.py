@@ -23,14 +23,14 @@ from admin.models import (
 from admin.phone_numbers import number_hash
 from admin.projection import Projection
 from telephony.events import CallEvent, CallEventKind
-from tests.ingest_support import CALLER, NUMBER_KEY, scripted_call
+from tests.ingest_support import AUDIT_KEY, CALLER, NUMBER_KEY, scripted_call
 
 pytest_plugins = ["tests.db_support"]
 
 
 def _store(session: Session, events: list[CallEvent]) -> list[str]:
     new = insert_new_events(session, events)
-    return Projection(number_key=NUMBER_KEY).apply(session, new)
+    return Projection(number_key=NUMBER_KEY, audit_key=AUDIT_KEY).apply(session, new)
 
 
 def _segments(session: Session, call_id: str) -> list[TranscriptSegment]:

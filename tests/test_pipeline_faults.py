@@ -30,6 +30,7 @@ from admin.spool import Quarantine, decode_event
 from telephony.events import CallEvent, CallEventKind, JsonlOutlet, read_events, spool_segments
 from tests import ingest_support
 from tests.ingest_support import (
+    AUDIT_KEY,
     NUMBER_KEY,
     Background,
     assert_projected_once,
@@ -379,7 +380,7 @@ def test_a_poison_event_is_quarantined_and_the_rest_stored(
     else:
         carrier = FileCarrier(spool_dir, poll_interval_s=0.05)
     ingester = new_ingester(carrier, engine, tmp_path)
-    ingester.projection = _BrittleProjection(number_key=NUMBER_KEY)
+    ingester.projection = _BrittleProjection(number_key=NUMBER_KEY, audit_key=AUDIT_KEY)
     running = Background(ingester)
     try:
         stored = len(events) + 2  # the two whose projection failed are stored without it

@@ -10,7 +10,7 @@ from typing import Any
 
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import CheckConstraint, Column, Integer, MetaData, inspect
+from sqlalchemy import CheckConstraint, Column, Integer, MetaData, inspect, text
 
 from admin import schema
 from admin.db import create_engine
@@ -85,3 +85,42 @@ def test_parley_db_upgrade_then_current(tmp_path: Path) -> None:
     assert not (tmp_path / "parley.db").exists()
     assert "upgrading the database schema" in run("upgrade").stderr
     assert f"revision {schema.head_revision()}, up to date" in run("current").stdout
+
+
+def test_escalations_stored_before_the_lifecycle_read_as_its_states(
+    empty_database_url: str,
+) -> None:
+    url = empty_database_url
+    schema.upgrade(url, "0002")
+    call_id = "c" * 32
+    engine = create_engine(url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO calls (id, to_number, started_at) "
+                    "VALUES (:id, '100', '2026-03-01 09:00:00+00:00')"
+                ),
+                {"id": call_id},
+            )
+            for status in ("handed_back", "queued"):
+                connection.execute(
+                    text(
+                        "INSERT INTO escalations (call_id, reason, status, requested_at) "
+                        "VALUES (:call, 'dtmf_zero', :status, '2026-03-01 09:01:00+00:00')"
+                    ),
+                    {"call": call_id, "status": status},
+                )
+        schema.upgrade(url)
+        with engine.connect() as connection:
+            rows = connection.execute(text("SELECT state, ref FROM escalations ORDER BY id")).all()
+        assert [state for state, _ref in rows] == ["returned_to_ai", "queued"]
+        assert all(len(ref) == 32 for _state, ref in rows)
+        assert len({ref for _state, ref in rows}) == 2
+
+        schema.downgrade(url, "0002")
+        with engine.connect() as connection:
+            statuses = connection.execute(text("SELECT status FROM escalations ORDER BY id"))
+            assert list(statuses.scalars()) == ["handed_back", "queued"]
+    finally:
+        engine.dispose()

@@ -16,7 +16,7 @@ from admin.models import Call, CallLeg, Outcome
 from admin.projection import Projection
 from admin.worker_loss import WORKER_LOST, HostStampedSpool, reset_event
 from telephony.events import CallEvent, CallEventKind, read_events
-from tests.ingest_support import NUMBER_KEY
+from tests.ingest_support import AUDIT_KEY, NUMBER_KEY
 
 pytest_plugins = ["tests.db_support"]
 
@@ -25,7 +25,7 @@ T0 = time.time() - 60
 
 def _store(session: Session, events: list[CallEvent]) -> list[str]:
     new = insert_new_events(session, events)
-    return Projection(number_key=NUMBER_KEY).apply(session, new)
+    return Projection(number_key=NUMBER_KEY, audit_key=AUDIT_KEY).apply(session, new)
 
 
 def _call(worker: int, host: str, *, at_s: float = 0.0, ended: bool = False) -> list[CallEvent]:

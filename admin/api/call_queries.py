@@ -14,14 +14,13 @@ from sqlalchemy import ColumnElement, and_, exists, or_, select
 from sqlalchemy.orm import Session
 
 from admin import display_text
-from admin.api import cursor, event_redaction
+from admin.api import cursor, escalation_queries, event_redaction
 from admin.api.cursor import BadCursor, Position
 from admin.api.schemas import (
     CallDetail,
     CallMetricsOut,
     CallSummary,
     DisclosurePlayOut,
-    EscalationOut,
     EventOut,
     LegOut,
     SegmentOut,
@@ -159,14 +158,7 @@ def get_call(
             )
         ],
         disclosure_plays=_plays(session, call_id),
-        escalations=[
-            EscalationOut.model_validate(escalation)
-            for escalation in session.scalars(
-                select(Escalation)
-                .where(Escalation.call_id == call_id)
-                .order_by(Escalation.requested_at)
-            )
-        ],
+        escalations=escalation_queries.of_call(session, call_id),
         events=[
             event_out(event)
             for event in session.scalars(

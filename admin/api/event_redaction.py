@@ -21,7 +21,9 @@ KEY_LIMIT = 64
 DEPTH_LIMIT = 16  # nesting shown; workers send flat objects
 _TOO_DEEP = "…[nested too deep]"
 
-_CALLER_FIELDS = frozenset({"from", "caller", "caller_number", "remote_uri", "from_uri"})
+_CALLER_FIELDS = frozenset(
+    {"from", "caller", "caller_number", "callback_number", "remote_uri", "from_uri"}
+)
 # A number as people and SIP URIs write it: optional '+', then digits with separators.
 _NUMBER_RUN = re.compile(r"(?<![\w+])\+?\d(?:[\s\-.()/]?\d){6,}(?!\w)")
 _SIP_USER = re.compile(r"^(?P<head>(?:.*<)?(?:sips?|tel):)(?P<user>[^@;>]+)(?P<tail>.*)$")

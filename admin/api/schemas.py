@@ -18,7 +18,6 @@ from admin.models import (
     ConsentMethod,
     ConsentResult,
     EscalationReason,
-    EscalationStatus,
     LegKind,
     Outcome,
     Redaction,
@@ -26,6 +25,7 @@ from admin.models import (
     Speaker,
 )
 from agent.profiles import PROFILES
+from escalation.lifecycle import EscalationEvent, EscalationState
 
 _EARLIEST = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _LATEST = dt.datetime(2200, 1, 1, tzinfo=dt.UTC)
@@ -180,23 +180,50 @@ class CallMetricsOut(Out):
     computed_at: dt.datetime
 
 
-class EscalationOut(Out):
-    id: int
-    reason: EscalationReason
-    status: EscalationStatus
+class TransitionOut(Out):
+    seq: int = Field(description="1, 2, 3… in the order the transitions were stored")
+    event: EscalationEvent
+    from_state: EscalationState | None
+    to_state: EscalationState
+    actor: str = Field(description="'system', 'caller' or 'supervisor:<name>'")
+    detail: str | None
+    at: dt.datetime
+
+
+class EscalationSummary(Out):
+    model_config = ConfigDict(from_attributes=True, populate_by_name=True)
+
+    ref: str = Field(description="the escalation's id (UUID hex)")
+    call_id: str
+    reason: EscalationReason | None = Field(description="null until the request is recorded")
+    state: EscalationState
     queue: str | None
-    supervisor_id: int | None
+    supervisor: str | None = Field(description="who was offered or took the call, by name")
+    callback_number: str | None = Field(
+        validation_alias="callback_number_masked",
+        description="the number the caller left for a callback, masked; never in clear",
+    )
     summary: str | None
     requested_at: dt.datetime
+    offered_at: dt.datetime | None
     connected_at: dt.datetime | None
     ended_at: dt.datetime | None
+
+
+class EscalationDetail(EscalationSummary):
+    transitions: list[TransitionOut]
+
+
+class EscalationPage(BaseModel):
+    items: list[EscalationSummary]
+    next_cursor: str | None = Field(description="pass as ?cursor= for the next page; null: last")
 
 
 class CallDetail(CallSummary):
     legs: list[LegOut]
     transcript: list[SegmentOut]
     disclosure_plays: list[DisclosurePlayOut]
-    escalations: list[EscalationOut]
+    escalations: list[EscalationDetail]
     events: list[EventOut]
     turn_metrics: list[TurnMetricsOut]
     metrics: CallMetricsOut | None
