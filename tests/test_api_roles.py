@@ -16,7 +16,7 @@ import pytest
 
 from admin import accounts
 from admin.models import DisclosureVersion, Role, User
-from tests.api_data import KEYS, PASSWORD, Api
+from tests.api_data import ESCALATION_REFS, KEYS, PASSWORD, Api
 
 pytest_plugins = ["tests.db_support", "tests.api_support"]
 
@@ -48,6 +48,8 @@ CASES: dict[tuple[str, str], Case] = {
     ("GET", "/calls/{call_id}"): Case(
         ALL, 200, lambda api, _t, _r: {"method": "GET", "url": f"/calls/{api.fixture.live}"}
     ),
+    ("GET", "/escalations"): Case(ALL, 200, _get("/escalations")),
+    ("GET", "/escalations/{ref}"): Case(ALL, 200, _get(f"/escalations/{ESCALATION_REFS[0]}")),
     ("GET", "/metrics/summary"): Case(
         ALL,
         200,

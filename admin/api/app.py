@@ -18,6 +18,7 @@ from admin.api.routes import (
     auth,
     calls,
     disclosures,
+    escalations,
     lines,
     live,
     metrics,
@@ -36,7 +37,19 @@ no login) in docs/operators.md."""
 def create_app(context: ApiContext) -> FastAPI:
     app = FastAPI(title="Parley admin API", version="1", description=DESCRIPTION)
     app.state.context = context
-    routers = (auth, calls, metrics, disclosures, lines, users, api_keys, audit, live, prometheus)
+    routers = (
+        auth,
+        calls,
+        escalations,
+        metrics,
+        disclosures,
+        lines,
+        users,
+        api_keys,
+        audit,
+        live,
+        prometheus,
+    )
     for module in routers:
         app.include_router(module.router)
     app.add_api_route("/healthz", healthz, methods=["GET"], tags=["health"])
