@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import faulthandler
 import json
 import logging
@@ -294,6 +295,44 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     return result
 
 
+def cmd_escalation(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from admin.event_pipeline import start_shipper
+    from admin.logs import configure
+    from escalation.service import EscalationService, worker_sender
+    from telephony.events import JsonlOutlet
+
+    settings = _settings(args)
+    configure("escalation", level=settings.log_level, fmt=settings.log_format)
+    config = settings.escalation_config()
+    spool = settings.events_dir() / "escalation.jsonl"
+    outlet = JsonlOutlet(spool, segment_bytes=settings.events.segment_bytes)
+    shipper = start_shipper(settings, spool)
+
+    async def serve() -> None:
+        service = asyncio.create_task(
+            EscalationService(config, outlet, worker_sender(config)).run()
+        )
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, service.cancel)
+        log.info(
+            "escalation service up",
+            extra={"queues": len(config.queues), "supervisors": len(config.supervisors)},
+        )
+        with contextlib.suppress(asyncio.CancelledError):
+            await service
+
+    try:
+        asyncio.run(serve())
+    finally:
+        outlet.close()
+        if shipper is not None:
+            shipper.stop()
+    return 0
+
+
 def cmd_jobs(args: argparse.Namespace) -> int:
     from admin.jobs.commands import run
 
@@ -534,6 +573,13 @@ def build_parser() -> argparse.ArgumentParser:
     from admin.call_commands import add_parser as add_call_parser
 
     add_call_parser(sub, settings=_settings)
+
+    escalation = sub.add_parser(
+        "escalation",
+        help="run the escalation service: triggers, queues, offers to supervisors "
+        "(parley run starts it)",
+    )
+    escalation.set_defaults(func=cmd_escalation)
 
     engine = sub.add_parser(
         "engine", help="run the embedded voice engine server (parley run starts it)"

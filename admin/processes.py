@@ -110,6 +110,8 @@ def platform_specs(
             ),
         )
     )
+    if settings.escalation_needed():
+        specs.append(ProcessSpec("escalation", _parley("escalation"), env))
     specs.append(ProcessSpec("api", _parley("api"), env))
     if settings.jobs.enabled:
         specs.append(ProcessSpec("jobs", _parley("jobs", "worker"), env))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
@@ -23,6 +23,8 @@ from admin.disclosure_settings import ConsentSettings, DisclosureSettings
 from admin.jobs.config import JobsSettings
 from admin.keyfile import Keys, load_keys
 from agent.profiles import PROFILES, SessionTarget
+from escalation.acd import QueuePolicy
+from escalation.triggers import policy_from_settings
 from telephony.edge import EdgeConfig, FloodLimits, TlsListener, WorkerAddress
 from telephony.inbox import inbox_path
 from telephony.lines import Line, LineRouter
@@ -30,6 +32,9 @@ from telephony.phones import SupervisorPhone
 from telephony.rtpwatch import MIN_TIMEOUT_S
 from telephony.trunks import SrtpPolicy, Trunk, check_trunks, normalize_sources
 from telephony.worker_config import WorkerConfig
+
+if TYPE_CHECKING:
+    from escalation.service import ServiceConfig
 
 CALLS_PER_WORKER = 4  # pjsua2's compiled-in limit (FACTS.md)
 # The embedded engine holds 20 calls on a 2-core machine (docs/benchmarks.md): the default
@@ -245,6 +250,16 @@ class LineSettings(Section):
     disclosure_missing: Literal["proceed", "refuse"] = Field(
         "proceed", description="when the disclosure's audio cannot be played: go on, or refuse"
     )
+    escalation: dict[str, Any] | None = Field(
+        None, description="when a call goes to a person (escalation.triggers.TriggerPolicy)"
+    )
+
+    @field_validator("escalation")
+    @classmethod
+    def _escalation_policy(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None:
+            policy_from_settings(value)  # refuses an unknown key or a bad value, named
+        return value
 
     @model_validator(mode="before")
     @classmethod
@@ -264,6 +279,15 @@ class LineSettings(Section):
         if value not in PROFILES:
             raise ValueError(f"unknown agent profile {value!r}; known: {', '.join(PROFILES)}")
         return value
+
+
+class SupervisorSettings(Section):
+    """A person calls are offered to: rung on their phone (a `sip.phones` name)."""
+
+    name: str = Field(min_length=1)
+    phone: str = Field(description="a name from sip.phones")
+    queues: list[str] = Field(default_factory=lambda: ["default"])
+    skills: list[str] = Field(default_factory=list)
 
 
 class DatabaseSettings(Section):
@@ -382,6 +406,15 @@ class Settings(BaseSettings):
         description="synced into the database at parley run start",
     )
     default_line: str | None = "main"
+    queues: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="escalation queues (escalation.acd.QueuePolicy: name, skills, max_wait_s, "
+        "offer_timeout_s, fallback ai|callback, ...); 'default' exists unless named here",
+    )
+    supervisors: list[SupervisorSettings] = Field(
+        default_factory=list,
+        description="who calls are offered to; none: every sip.phones phone, every queue",
+    )
     restart_backoff_s: float = Field(1.0, gt=0)
 
     @field_validator("data_dir")
@@ -393,6 +426,24 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _lines_route(self) -> Settings:
         self.router()  # raises on duplicate numbers or an unknown default line
+        return self
+
+    @model_validator(mode="after")
+    def _escalation_refers(self) -> Settings:
+        queues = {policy.name for policy in self.queue_policies()}
+        phones = {phone.name for phone in self.sip.phones}
+        for line in self.lines:
+            if line.queue is not None and line.queue not in queues:
+                raise ValueError(f"line {line.name}: queue {line.queue!r} is not in queues")
+        for supervisor in self.supervisors:
+            if supervisor.phone not in phones:
+                raise ValueError(
+                    f"supervisor {supervisor.name}: phone {supervisor.phone!r} is not in sip.phones"
+                )
+            if unknown := sorted(set(supervisor.queues) - queues):
+                raise ValueError(
+                    f"supervisor {supervisor.name}: unknown queues {', '.join(unknown)}"
+                )
         return self
 
     @model_validator(mode="after")
@@ -435,6 +486,46 @@ class Settings(BaseSettings):
                 supervisor_hangup=line.supervisor_hangup,
             )
             for line in self.lines
+        )
+
+    def queue_policies(self) -> tuple[QueuePolicy, ...]:
+        """The escalation queues, "default" included (raises ValueError when one is bad)."""
+        policies = tuple(QueuePolicy.from_dict(queue) for queue in self.queues)
+        names = [policy.name for policy in policies]
+        if len(set(names)) != len(names):
+            raise ValueError(f"queues names a queue twice: {', '.join(names)}")
+        if "default" not in names:
+            policies = (*policies, QueuePolicy("default"))
+        return policies
+
+    def escalation_needed(self) -> bool:
+        """Whether `parley run` must start the escalation service."""
+        return bool(self.sip.phones) or any(line.queue for line in self.lines)
+
+    def escalation_config(self) -> ServiceConfig:
+        from escalation.service import ServiceConfig, SupervisorSpec
+
+        queues = self.queue_policies()
+        supervisors = [
+            SupervisorSpec(
+                s.name, self.phone_uri(s.phone), frozenset(s.queues), frozenset(s.skills)
+            )
+            for s in self.supervisors
+        ] or [
+            SupervisorSpec(p.name, self.phone_uri(p.name), frozenset(q.name for q in queues))
+            for p in self.sip.phones
+        ]
+        return ServiceConfig(
+            queues=queues,
+            supervisors=tuple(supervisors),
+            line_policies={
+                line.name: policy_from_settings(line.escalation or {}) for line in self.lines
+            },
+            line_queues={line.name: line.queue for line in self.lines if line.queue},
+            default_line=self.default_line,
+            workers=self.sip.workers,
+            run_dir=self.run_dir(),
+            redis_url=self.redis_url,
         )
 
     def engine_needed(self) -> bool:

@@ -1,0 +1,187 @@
+"""Escalation end to end: real processes on loopback (a caller, Parley with its escalation
+service, a registered supervisor phone). The caller presses 0 on the echo line; the service
+puts the call on hold, queues it and rings the supervisor, or falls back to the agent, or
+records the caller giving up.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from telephony.events import CallEvent, CallEventKind, read_events
+from tests.support import (
+    PARLEY,
+    PlatformConfig,
+    Running,
+    best_correlation,
+    chirp_noise,
+    dial,
+    finish_dial,
+    read_wav,
+    start_platform,
+    write_wav,
+)
+
+pytestmark = pytest.mark.sip
+
+PASSWORD = "alice-secret-1"
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory: pytest.TempPathFactory) -> PlatformConfig:
+    return PlatformConfig(
+        tmp_path_factory.mktemp("escalation"),
+        capacity=4,
+        sip={"phones": [{"name": "alice", "password": PASSWORD}]},
+        extra={
+            "queues": [
+                {
+                    "name": "default",
+                    "max_wait_s": 4,
+                    "service_level_target_s": 2,
+                    "offer_timeout_s": 3,
+                    "fallback": "ai",
+                }
+            ],
+            "supervisors": [{"name": "alice", "phone": "alice"}],
+        },
+    )
+
+
+@pytest.fixture(scope="module")
+def platform(config: PlatformConfig) -> Iterator[Running]:
+    running = start_platform(config)
+    _wait(lambda: "escalation service up" in running.log(), "the escalation service started", 20)
+    time.sleep(1.5)  # it finds the workers' event sockets within a second
+    yield running
+    assert running.stop(timeout=30) == 0, running.log()[-3000:]
+
+
+def _wait(predicate, what: str, timeout_s: float = 15.0):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        found = predicate()
+        if found:
+            return found
+        time.sleep(0.1)
+    raise AssertionError(f"{what} within {timeout_s} s")
+
+
+def _escalations(config: PlatformConfig, call_id: str) -> list[CallEvent]:
+    events: list[CallEvent] = []
+    for path in sorted((config.tmp / "var" / "events").glob("escalation*.jsonl")):
+        events.extend(read_events(path))
+    return [e for e in events if e.call_id == call_id]
+
+
+def _steps(config: PlatformConfig, call_id: str) -> list[str]:
+    return [str(e.data["event"]) for e in _escalations(config, call_id)]
+
+
+def _of_call(config: PlatformConfig, call_id: str, kind: CallEventKind) -> list[CallEvent]:
+    return [e for e in config.events() if e.call_id == call_id and e.kind is kind]
+
+
+def _answered_since(config: PlatformConfig, since: int) -> str:
+    answered = _wait(
+        lambda: [
+            e for e in config.events() if e.kind is CallEventKind.ANSWERED and e.t_mono_ns > since
+        ],
+        "an answer",
+    )
+    return str(answered[-1].call_id)
+
+
+def _phone(config: PlatformConfig, tmp: Path, *args: str) -> subprocess.Popen[bytes]:
+    argv = [
+        *PARLEY, "phone", "--registrar", f"sip:127.0.0.1:{config.sip_port}", "--user", "alice",
+        "--password", PASSWORD, "--json", str(tmp / "phone.json"), *args,
+    ]  # fmt: skip
+    log = (tmp / "phone.log").open("wb")
+    return subprocess.Popen(argv, env=config.env(), stdout=log, stderr=subprocess.STDOUT)
+
+
+def test_dtmf_zero_reaches_the_supervisor(
+    platform: Running, config: PlatformConfig, tmp: Path
+) -> None:
+    phone = _phone(config, tmp, "--answer-after", "0.3", "--hangup-after", "1.5", "--max", "30")
+    _wait(lambda: "registered" in (tmp / "phone.log").read_text(), "the phone registered")
+    since = time.monotonic_ns()
+    caller = dial(
+        f"sip:100@127.0.0.1:{config.sip_port}", tmp, dtmf="0", dtmf_at=0.8, hold=7.0,
+        background=True,
+    )  # fmt: skip
+    call_id = _answered_since(config, since)
+    _wait(lambda: "connect" in _steps(config, call_id), "the supervisor connected", 15)
+    assert phone.wait(30) == 0, (tmp / "phone.log").read_text()[-2000:]
+    finish_dial(caller, tmp / "dial.json")
+
+    steps = _escalations(config, call_id)
+    assert [e.data["event"] for e in steps][:5] == [
+        "request",
+        "enqueue",
+        "offer",
+        "accept",
+        "connect",
+    ]
+    assert {e.data["reason"] for e in steps} == {"dtmf_zero"}
+    assert steps[2].data["supervisor"] == "alice" and steps[2].data["queue"] == "default"
+    assert steps[3].data["actor"] == "supervisor:alice"
+    # The supervisor hung up during the briefing: the call went back to the agent.
+    assert [e.data["to"] for e in steps][5:6] == ["returned_to_ai"], steps
+    phases = [e.data["phase"] for e in _of_call(config, call_id, CallEventKind.PHASE)]
+    assert "queued" in phases and phases[-1] == "with_agent", phases
+    sup = [e.data["event"] for e in _of_call(config, call_id, CallEventKind.SUPERVISOR)]
+    assert sup[:2] == ["ringing", "answered"], sup
+
+
+def test_nobody_answers_and_the_agent_takes_the_caller_back(
+    platform: Running, config: PlatformConfig, tmp: Path
+) -> None:
+    # Alice is in wrap-up after the first test, or not registered: nobody answers.
+    caller_says = chirp_noise(11.0, seed=5)
+    since = time.monotonic_ns()
+    caller = dial(
+        f"sip:100@127.0.0.1:{config.sip_port}", tmp, dtmf="0", dtmf_at=0.5, hold=0.5,
+        play=write_wav(tmp / "caller.wav", caller_says), background=True,
+    )  # fmt: skip
+    call_id = _answered_since(config, since)
+    [heard] = finish_dial(caller, tmp / "dial.json", timeout=40)
+
+    steps = _escalations(config, call_id)
+    assert [e.data["event"] for e in steps][:2] == ["request", "enqueue"], steps
+    assert steps[-1].data["event"] == "hand_back" and steps[-1].data["to"] == "returned_to_ai"
+    assert steps[-1].data["actor"] == "system"
+    phases = _of_call(config, call_id, CallEventKind.PHASE)
+    assert [e.data["phase"] for e in phases][-2:] == ["queued", "with_agent"], phases
+    back = phases[-1].t_mono_ns
+    [ended] = _of_call(config, call_id, CallEventKind.ENDED)
+    # The echo again, after the hold: what the caller says comes back.
+    times = np.array(heard["frame_times_ns"], dtype=np.int64)
+    frames = np.flatnonzero((times >= back + 300_000_000) & (times < ended.t_mono_ns))
+    assert len(frames) > 50, len(frames)
+    recording = read_wav(Path(heard["recording"]))
+    after = recording[frames[0] * 320 : (frames[-1] + 1) * 320]
+    heard_back = max(
+        best_correlation(caller_says[start : start + 8000], after)[0]
+        for start in range(0, len(caller_says) - 8000, 16000)
+    )
+    assert heard_back > 0.8
+
+
+def test_a_caller_who_hangs_up_in_the_queue_abandoned_it(
+    platform: Running, config: PlatformConfig, tmp: Path
+) -> None:
+    since = time.monotonic_ns()
+    dial(f"sip:100@127.0.0.1:{config.sip_port}", tmp, dtmf="0", dtmf_at=0.5, hold=2.0)
+    call_id = _answered_since(config, since)
+    _wait(lambda: "call_ended" in _steps(config, call_id), "the escalation ended with the call")
+    steps = _escalations(config, call_id)
+    assert [e.data["event"] for e in steps][:2] == ["request", "enqueue"]
+    assert steps[-1].data["to"] == "abandoned", steps
