@@ -20,7 +20,7 @@ EXPECTED: dict[str, object] = {
     "finished": 3,
     "containment_rate": 0.3333,  # 1 contained of 3 with an outcome
     "escalation_rate": 0.25,
-    "escalation_rate_by_reason": {"caller_request": 0.25},
+    "escalation_rate_by_reason": {"caller_request": 0.25, "dtmf_zero": 0.25},
     "aht_ms": 60_000.0,  # both answered calls: 60 s from answer to end
     "asa_ms": 3_000.0,  # answered after 2 s and 4 s
     "escalation_asa_ms": 30_000.0,  # a supervisor connected 30 s after the request
