@@ -300,6 +300,7 @@ def cmd_escalation(args: argparse.Namespace) -> int:
 
     from admin.event_pipeline import start_shipper
     from admin.logs import configure
+    from admin.speech import SpeechMaker
     from escalation.service import EscalationService, worker_sender
     from telephony.events import JsonlOutlet
 
@@ -310,9 +311,13 @@ def cmd_escalation(args: argparse.Namespace) -> int:
     outlet = JsonlOutlet(spool, segment_bytes=settings.events.segment_bytes)
     shipper = start_shipper(settings, spool)
 
+    speech = SpeechMaker(settings.speech_dir())
+    speech.prune()
+
     async def serve() -> None:
+        warm = asyncio.create_task(speech.warm_up())
         service = asyncio.create_task(
-            EscalationService(config, outlet, worker_sender(config)).run()
+            EscalationService(config, outlet, worker_sender(config), speak=speech).run()
         )
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -323,6 +328,7 @@ def cmd_escalation(args: argparse.Namespace) -> int:
         )
         with contextlib.suppress(asyncio.CancelledError):
             await service
+        warm.cancel()
 
     try:
         asyncio.run(serve())

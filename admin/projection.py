@@ -99,6 +99,7 @@ _CODEC = _width(CallLeg.codec)
 _END_REASON = min(_width(Call.end_reason), _width(CallLeg.end_reason))
 _QUEUE = _width(Escalation.queue)
 _SUPERVISOR = _width(Escalation.supervisor)
+_SUMMARY = 2000  # a briefing is a few sentences
 _ACTOR = min(_width(EscalationTransition.actor), _width(AuditEntry.actor))
 _DETAIL = _width(EscalationTransition.detail)
 
@@ -350,6 +351,11 @@ class Projection:
         supervisor = display_text.shown(_text(data.get("supervisor")), limit=_SUPERVISOR)
         if supervisor:
             escalation.supervisor = supervisor
+        summary = data.get("summary")  # the warm-handoff briefing, with each offer
+        if isinstance(summary, dict):
+            text = display_text.shown(_text(summary.get("text")), limit=_SUMMARY)
+            if text:
+                escalation.summary = text
         hashed, masked = data.get("callback_number_hash"), data.get("callback_number_masked")
         if isinstance(hashed, str) and isinstance(masked, str):
             escalation.callback_number_hash, escalation.callback_number_masked = hashed, masked

@@ -569,7 +569,12 @@ class Settings(BaseSettings):
             inbox_path=str(inbox_path(self.run_dir(), index)),
             edge_uri=_sip_uri(sip.host, sip.port),
             redis_url=self.redis_url,
+            speech_dir=str(self.speech_dir()),
         )
+
+    def speech_dir(self) -> Path:
+        """Where the escalation service keeps the speech it makes for calls, by SHA-256."""
+        return self.data_dir / "speech"
 
     def tls_files(self) -> tuple[Path, Path]:
         """The edge's certificate and key: from the settings, or the generated pair."""

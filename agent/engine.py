@@ -696,6 +696,7 @@ class EngineSession:
             await self.send(
                 "parley.instruction_applied", {"item_id": response.item_id, "text": whisper}
             )
+        await self.send("parley.reply", _reading(reply, self.dialogue, response.item_id))
         handoff = getattr(reply, "handoff_reason", None)
         if handoff:
             await self.send(
@@ -837,3 +838,19 @@ def _heard_text(response: _Response, heard_ms: int | None) -> str:
     share = min(1.0, heard_ms * RATE / 1000 / total)
     words = response.text.split()
     return " ".join(words[: round(len(words) * share)])
+
+
+def _reading(reply: Any, dialogue: Any, item_id: str) -> dict[str, Any]:
+    """How the responder read the caller's last turn (`parley.reply`): the intent it answered
+    (a knowledge-base entry or procedure id), whether it understood, how sure it was, and the
+    facts (slot values) collected so far. The escalation service reads it for its triggers
+    (repeated misunderstanding, low confidence) and the supervisor's warm-handoff summary."""
+    confidence = getattr(reply, "confidence", 1.0)
+    facts = getattr(dialogue, "facts", None)
+    return {
+        "item_id": item_id,
+        "intent": getattr(reply, "entry_id", None),
+        "understood": bool(getattr(reply, "understood", True)),
+        "confidence": round(min(1.0, max(0.0, float(confidence))), 3),
+        "facts": dict(facts) if isinstance(facts, dict) else {},
+    }

@@ -23,7 +23,8 @@ response.done, conversation.item.truncated, error; plus Parley's own (no Realtim
 equivalent): parley.handoff_requested, parley.hangup_requested, parley.backchannel_ignored,
 parley.turn_latency, parley.dtmf (digits the agent sends down the line),
 parley.instruction_applied (a whisper went into the answer ``item_id`` as ``text``),
-parley.agent_resumed (``note``: whether a note came with the hand-back).
+parley.agent_resumed (``note``: whether a note came with the hand-back), parley.reply (how
+the responder read the caller's turn: ``intent``, ``understood``, ``confidence``, ``facts``).
 
 Audio: `audio/pcm` little-endian 16-bit mono. The Realtime API fixes the rate at 24 kHz;
 Parley also accepts `rate: 16000` (its native rate), which its own media workers use.

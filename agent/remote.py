@@ -210,6 +210,7 @@ class RealtimeSession:
             return [AgentDtmf(str(event.get("digits", "")))]
         parley_kinds = {
             "parley.handoff_requested": EventKind.HANDOFF_REQUESTED,
+            "parley.reply": EventKind.REPLY,
             "parley.hangup_requested": EventKind.HANGUP_REQUESTED,
             "parley.backchannel_ignored": EventKind.BACKCHANNEL_IGNORED,
             "parley.turn_latency": EventKind.END_OF_TURN,

@@ -436,6 +436,7 @@ class Conversation:
         self.history: list[HistoryItem] = []
         self._whispers: list[str] = []  # said to the caller in the next answer, then dropped
         self._notes: list[tuple[str, Vectors]] = []  # (the note as said, its embedding)
+        self._facts: dict[str, str] = {}  # every slot value the caller gave, by slot name
 
     def fork(self) -> Conversation:
         """An independent copy of this call's dialogue state, sharing the knowledge base.
@@ -449,7 +450,14 @@ class Conversation:
         twin.history = list(self.history)
         twin._whispers = list(self._whispers)
         twin._notes = list(self._notes)
+        twin._facts = dict(self._facts)
         return twin
+
+    @property
+    def facts(self) -> dict[str, str]:
+        """The slot values the caller has given on this call (the latest for each slot name),
+        for a supervisor's warm-handoff summary."""
+        return dict(self._facts)
 
     @property
     def active_procedure(self) -> str | None:
@@ -637,6 +645,7 @@ class Conversation:
 
     def _fill(self, active: _ActiveProcedure, value: str) -> Reply:
         active.values[active.slot.name] = value
+        self._facts[active.slot.name] = value
         active.attempts = 0
         if active.slot_index + 1 < len(active.procedure.slots):
             active.slot_index += 1
@@ -672,6 +681,7 @@ class Conversation:
         if corrected is not None and valid and corrected != active.values.get(last.name):
             # "No, it's one two three four six": take the correction and confirm again.
             active.values[last.name] = corrected
+            self._facts[last.name] = corrected
             return self._next_step(active, 1.0)
         if answer is False:
             active.confirming = False

@@ -72,6 +72,8 @@ class EventKind(enum.StrEnum):
     END_OF_TURN = "end_of_turn"
     HANDOFF_REQUESTED = "handoff_requested"
     HANGUP_REQUESTED = "hangup_requested"
+    # How the responder read the caller (data: item_id, intent, understood, confidence, facts).
+    REPLY = "reply"
     # A supervisor's whisper went into what the agent said (data: item_id, text as said).
     INSTRUCTION_APPLIED = "instruction_applied"
     # The agent is back on the call after a supervisor's takeover (data: note, a bool).

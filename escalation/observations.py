@@ -9,6 +9,7 @@ types while waiting to a `CallbackEntry`.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 
 from escalation.triggers import (
@@ -26,6 +27,7 @@ log = logging.getLogger(__name__)
 # The agent's session events that matter here (agent.session.EventKind values).
 _CALLER_TRANSCRIPT = "caller_transcript"
 _HANDOFF_REQUESTED = "handoff_requested"
+_REPLY = "reply"
 
 # A number shorter than this is a stray key ("0" for "still here"), not a callback number.
 MIN_CALLBACK_DIGITS = 3
@@ -61,6 +63,15 @@ def observation_for(event: CallEvent) -> Observation | None:
             )
             reason = "caller_asked"
         return ResponderTurn(understood=True, confidence=1.0, handoff_reason=reason)
+    if what == _REPLY:
+        understood, confidence = data.get("understood"), data.get("confidence")
+        if (
+            not isinstance(understood, bool)
+            or not isinstance(confidence, int | float)
+            or not math.isfinite(confidence)
+        ):
+            raise ValueError("agent reply without understood and a finite confidence")
+        return ResponderTurn(understood=understood, confidence=min(1.0, max(0.0, confidence)))
     if what == _CALLER_TRANSCRIPT:
         if data.get("final", True) is False:
             return None

@@ -41,6 +41,7 @@ from escalation.acd import (
     SupervisorState,
     WithdrawReason,
 )
+from escalation.briefing import Briefing, CallNotes, announcement, mood_of
 from escalation.lifecycle import Escalation, EscalationState, IllegalTransition, Transition
 from escalation.observations import CallbackEntry, observation_for
 from escalation.triggers import CallerDigit, Trigger, TriggerDetector, TriggerPolicy
@@ -49,6 +50,7 @@ from telephony.commands import Command, CommandError, Reply
 from telephony.events import CallEvent, CallEventKind, EventOutlet
 from telephony.fanout import RedisChannel, subscribe
 from telephony.inbox import InboxError, RedisTarget, Target, inbox_path, send_command
+from telephony.mixing import Leg
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +74,8 @@ _ABOUT_A_LIVE_CALL = frozenset(
     }
 )
 SendCommand = Callable[[Command, int | None], Awaitable[Reply]]
+# Speaks text into a WAV in the workers' speech folder; returns its SHA-256 (admin/speech.py).
+Speak = Callable[[str], Awaitable[str]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +130,8 @@ class LiveCall:
     busy: str | None = None  # a supervisor the distributor counts on this call
     callback: CallbackEntry = field(default_factory=CallbackEntry)
     callback_until: float | None = None  # waiting for a number the agent asked for
+    notes: CallNotes = field(default_factory=CallNotes)  # for the supervisor's briefing
+    briefing: Briefing | None = None  # the summary of the current offer
 
 
 def worker_sender(config: ServiceConfig) -> SendCommand:
@@ -164,11 +170,13 @@ class EscalationService:
         outlet: EventOutlet,
         send: SendCommand,
         *,
+        speak: Speak | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
         self.outlet = outlet
         self.send = send
+        self.speak = speak  # None: no briefings spoken, no queue announcements
         self.clock = clock
         self.calls: dict[str, LiveCall] = {}
         self.distributor = Distributor(config.queues)
@@ -255,6 +263,7 @@ class EscalationService:
         if kind not in _ABOUT_A_LIVE_CALL or event.call_id in self._ended:
             return  # late stats of a call that is over would otherwise never be forgotten
         call = self._call(event)
+        call.notes.observe(event)
         if kind is CallEventKind.PHASE:
             await self._phase(call, event, now)
         elif kind is CallEventKind.SUPERVISOR:
@@ -495,16 +504,21 @@ class EscalationService:
                 if reply.ok:
                     call.callback = CallbackEntry()
                     call.callback_until = now + self.config.callback_wait_s
-            case Announce():
-                pass  # no position prompts yet: the caller hears the hold audio
+            case Announce(position=position, expected_wait_s=expected):
+                text = announcement(position, expected)
+                self._say_later(call, text, to=Leg.CALLER, still=self._still_waiting)
 
     async def _offer(self, call: LiveCall, supervisor: str, now: float) -> None:
         spec = self.supervisors[supervisor]
+        call.briefing = briefing = self._briefing(call, now)
         self._step(call, lifecycle.offer, supervisor_id=supervisor, at=now)
         call.leg_of, call.leg_up = supervisor, False
         attach = commands.AttachLeg(call_id=call.call_id, actor=ACTOR, uri=spec.phone_uri)
         reply = await self._command(call, attach)
         if reply.ok:
+            # Spoken while the phone rings; played into the supervisor's ear on answer.
+            offered = functools.partial(self._still_offered, supervisor=supervisor)
+            self._say_later(call, briefing.spoken(), to=Leg.SUPERVISOR, still=offered)
             return
         call.leg_of = None
         with contextlib.suppress(AcdError):
@@ -527,6 +541,73 @@ class EscalationService:
                     self.distributor.supervisor_state_changed(
                         supervisor, SupervisorState.AVAILABLE, now=now
                     )
+
+    # --- what is said: briefings and announcements ---------------------------------------------
+
+    def _briefing(self, call: LiveCall, now: float) -> Briefing:
+        assert call.escalation is not None
+        escalation, detector = call.escalation, call.detector
+        return Briefing.of(
+            call.notes,
+            reason=escalation.reason,
+            queue=escalation.queue or DEFAULT_QUEUE,
+            waited_s=now - escalation.requested_at,
+            mood=mood_of(detector.frustration(now), detector.policy.frustration_threshold),
+        )
+
+    @staticmethod
+    def _still_waiting(call: LiveCall) -> bool:
+        escalation = call.escalation
+        return (
+            escalation is not None
+            and escalation.state is EscalationState.QUEUED
+            and call.phase == "queued"
+        )
+
+    @staticmethod
+    def _still_offered(call: LiveCall, *, supervisor: str) -> bool:
+        escalation = call.escalation
+        return (
+            escalation is not None
+            and call.leg_of == supervisor
+            and escalation.state in (EscalationState.OFFERED, EscalationState.CONNECTED)
+        )
+
+    def _say_later(
+        self,
+        call: LiveCall,
+        text: str,
+        *,
+        to: Leg,
+        still: Callable[[LiveCall], bool],
+    ) -> None:
+        """Has `text` spoken (outside the service's lock: synthesis takes a moment) and then
+        played to the caller or the supervisor, if `still` holds for the call by then."""
+        speak = self.speak
+        if speak is None:
+            return
+        call_id = call.call_id
+
+        async def say() -> None:
+            try:
+                sha256 = await speak(text)
+            except Exception as error:  # a broken voice must not stop the queue
+                log.warning(
+                    "speech not made", extra={"call_id": call_id, "error": repr(error)[:200]}
+                )
+                return
+            async with self._lock:
+                live = self.calls.get(call_id)
+                if live is None or not still(live):
+                    return
+                play = commands.PlayPrompt(
+                    call_id=call_id, actor=ACTOR, prompt="speech", to=to, speech=sha256
+                )
+                await self._command(live, play)
+
+        task = asyncio.create_task(say())
+        self._later.add(task)
+        task.add_done_callback(self._later.discard)
 
     # --- helpers -----------------------------------------------------------------------------
 
@@ -574,7 +655,8 @@ class EscalationService:
         self._emit(call, step)
 
     def _emit(self, call: LiveCall, step: Transition) -> None:
-        self.outlet.emit(escalation_event(call.escalation_id, call.escalation, step))
+        summary = call.briefing if step.event is lifecycle.EscalationEvent.OFFER else None
+        self.outlet.emit(escalation_event(call.escalation_id, call.escalation, step, summary))
         log.info(
             "escalation transition",
             extra={
@@ -597,9 +679,13 @@ class EscalationService:
 
 
 def escalation_event(
-    escalation_id: str, escalation: Escalation | None, step: Transition
+    escalation_id: str,
+    escalation: Escalation | None,
+    step: Transition,
+    summary: Briefing | None = None,
 ) -> CallEvent:
-    """The `call.escalation` event of one transition (`telephony.events.CallEventKind`)."""
+    """The `call.escalation` event of one transition (`telephony.events.CallEventKind`); an
+    offer carries the warm-handoff summary given to the supervisor."""
     assert escalation is not None
     data: dict[str, object] = {
         "escalation_id": escalation_id,
@@ -612,6 +698,8 @@ def escalation_event(
         "supervisor": escalation.supervisor_id,
         "detail": step.detail,
     }
+    if summary is not None:
+        data["summary"] = summary.as_data()
     if step.event is lifecycle.EscalationEvent.TAKE_CALLBACK:
         data["callback_number"] = escalation.callback_number  # a field, never log text
     return CallEvent(escalation.call_id, CallEventKind.ESCALATION, data)

@@ -455,6 +455,14 @@ class TriggerDetector:
         """
         self._rearm()
 
+    def frustration(self, at: float) -> float:
+        """The caller's frustration score now (decayed since their last words), in cues; the
+        line's `frustration_threshold` is where it would trigger."""
+        if self._score_at is None or at <= self._score_at:
+            return self._score
+        decay: float = 0.5 ** ((at - self._score_at) / self.policy.frustration_half_life_s)
+        return self._score * decay
+
     def observe(self, observation: Observation, at: float) -> Trigger | None:
         """The trigger `observation` fires at `at`, once per call; otherwise None."""
         self._advance(at)

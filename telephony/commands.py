@@ -28,6 +28,7 @@ REPLY_TYPE = "reply"
 
 _ID = re.compile(r"[\x21-\x7e]{1,128}")  # printable ASCII, no spaces: safe in keys and logs
 _PROMPT = re.compile(r"[A-Za-z0-9_-]{1,64}")  # a name, never a path
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 _SIP_URI = re.compile(r"(?i:sips?):[^\x00-\x20\x7f<>\"]{1,250}")
 
 
@@ -64,8 +65,12 @@ class Hangup(_Base):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PlayPrompt(_Base):
     TYPE: ClassVar[str] = "play_prompt"
-    prompt: str  # a prompt's name, not a path
+    prompt: str  # a prompt's name, not a path ("speech" for `speech`)
     to: Leg = Leg.CALLER  # the caller or the supervisor
+    # Speech made for this call (a queue announcement, a supervisor's briefing): the SHA-256
+    # of a WAV in the worker's speech folder, never a path. For the supervisor it waits for
+    # their phone to answer, and only they hear it.
+    speech: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -199,6 +204,12 @@ def _prompt(name: str, value: object) -> str:
     return value
 
 
+def _optional_sha256(name: str, value: object) -> str | None:
+    if value is not None and (not isinstance(value, str) or not _SHA256.fullmatch(value)):
+        raise CommandError(f"{name} must be a SHA-256 in 64 lowercase hex digits", field=name)
+    return value
+
+
 def _sip_uri(name: str, value: object) -> str:
     if not isinstance(value, str) or not _SIP_URI.fullmatch(value):
         raise CommandError(
@@ -229,7 +240,11 @@ _COMMON: dict[str, _Check] = {"call_id": _id, "actor": _id, "command_id": _id}
 _FIELDS: dict[type[Command], dict[str, _Check]] = {
     Hangup: {"reason": _text},
     # Prompts play to a person on the call, never to the agent or the prompt player itself.
-    PlayPrompt: {"prompt": _prompt, "to": _enum(Leg, Leg.CALLER, Leg.SUPERVISOR)},
+    PlayPrompt: {
+        "prompt": _prompt,
+        "to": _enum(Leg, Leg.CALLER, Leg.SUPERVISOR),
+        "speech": _optional_sha256,
+    },
     Hold: {},
     Unhold: {},
     # Only a supervisor's leg comes and goes; the caller's is the call itself.
@@ -241,7 +256,7 @@ _FIELDS: dict[type[Command], dict[str, _Check]] = {
     Whisper: {"text": _text},
     Transfer: {"target": _sip_uri},
 }
-_NULLABLE = {(AttachLeg, "uri"), (ReattachAgent, "note")}
+_NULLABLE = {(AttachLeg, "uri"), (ReattachAgent, "note"), (PlayPrompt, "speech")}
 
 
 # --- the codec -------------------------------------------------------------------------------

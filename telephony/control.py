@@ -14,7 +14,9 @@ from telephony import commands, phases
 from telephony.mixing import Leg
 from telephony.phases import Action, CallState, Mode, NotNow
 
-__all__ = ["transition"]
+__all__ = ["SPEECH", "transition"]
+
+SPEECH = "speech:"  # a prompt made for this call: "speech:<sha256>" (telephony.commands)
 
 Transition = Callable[[CallState], tuple[CallState, list[Action]]]
 
@@ -37,8 +39,11 @@ def transition(command: commands.Command) -> Transition:
             return functools.partial(phases.whisper, text=text)
         case commands.Transfer(target=target, actor=actor):
             return functools.partial(phases.transfer, target=target, reason=f"command:{actor}")
-        case commands.PlayPrompt(prompt=prompt, to=to):
-            return functools.partial(phases.play_prompt, prompt=prompt, to=Leg(to.value))
+        case commands.PlayPrompt(prompt=prompt, to=to, speech=speech):
+            # Speech for the supervisor is a briefing (the worker keeps it for their answer);
+            # for the caller it plays like any prompt.
+            named = f"{SPEECH}{speech}" if speech else prompt
+            return functools.partial(phases.play_prompt, prompt=named, to=Leg(to.value))
         case commands.AttachLeg(uri=uri):
             if uri is None:
                 raise NotNow(

@@ -587,7 +587,7 @@ async def _subscribe_redis(source: RedisChannel) -> AsyncGenerator[CallEvent, No
             )
         finally:
             with contextlib.suppress(Exception):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]
             with contextlib.suppress(Exception):
                 await client.aclose()
         await asyncio.sleep(backoff)

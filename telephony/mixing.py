@@ -3,9 +3,10 @@
 A call's audio parties are legs in pjmedia's conference bridge:
   caller      the caller's SIP call
   agent       the duplex session's media port (what it hears in, what it says out)
-  prompt      the prompt player's media port (disclosures, hold audio, announcements, a
-              summary spoken into the supervisor's ear)
+  prompt      the prompt player's media port (disclosures, hold audio, queue announcements)
   supervisor  a supervisor's SIP call (or browser leg) joined to this call
+  briefing    the warm-handoff summary, spoken into the supervisor's ear only (a file player
+              made when their phone answers; the caller never hears it)
 
 The prompt player listens to the caller in every mix, and to the supervisor whenever one is
 on the call: pjmedia pulls a call's audio out of its jitter buffer only while something
@@ -32,6 +33,7 @@ class Leg(enum.StrEnum):
     AGENT = "agent"
     PROMPT = "prompt"
     SUPERVISOR = "supervisor"
+    BRIEFING = "briefing"
 
 
 class Mix(enum.StrEnum):
@@ -46,27 +48,30 @@ class Mix(enum.StrEnum):
     BARGE = "barge"  # all three hear each other
     TAKEOVER = "takeover"  # caller and supervisor talk; the agent is out of the call
     HOLD_WITH_SUPERVISOR = "hold_with_supervisor"  # the caller on hold; briefing the supervisor
+    # In the two briefing mixes the supervisor hears only their briefing (no hold audio).
 
 
 Connection = tuple[Leg, Leg]  # (source, listener)
 
-_C, _A, _P, _S = Leg.CALLER, Leg.AGENT, Leg.PROMPT, Leg.SUPERVISOR
+_C, _A, _P, _S, _B = Leg.CALLER, Leg.AGENT, Leg.PROMPT, Leg.SUPERVISOR, Leg.BRIEFING
 _DRAIN = (_C, _P)  # see the module docstring
 _SUPERVISOR_DRAIN = (_S, _P)
+# The supervisor hears their briefing until it ends, whatever mode they pick meanwhile.
+_SUPERVISOR = {_SUPERVISOR_DRAIN, (_B, _S)}
 _CALLER_AND_AGENT = {(_C, _A), (_A, _C), (_P, _C), _DRAIN}
 
 _TABLE: dict[Mix, frozenset[Connection]] = {
     Mix.SILENT: frozenset(),
     Mix.PROMPTS: frozenset({(_P, _C), _DRAIN}),
     Mix.AGENT: frozenset(_CALLER_AND_AGENT),
-    Mix.BRIEFING: frozenset(_CALLER_AND_AGENT | {(_P, _S), _SUPERVISOR_DRAIN}),
-    Mix.MONITOR: frozenset(_CALLER_AND_AGENT | {(_C, _S), (_A, _S), (_P, _S), _SUPERVISOR_DRAIN}),
-    Mix.WHISPER: frozenset(_CALLER_AND_AGENT | {(_C, _S), (_A, _S), (_P, _S), _SUPERVISOR_DRAIN}),
+    Mix.BRIEFING: frozenset(_CALLER_AND_AGENT | _SUPERVISOR),
+    Mix.MONITOR: frozenset(_CALLER_AND_AGENT | _SUPERVISOR | {(_C, _S), (_A, _S), (_P, _S)}),
+    Mix.WHISPER: frozenset(_CALLER_AND_AGENT | _SUPERVISOR | {(_C, _S), (_A, _S), (_P, _S)}),
     Mix.BARGE: frozenset(
-        _CALLER_AND_AGENT | {(_C, _S), (_A, _S), (_P, _S), (_S, _C), (_S, _A), _SUPERVISOR_DRAIN}
+        _CALLER_AND_AGENT | _SUPERVISOR | {(_C, _S), (_A, _S), (_P, _S), (_S, _C), (_S, _A)}
     ),
-    Mix.TAKEOVER: frozenset({(_C, _S), (_S, _C), (_P, _C), (_P, _S), _DRAIN, _SUPERVISOR_DRAIN}),
-    Mix.HOLD_WITH_SUPERVISOR: frozenset({(_P, _C), (_P, _S), _DRAIN, _SUPERVISOR_DRAIN}),
+    Mix.TAKEOVER: frozenset({(_C, _S), (_S, _C), (_P, _C), (_P, _S), _DRAIN, *_SUPERVISOR}),
+    Mix.HOLD_WITH_SUPERVISOR: frozenset({(_P, _C), _DRAIN, *_SUPERVISOR}),
 }
 
 

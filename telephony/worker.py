@@ -37,7 +37,7 @@ import pjsua2 as pj
 from agent.session import DuplexSession, SessionError
 from telephony import control, phases
 from telephony.bridge import CallBridge
-from telephony.commands import AttachLeg, Command, Reply
+from telephony.commands import AttachLeg, Command, PlayPrompt, Reply
 from telephony.consent import (
     ConsentRun,
     Decision,
@@ -131,6 +131,7 @@ class ActiveCall:
     disclosure: Disclosure | None = None
     control: asyncio.Task[None] | None = None  # the call's actions, carried out in order
     supervisor_call: Any = None  # pjsua2 thread: the call to a supervisor's phone
+    briefing: Path | None = None  # pjsua2 thread: the supervisor's summary, until it plays
     tasks: set[asyncio.Task[None]] = field(default_factory=set)  # playout, hold audio
 
     def media_stats(self) -> dict[str, object]:
@@ -449,6 +450,7 @@ class MediaWorker:
             if record.supervisor_call is call:
                 record.supervisor_call = None
             record.legs.pop(Leg.SUPERVISOR, None)
+            self._pj_end_briefing(record)
             record.links = {link for link in record.links if Leg.SUPERVISOR not in link}
             call.record = None
             self._emit(
@@ -476,9 +478,40 @@ class MediaWorker:
                 break
         else:
             return
+        self._pj_start_briefing(record)
         assert self.loop is not None
         # The call's mix may already include the supervisor (its state is the loop's).
         self.loop.call_soon_threadsafe(self._remix, record)
+
+    def _pj_start_briefing(self, record: ActiveCall) -> None:
+        """Plays the supervisor's briefing into their ear once both it and their audio are
+        here: a file player that only the supervisor hears (telephony/mixing.py)."""
+        path = record.briefing
+        if record.ended or path is None or Leg.SUPERVISOR not in record.legs:
+            return
+        self._pj_end_briefing(record)  # a newer briefing replaces one still playing
+        record.briefing = None
+        player = pj.AudioMediaPlayer()
+        try:
+            player.createPlayer(str(path), pj.PJMEDIA_FILE_NO_LOOP)
+        except pj.Error as error:
+            log.warning(
+                "briefing not played", extra={"call_id": record.call_id, "error": error.info()}
+            )
+            return
+        record.legs[Leg.BRIEFING] = player
+        self._emit(CallEvent(record.call_id, CallEventKind.SUPERVISOR, {"event": "briefing"}))
+        assert self.loop is not None
+        self.loop.call_soon_threadsafe(self._remix, record)
+
+    def _pj_end_briefing(self, record: ActiveCall) -> None:
+        player = record.legs.pop(Leg.BRIEFING, None)
+        if player is None:
+            return
+        # Its connections go with it when it is destroyed; like a media port, it leaves the
+        # bridge a clock tick or more later, so it is buried with them.
+        record.links = {link for link in record.links if Leg.BRIEFING not in link}
+        self._retired_ports.append((time.monotonic() + PORT_RETIRE_S, player))
 
     def _pj_supervisor_key(self, record: ActiveCall, digit: str) -> None:
         assert self.loop is not None
@@ -585,6 +618,8 @@ class MediaWorker:
             if port is not None:
                 self._retired_ports.append((time.monotonic() + PORT_RETIRE_S, port))
         record.port = record.prompt_port = None
+        self._pj_end_briefing(record)
+        record.briefing = None
         record.legs = {}
         record.links = set()
         if record.supervisor_call is not None:
@@ -733,6 +768,9 @@ class MediaWorker:
             pcm = fallback_prompt()
         elif prompt == "hold":
             pcm = hold_audio()
+        elif prompt.startswith(control.SPEECH):
+            await self._announce(record, player, prompt)
+            return
         elif prompt == "goodbye":
             plan = record.disclosure.plan if record.disclosure else None
             if plan is None or plan.goodbye_path is None:
@@ -755,6 +793,29 @@ class MediaWorker:
             await player.play(prompt, pcm, sound)
         else:
             self._background(record, _played(player, prompt, pcm, sound), "prompt")
+
+    async def _announce(self, record: ActiveCall, player: Playout, prompt: str) -> None:
+        """Speech for the caller (a queue announcement): on hold, it cuts the hold audio and
+        the hold audio starts again after it."""
+        try:
+            pcm = read_pcm(self._speech(prompt.removeprefix(control.SPEECH)))
+        except DisclosureAudioError as error:
+            log.warning(
+                "announcement not played",
+                extra={"call_id": record.call_id, "reason": error.reason},
+            )
+            return
+        queued = record.state.phase is phases.Phase.QUEUED
+        if queued:
+            player.flush(Cause.CONTROL)  # ends the hold loop's current phrase
+        self._background(record, self._announced(record, player, pcm, queued), "announcement")
+
+    async def _announced(
+        self, record: ActiveCall, player: Playout, pcm: bytes, queued: bool
+    ) -> None:
+        heard = await player.play("announcement", pcm, Sound.HOLD)
+        if heard and queued and record.state.phase is phases.Phase.QUEUED:
+            await _play_looped(player, "hold", hold_audio(), Sound.HOLD)
 
     async def _disclose(self, record: ActiveCall, run: Disclosure, player: Playout) -> None:
         """Plays the line's disclosure before the agent is connected, then acts on consent."""
@@ -1019,6 +1080,8 @@ class MediaWorker:
                     "call slots in use: no slot for a supervisor's leg (keep one with "
                     "sip.supervisor_slots: 1)",
                 )
+        if isinstance(command, PlayPrompt) and command.speech and command.to is Leg.SUPERVISOR:
+            return self._brief(command, command.speech)
         try:
             step = control.transition(command)
             self.command(command.call_id, step)
@@ -1030,13 +1093,14 @@ class MediaWorker:
         except NotNow as error:
             return Reply.failure(command.command_id, str(error))
         state = self.calls[command.call_id].state
-        self._emit(
-            CallEvent(
-                command.call_id,
-                CallEventKind.COMMAND,
-                {"command": command.TYPE, "actor": command.actor, "command_id": command.command_id},
-            )
-        )
+        data: dict[str, object] = {
+            "command": command.TYPE,
+            "actor": command.actor,
+            "command_id": command.command_id,
+        }
+        if isinstance(command, PlayPrompt):
+            data.update(prompt=command.prompt, speech=command.speech)
+        self._emit(CallEvent(command.call_id, CallEventKind.COMMAND, data))
         return Reply.success(
             command.command_id,
             {
@@ -1045,6 +1109,49 @@ class MediaWorker:
                 "agent": state.agent.value,
             },
         )
+
+    def _brief(self, command: PlayPrompt, sha256: str) -> Reply:
+        """Keeps a briefing for the call's supervisor: it plays into their ear when their phone
+        answers (at once if it has), and only they hear it."""
+        record = self.calls.get(command.call_id)
+        if record is None or not record.state.live:
+            return Reply.failure(
+                command.command_id,
+                f"media worker {self.config.index} holds no live call {command.call_id}",
+            )
+        try:
+            path = self._speech(sha256)
+        except DisclosureAudioError as error:
+            return Reply.failure(command.command_id, f"briefing not playable: {error}")
+        assert self.pj is not None
+
+        def keep() -> None:
+            record.briefing = path
+            self._pj_start_briefing(record)
+
+        self.pj.post(keep)
+        self._emit(
+            CallEvent(
+                command.call_id,
+                CallEventKind.COMMAND,
+                {
+                    "command": "brief",
+                    "actor": command.actor,
+                    "command_id": command.command_id,
+                    "speech": sha256,
+                },
+            )
+        )
+        return Reply.success(command.command_id, {"phase": record.state.phase.value})
+
+    def _speech(self, sha256: str) -> Path:
+        """The WAV of speech made for a call, checked against its SHA-256 (DisclosureAudioError
+        says why it cannot be played)."""
+        if self.config.speech_dir is None:
+            raise DisclosureAudioError("audio_missing", "this worker has no speech folder")
+        path = Path(self.config.speech_dir) / f"{sha256}.wav"
+        read_pcm(path, sha256=sha256)
+        return path
 
     def _inbox(self) -> Inbox | None:
         if self.config.redis_url:

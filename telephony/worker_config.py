@@ -45,3 +45,6 @@ class WorkerConfig:
     redis_url: str | None = None
     # Supervisors' phones are rung through the edge, never directly (sip:127.0.0.1:5060).
     edge_uri: str | None = None
+    # Speech made for calls by the escalation service (queue announcements, supervisors'
+    # briefings): WAVs named by their SHA-256. None: no such speech is played.
+    speech_dir: str | None = None

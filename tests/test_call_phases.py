@@ -26,7 +26,7 @@ from telephony.phases import (
     Transfer,
 )
 
-C, A, P, S = Leg.CALLER, Leg.AGENT, Leg.PROMPT, Leg.SUPERVISOR
+C, A, P, S, B = Leg.CALLER, Leg.AGENT, Leg.PROMPT, Leg.SUPERVISOR, Leg.BRIEFING
 
 # --- who hears whom --------------------------------------------------------------------------
 
@@ -39,21 +39,21 @@ C, A, P, S = Leg.CALLER, Leg.AGENT, Leg.PROMPT, Leg.SUPERVISOR
         (Mix.PROMPTS, A, set()),  # the agent hears nothing of the disclosure
         (Mix.AGENT, C, {A, P}),
         (Mix.AGENT, A, {C}),
-        (Mix.BRIEFING, S, {P}),  # the summary, and nothing of the call yet
+        (Mix.BRIEFING, S, {B}),  # the summary, and nothing of the call yet
         (Mix.BRIEFING, C, {A, P}),
-        (Mix.MONITOR, S, {C, A, P}),
+        (Mix.MONITOR, S, {C, A, P, B}),  # the summary goes on if a mode is picked early
         (Mix.MONITOR, C, {A, P}),  # nobody hears the supervisor
         (Mix.MONITOR, A, {C}),
         (Mix.WHISPER, C, {A, P}),
         (Mix.WHISPER, A, {C}),  # coaching is text, never the supervisor's voice in the mix
         (Mix.BARGE, C, {A, S, P}),
         (Mix.BARGE, A, {C, S}),
-        (Mix.BARGE, S, {C, A, P}),
+        (Mix.BARGE, S, {C, A, P, B}),
         (Mix.TAKEOVER, C, {S, P}),
-        (Mix.TAKEOVER, S, {C, P}),
+        (Mix.TAKEOVER, S, {C, P, B}),
         (Mix.TAKEOVER, A, set()),  # the agent has left the call
         (Mix.HOLD_WITH_SUPERVISOR, C, {P}),
-        (Mix.HOLD_WITH_SUPERVISOR, S, {P}),
+        (Mix.HOLD_WITH_SUPERVISOR, S, {B}),  # no hold music over the summary
     ],
 )
 def test_who_hears_whom(mix: Mix, listener: Leg, expected: set[Leg]) -> None:
@@ -72,6 +72,8 @@ def test_nobody_hears_themselves_and_someone_always_drains_caller_and_supervisor
     }
     for mix in Mix:
         assert all(source is not to for source, to in connections(mix))
+        # Only the supervisor ever hears their briefing.
+        assert all(to is S for source, to in connections(mix) if source is B)
         # The prompt player takes the caller's (and the supervisor's) audio and drops it,
         # so no jitter buffer backs up while nobody else listens to that leg.
         expected = set() if mix is Mix.SILENT else {C}

@@ -84,6 +84,10 @@ def _audited(session: Session, call_id: str) -> list[tuple[str, str]]:
     return [(entry.actor, entry.action) for entry in rows]
 
 
+FIRST = {"text": "A call from the billing queue, waiting 1 second.", "reason": "caller_request"}
+SECOND = {"text": "A call from the billing queue, waiting 9 seconds.", "mood": "calm"}
+
+
 def test_a_full_timeline_is_kept_step_by_step_and_audited(session: Session) -> None:
     session.add(Line(name="main", agent_profile="embedded", queue="general"))
     call = _Call()
@@ -91,9 +95,9 @@ def test_a_full_timeline_is_kept_step_by_step_and_audited(session: Session) -> N
         *call.start(),
         call.step(1000, "request", None, "requested", actor="caller"),
         call.step(1010, "enqueue", "requested", "queued"),
-        call.step(1020, "offer", "queued", "offered", supervisor="alice"),
+        call.step(1020, "offer", "queued", "offered", supervisor="alice", summary=FIRST),
         call.step(9000, "decline", "offered", "queued", actor="supervisor:alice"),
-        call.step(9010, "offer", "queued", "offered", supervisor="bob"),
+        call.step(9010, "offer", "queued", "offered", supervisor="bob", summary=SECOND),
         call.step(12000, "accept", "offered", "accepted", actor="supervisor:bob", supervisor="bob"),
         call.step(12500, "connect", "accepted", "connected", supervisor="bob"),
         call.step(60000, "end", "connected", "ended", actor="supervisor:bob", supervisor="bob"),
@@ -108,6 +112,8 @@ def test_a_full_timeline_is_kept_step_by_step_and_audited(session: Session) -> N
         "billing",
         "bob",
     )
+    # The warm-handoff summary of the latest offer, as the supervisor heard it.
+    assert escalation.summary == SECOND["text"]
     started = session.get_one(Call, call.id).started_at
     assert [
         round((t - started).total_seconds() * 1000)

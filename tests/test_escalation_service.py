@@ -10,6 +10,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -43,7 +44,8 @@ def config(tmp_path_factory: pytest.TempPathFactory) -> PlatformConfig:
             "queues": [
                 {
                     "name": "default",
-                    "max_wait_s": 4,
+                    "max_wait_s": 6,
+                    "announce_interval_s": 1.5,
                     "service_level_target_s": 2,
                     "offer_timeout_s": 3,
                     "fallback": "ai",
@@ -107,20 +109,38 @@ def _phone(config: PlatformConfig, tmp: Path, *args: str) -> subprocess.Popen[by
     return subprocess.Popen(argv, env=config.env(), stdout=log, stderr=subprocess.STDOUT)
 
 
-def test_dtmf_zero_reaches_the_supervisor(
+def test_dtmf_zero_reaches_the_supervisor_who_hears_the_summary(
     platform: Running, config: PlatformConfig, tmp: Path
 ) -> None:
-    phone = _phone(config, tmp, "--answer-after", "0.3", "--hangup-after", "1.5", "--max", "30")
+    phone = _phone(
+        config, tmp, "--answer-after", "0.3", "--hangup-after", "5", "--max", "30",
+        "--record", str(tmp / "phone.wav"),
+    )  # fmt: skip
     _wait(lambda: "registered" in (tmp / "phone.log").read_text(), "the phone registered")
     since = time.monotonic_ns()
     caller = dial(
-        f"sip:100@127.0.0.1:{config.sip_port}", tmp, dtmf="0", dtmf_at=0.8, hold=7.0,
+        f"sip:100@127.0.0.1:{config.sip_port}", tmp, dtmf="0", dtmf_at=0.8, hold=9.0,
         background=True,
     )  # fmt: skip
     call_id = _answered_since(config, since)
     _wait(lambda: "connect" in _steps(config, call_id), "the supervisor connected", 15)
     assert phone.wait(30) == 0, (tmp / "phone.log").read_text()[-2000:]
-    finish_dial(caller, tmp / "dial.json")
+    [heard_by_caller] = finish_dial(caller, tmp / "dial.json")
+
+    # The warm-handoff summary: with the offer (for the API), and spoken into the supervisor's
+    # ear, never the caller's.
+    offer = next(e for e in _escalations(config, call_id) if e.data["event"] == "offer")
+    summary: dict[str, Any] = offer.data["summary"]  # type: ignore[assignment]
+    assert summary["reason"] == "dtmf_zero" and summary["queue"] == "default", summary
+    assert summary["mood"] == "calm", summary
+    [brief] = [
+        e for e in _of_call(config, call_id, CallEventKind.COMMAND) if e.data["command"] == "brief"
+    ]
+    spoken = read_wav(config.tmp / "var" / "speech" / f"{brief.data['speech']}.wav")
+    assert len(spoken) > 3 * 16000  # reason, mood and the keypad's map take a while to say
+    opening = spoken[:32000]
+    assert best_correlation(opening, read_wav(tmp / "phone.wav"))[0] > 0.7
+    assert best_correlation(opening, read_wav(Path(heard_by_caller["recording"])))[0] < 0.3
 
     steps = _escalations(config, call_id)
     assert [e.data["event"] for e in steps][:5] == [
@@ -157,6 +177,13 @@ def test_nobody_answers_and_the_agent_takes_the_caller_back(
     steps = _escalations(config, call_id)
     assert [e.data["event"] for e in steps][:2] == ["request", "enqueue"], steps
     assert steps[-1].data["event"] == "hand_back" and steps[-1].data["to"] == "returned_to_ai"
+    # On hold, the caller heard where they stand in the queue.
+    [announced, *_] = [
+        e for e in _of_call(config, call_id, CallEventKind.COMMAND) if e.data.get("speech")
+    ]
+    announcement = read_wav(config.tmp / "var" / "speech" / f"{announced.data['speech']}.wav")
+    recording = read_wav(Path(heard["recording"]))
+    assert best_correlation(announcement[:16000], recording)[0] > 0.7
     assert steps[-1].data["actor"] == "system"
     phases = _of_call(config, call_id, CallEventKind.PHASE)
     assert [e.data["phase"] for e in phases][-2:] == ["queued", "with_agent"], phases
@@ -166,7 +193,6 @@ def test_nobody_answers_and_the_agent_takes_the_caller_back(
     times = np.array(heard["frame_times_ns"], dtype=np.int64)
     frames = np.flatnonzero((times >= back + 300_000_000) & (times < ended.t_mono_ns))
     assert len(frames) > 50, len(frames)
-    recording = read_wav(Path(heard["recording"]))
     after = recording[frames[0] * 320 : (frames[-1] + 1) * 320]
     heard_back = max(
         best_correlation(caller_says[start : start + 8000], after)[0]

@@ -114,10 +114,19 @@ class Clock:
 
 
 def make(
-    tmp: Path, *, fallback: FallbackKind = FallbackKind.AI, supervisors: int = 1
+    tmp: Path,
+    *,
+    fallback: FallbackKind = FallbackKind.AI,
+    supervisors: int = 1,
+    announce_interval_s: float = 30.0,
 ) -> tuple[EscalationService, FakeWorker, MemoryOutlet, Clock]:
     queue = QueuePolicy(
-        "default", max_wait_s=10, offer_timeout_s=4, service_level_target_s=5, fallback=fallback
+        "default",
+        max_wait_s=10,
+        offer_timeout_s=4,
+        service_level_target_s=5,
+        fallback=fallback,
+        announce_interval_s=announce_interval_s,
     )
     config = ServiceConfig(
         queues=with_defaults((queue,)),
