@@ -339,6 +339,15 @@ class EscalationService:
             )
         except AcdError as error:
             log.error("call not queued", extra={"call_id": call.call_id, "error": str(error)})
+            return
+        await self._distribute(now)  # a free supervisor's phone rings now, not at the next tick
+
+    async def _distribute(self, now: float) -> None:
+        for action in self.distributor.tick(now):
+            try:
+                await self._act(action, now)
+            except Exception:
+                log.exception("queue action failed", extra={"call_id": action.call_id})
 
     async def _phase(self, call: LiveCall, event: CallEvent, now: float) -> None:
         before, call.phase = call.phase, str(event.data.get("phase", ""))
@@ -466,11 +475,7 @@ class EscalationService:
         async with self._lock:
             now = self.clock()
             self._wake_rested(now)
-            for action in self.distributor.tick(now):
-                try:
-                    await self._act(action, now)
-                except Exception:
-                    log.exception("queue action failed", extra={"call_id": action.call_id})
+            await self._distribute(now)
             for call in list(self.calls.values()):
                 if call.callback_until is not None and call.callback_until <= now:
                     call.callback_until = None

@@ -126,19 +126,17 @@ async def _settle(service: object) -> None:
 
 def test_the_offer_carries_the_summary_and_the_supervisor_is_briefed(tmp_path: Path) -> None:
     async def scenario() -> None:
-        service, worker, outlet, clock = make(tmp_path)
+        service, worker, outlet, _clock = make(tmp_path)
         voice = service.speak = Voice()
         await start(service)
         for e in CONVERSATION[:2]:
             await service.handle(CallEvent("c1", e.kind, e.data))
         await press_zero(service)
-        clock.now += 2
-        await service.tick()
         await _settle(service)
         offer = next(e for e in outlet.events if e.data["event"] == "offer")
         summary: dict[str, Any] = offer.data["summary"]  # type: ignore[assignment]
         assert summary["reason"] == "dtmf_zero" and summary["intent"] == "order_status"
-        assert summary["waited_s"] == 2.0
+        assert summary["waited_s"] == 0.0
         assert voice.said and voice.said[0].startswith("A call from the default queue")
         [brief] = [c for c in worker.sent if isinstance(c, commands.PlayPrompt)]
         assert brief.to is Leg.SUPERVISOR and brief.speech == f"{1:064x}"
