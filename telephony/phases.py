@@ -182,6 +182,7 @@ class CallState:
     mode: Mode | None = None  # set in WITH_HUMAN only
     agent: AgentLink = AgentLink.NONE
     supervisor: bool = False  # a supervisor leg is joined
+    ringing: bool = False  # a supervisor's phone is being rung for this call
 
     @property
     def mix(self) -> Mix:
@@ -256,10 +257,16 @@ def session_failed(state: CallState, *, transfer_to: str | None) -> Step:
     actions: list[Action] = [StopPrompts()]
     if state.agent is not AgentLink.NONE:
         actions.append(DetachAgent(close=True))
-    if state.supervisor:
+    if state.supervisor or state.ringing:
         actions.append(DropSupervisor())
     new, actions = _to(
-        state, actions, phase=Phase.FALLBACK, agent=AgentLink.NONE, mode=None, supervisor=False
+        state,
+        actions,
+        phase=Phase.FALLBACK,
+        agent=AgentLink.NONE,
+        mode=None,
+        supervisor=False,
+        ringing=False,
     )
     actions.append(PlayPrompt("fallback", wait=True))
     actions.append(
@@ -287,7 +294,14 @@ def supervisor_joined(state: CallState) -> Step:
     _expect(state, Phase.QUEUED, Phase.WITH_AGENT, what="join a supervisor to")
     if state.supervisor:
         raise NotNow("a supervisor is already on this call")
-    return _to(state, [], supervisor=True)
+    if not state.ringing:
+        raise NotNow("no supervisor's phone is ringing for this call (it was called off)")
+    return _to(state, [], supervisor=True, ringing=False)
+
+
+def supervisor_unreached(state: CallState) -> Step:
+    """The supervisor's phone never answered (declined, timed out, failed, called off)."""
+    return _to(state, [], ringing=False)
 
 
 def set_mode(state: CallState, mode: Mode) -> Step:
@@ -355,12 +369,16 @@ def call_supervisor(state: CallState, *, uri: str) -> Step:
     _expect(state, Phase.QUEUED, Phase.WITH_AGENT, what="call a supervisor for")
     if state.supervisor:
         raise NotNow("a supervisor is already on this call")
-    return state, [DialSupervisor(uri)]
+    if state.ringing:
+        raise NotNow("a supervisor's phone is already ringing for this call")
+    return _to(state, [DialSupervisor(uri)], ringing=True)
 
 
 def dismiss_supervisor(state: CallState) -> Step:
     """Takes the supervisor off the call (the API, or their own hang-up on the keypad): the
-    call goes back to the agent, never dropped."""
+    call goes back to the agent, never dropped. A phone still ringing stops ringing."""
+    if state.ringing and not state.supervisor:
+        return _to(state, [DropSupervisor()], ringing=False)
     if not state.supervisor:
         raise NotNow("no supervisor is on this call")
     new, actions = supervisor_left(state, then="agent")

@@ -28,7 +28,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -420,8 +420,15 @@ class MediaWorker:
             self.loop.call_soon_threadsafe(self._end_call, record)
 
     def _pj_dial_supervisor(self, record: ActiveCall, uri: str) -> None:
-        if record.ended or record.pj_call is None or record.supervisor_call is not None:
+        if record.ended or record.pj_call is None:
             return
+        old = record.supervisor_call
+        if old is not None:
+            # The phase machine rings one phone at a time, so this is one called off whose
+            # CANCEL is still on its way: it no longer speaks for the call.
+            old.record = None
+            record.supervisor_call = None
+            self._pj_release_later(old)
         call = _SupervisorCall(self, self._account, record)
         try:
             call.makeCall(uri, pj.CallOpParam(True))
@@ -437,6 +444,8 @@ class MediaWorker:
                     {"event": "failed", "error": error.info()},
                 )
             )
+            assert self.loop is not None
+            self.loop.call_soon_threadsafe(self._supervisor_gone, record, False)
             return
         record.supervisor_call = call
         self._emit(CallEvent(record.call_id, CallEventKind.SUPERVISOR, {"event": "ringing"}))
@@ -450,6 +459,7 @@ class MediaWorker:
             if record.supervisor_call is call:
                 record.supervisor_call = None
             record.legs.pop(Leg.SUPERVISOR, None)
+            record.briefing = None  # it was for this supervisor
             self._pj_end_briefing(record)
             record.links = {link for link in record.links if Leg.SUPERVISOR not in link}
             call.record = None
@@ -464,8 +474,8 @@ class MediaWorker:
                     },
                 )
             )
-            if not call.dropped and not record.ended:
-                self.loop.call_soon_threadsafe(self._supervisor_gone, record)
+            if not record.ended:
+                self.loop.call_soon_threadsafe(self._supervisor_gone, record, call.dropped)
             self._pj_release_later(call)
 
     def _pj_supervisor_media(self, record: ActiveCall, call: Any) -> None:
@@ -674,7 +684,8 @@ class MediaWorker:
         those of earlier transitions."""
         state, actions = step
         before, record.state = record.state, state
-        if state != before and state.live:
+        # A phone starting or stopping to ring is not a phase (call.supervisor tells of it).
+        if replace(state, ringing=False) != replace(before, ringing=False) and state.live:
             self._emit(
                 CallEvent(
                     record.call_id,
@@ -988,12 +999,14 @@ class MediaWorker:
             assert self.pj is not None
             self.pj.post(lambda: self._pj_drop_supervisor(record))
 
-    def _supervisor_gone(self, record: ActiveCall) -> None:
-        """The supervisor's phone hung up (or never answered): never drops the caller."""
-        if record.state.supervisor:
-            self._step(
-                record, phases.supervisor_left(record.state, then=record.line.supervisor_hangup)
-            )
+    def _supervisor_gone(self, record: ActiveCall, dropped: bool) -> None:
+        """The supervisor's leg ended: hung up by them (never drops the caller), dropped by
+        Parley (the transition that dropped it moved the call on already), or never answered."""
+        state = record.state
+        if state.supervisor and not dropped:
+            self._step(record, phases.supervisor_left(state, then=record.line.supervisor_hangup))
+        elif state.ringing and not state.supervisor:
+            self._step(record, phases.supervisor_unreached(state))
 
     def _supervisor_key(self, record: ActiveCall, digit: str) -> None:
         what = phases.SUPERVISOR_KEYS.get(digit)

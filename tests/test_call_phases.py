@@ -11,6 +11,7 @@ from telephony.phases import (
     ApplyMix,
     CallState,
     DetachAgent,
+    DialSupervisor,
     DropSupervisor,
     DtmfTo,
     EndCall,
@@ -104,9 +105,15 @@ def _with_agent() -> CallState:
     return state
 
 
+def _rung(state: CallState) -> CallState:
+    state, actions = phases.call_supervisor(state, uri="sip:alice@127.0.0.1")
+    assert actions == [DialSupervisor("sip:alice@127.0.0.1")] and state.ringing
+    return state
+
+
 def _with_supervisor(mode: Mode) -> CallState:
     state, _ = phases.hold(_with_agent())
-    state, _ = phases.supervisor_joined(state)
+    state, _ = phases.supervisor_joined(_rung(state))
     state, _ = phases.set_mode(state, mode)
     return state
 
@@ -176,7 +183,7 @@ def test_hold_detaches_the_agent_and_plays_hold_audio() -> None:
 
 def test_a_supervisor_is_briefed_then_takes_over_and_hands_back() -> None:
     state, _ = phases.hold(_with_agent())
-    state, actions = phases.supervisor_joined(state)
+    state, actions = phases.supervisor_joined(_rung(state))
     assert actions == [ApplyMix(Mix.HOLD_WITH_SUPERVISOR)]
     state, actions = phases.set_mode(state, Mode.TAKEOVER)
     assert (state.phase, state.mode, state.agent) == (
@@ -241,9 +248,9 @@ def test_commands_that_do_not_fit_the_phase_are_refused() -> None:
         phases.hold(CallState())
     with pytest.raises(NotNow, match="no supervisor"):
         phases.set_mode(_with_agent(), Mode.MONITOR)
-    state, _ = phases.supervisor_joined(_with_agent())
+    state, _ = phases.supervisor_joined(_rung(_with_agent()))
     with pytest.raises(NotNow, match="already"):
-        phases.supervisor_joined(state)
+        phases.supervisor_joined(_rung(state))
     done, _ = phases.ended(state)
     with pytest.raises(NotNow, match="ended"):
         phases.hang_up(done, reason="x")
@@ -254,3 +261,25 @@ def test_the_supervisor_keypad_maps_to_modes_and_hand_back() -> None:
     assert phases.SUPERVISOR_KEYS["4"] is Mode.TAKEOVER
     assert phases.SUPERVISOR_KEYS["5"] == "hand_back"
     assert set(phases.SUPERVISOR_KEYS) == {"1", "2", "3", "4", "5"}
+
+
+def test_one_phone_rings_at_a_time_and_a_ringing_phone_can_be_called_off() -> None:
+    ringing = _rung(phases.hold(_with_agent())[0])
+    with pytest.raises(NotNow, match="already ringing"):
+        phases.call_supervisor(ringing, uri="sip:bob@127.0.0.1")
+    # Called off (the offer timed out): the ringing stops, the caller hears no change.
+    off, actions = phases.dismiss_supervisor(ringing)
+    assert actions == [DropSupervisor()] and not off.ringing and off.mix is Mix.PROMPTS
+    with pytest.raises(NotNow, match="called off"):
+        phases.supervisor_joined(off)  # it answered as it was being cancelled
+    # The next supervisor can be rung; one who never answers frees the call for another.
+    again = _rung(off)
+    unreached, actions = phases.supervisor_unreached(again)
+    assert actions == [] and not unreached.ringing and unreached.phase is Phase.QUEUED
+    joined, _ = phases.supervisor_joined(_rung(unreached))
+    assert joined.supervisor and not joined.ringing
+
+
+def test_a_model_failure_calls_off_a_ringing_phone() -> None:
+    state, actions = phases.session_failed(_rung(_with_agent()), transfer_to=None)
+    assert DropSupervisor() in actions and not state.ringing
