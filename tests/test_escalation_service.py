@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from fastapi.testclient import TestClient
 
+from admin.api.app import create_app_from_settings
+from admin.settings import Settings
 from telephony.events import CallEvent, CallEventKind, read_events
 from tests.support import (
     PARLEY,
@@ -144,6 +147,53 @@ def test_dtmf_zero_reaches_the_supervisor_who_hears_the_summary(
     opening = spoken[:32000]
     assert best_correlation(opening, read_wav(tmp / "phone.wav"))[0] > 0.7
     assert best_correlation(opening, read_wav(Path(heard_by_caller["recording"])))[0] < 0.3
+
+    # The whole timeline in the admin API, as stored by the platform's own ingester.
+    detail = _api_call(
+        config,
+        call_id,
+        lambda d: (
+            [e["state"] for e in d["escalations"]] == ["returned_to_ai"]
+            and "call.supervisor" in {e["kind"] for e in d["events"]}
+        ),
+    )
+    [escalation] = detail["escalations"]
+    assert [t["event"] for t in escalation["transitions"]] == [
+        "request", "enqueue", "offer", "accept", "connect", "hand_back",
+    ]  # fmt: skip
+    assert escalation["supervisor"] == "alice" and escalation["reason"] == "dtmf_zero"
+    assert escalation["summary"] == summary["text"]
+    kinds = [e["kind"] for e in detail["events"]]
+    assert {"call.phase", "call.command", "call.escalation", "call.dtmf"} <= set(kinds), kinds
+
+
+def _api_call(
+    config: PlatformConfig, call_id: str, done: Callable[[dict[str, Any]], bool]
+) -> dict[str, Any]:
+    """GET /calls/{call_id} from an API on the platform's database, once `done` holds."""
+    made = subprocess.run(
+        [*PARLEY, "users", "create", "boss", "--role", "admin"],
+        env=config.env() | {"PARLEY_USER_PASSWORD": "boss-password-1"},
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PARLEY_CONFIG", str(config.write()))
+        settings = Settings()
+    with TestClient(create_app_from_settings(settings)) as client:
+        login = client.post("/auth/token", data={"username": "boss", "password": "boss-password-1"})
+        assert login.status_code == 200, login.text
+        headers = {"Authorization": f"Bearer {login.json()['access_token']}"}
+        detail: dict[str, Any] = {}
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            got = client.get(f"/calls/{call_id}", headers=headers)
+            if got.status_code == 200:
+                detail = got.json()
+                if done(detail):
+                    return detail
+            time.sleep(0.3)
+    raise AssertionError(f"the call's timeline never completed in the API: {detail}")
 
     steps = _escalations(config, call_id)
     assert [e.data["event"] for e in steps][:5] == [
