@@ -526,6 +526,7 @@ class Settings(BaseSettings):
             workers=self.sip.workers,
             run_dir=self.run_dir(),
             redis_url=self.redis_url,
+            state_file=self.run_dir() / "escalations.json",
         )
 
     def engine_needed(self) -> bool:

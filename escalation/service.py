@@ -27,7 +27,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from escalation import lifecycle
+from escalation import lifecycle, snapshot
 from escalation.acd import (
     AcdError,
     Action,
@@ -102,6 +102,9 @@ class ServiceConfig:
     retry_after_s: float = 5.0  # a supervisor whose phone failed or declined rests this long
     callback_wait_s: float = 90.0  # for a callback number after the agent asked for one
     goodbye_s: float = 3.0  # between the goodbye prompt and hanging up
+    # Live escalations are kept here, so that a restarted service picks up its waiting callers
+    # (escalation/snapshot.py). None: kept in memory only.
+    state_file: Path | None = None
 
     def queue_of(self, line: str | None) -> str:
         return self.line_queues.get(line or "", DEFAULT_QUEUE)
@@ -197,6 +200,7 @@ class EscalationService:
 
     async def run(self, events: Callable[[], AsyncIterator[CallEvent]] | None = None) -> None:
         """Follows the live events and ticks the queues until cancelled."""
+        await self._recover()
         ticker = asyncio.create_task(self._tick_forever())
         try:
             await self._follow(events or self._subscription)
@@ -451,7 +455,8 @@ class EscalationService:
             )
 
     def _call_over(self, call: LiveCall, now: float) -> None:
-        self.calls.pop(call.call_id, None)
+        if self.calls.pop(call.call_id, None) is not None and call.escalation is not None:
+            self._save()
         self._ended[call.call_id] = None
         while len(self._ended) > _ENDED_REMEMBERED:
             del self._ended[next(iter(self._ended))]
@@ -546,6 +551,95 @@ class EscalationService:
                     self.distributor.supervisor_state_changed(
                         supervisor, SupervisorState.AVAILABLE, now=now
                     )
+
+    # --- surviving a restart ---------------------------------------------------------------
+
+    def _save(self) -> None:
+        path = self.config.state_file
+        if path is None:
+            return
+        saved = [
+            snapshot.Saved(
+                call_id=call.call_id,
+                escalation_id=call.escalation_id,
+                line=call.line,
+                worker=call.worker,
+                reason=escalation.reason,
+                state=escalation.state,
+                requested_at=escalation.requested_at,
+                queue=escalation.queue,
+                supervisor_id=escalation.supervisor_id,
+            )
+            for call in self.calls.values()
+            if (escalation := call.escalation) is not None and lifecycle.is_live(escalation.state)
+        ]
+        try:
+            snapshot.write(path, saved)
+        except OSError as error:
+            log.error("escalation state not saved", extra={"error": str(error)})
+
+    async def _recover(self) -> None:
+        """Picks up the escalations a previous run of the service left live."""
+        path = self.config.state_file
+        if path is None:
+            return
+        saved = snapshot.read(path)
+        async with self._lock:
+            now = self.clock()
+            for entry in saved:
+                try:
+                    await self._resume(entry, now)
+                except Exception:
+                    log.exception("escalation not picked up", extra={"call_id": entry.call_id})
+            self._save()
+        if saved:
+            log.info(
+                "escalations picked up after a restart",
+                extra={"saved": len(saved), "live": len(self.calls)},
+            )
+
+    async def _resume(self, entry: snapshot.Saved, now: float) -> None:
+        call = LiveCall(
+            call_id=entry.call_id,
+            line=entry.line,
+            worker=entry.worker,
+            detector=TriggerDetector(self.config.policy_of(entry.line)),
+            escalation=entry.escalation(),
+            escalation_id=entry.escalation_id,
+        )
+        reply = await self._command(call, commands.Status(call_id=call.call_id, actor=ACTOR))
+        if not reply.ok:
+            return  # the call ended meanwhile: its escalation was closed when it was stored
+        self.calls[call.call_id] = call
+        call.phase = str(reply.data.get("phase", ""))
+        supervisor, state = entry.supervisor_id, entry.state
+        on_call = bool(reply.data.get("supervisor"))
+        if on_call and supervisor in self.supervisors and state in lifecycle.LIVE_STATES:
+            # Their supervisor is on the call: busy until their leg ends.
+            call.leg_of, call.leg_up, call.busy = supervisor, True, supervisor
+            with contextlib.suppress(AcdError):
+                self.distributor.supervisor_state_changed(supervisor, SupervisorState.BUSY, now=now)
+            if state is EscalationState.OFFERED:
+                self._step(call, lifecycle.accept, supervisor_id=supervisor, at=now)
+            if call.escalation is not None and call.escalation.state is EscalationState.ACCEPTED:
+                self._step(call, lifecycle.connect, at=now)
+            return
+        if reply.data.get("ringing"):  # an offer nobody follows any more: called off
+            call.stale_legs += 1
+            await self._command(call, commands.DetachLeg(call_id=call.call_id, actor=ACTOR))
+        if state is EscalationState.OFFERED:
+            self._step(call, lifecycle.offer_timed_out, at=now)
+        queue = entry.queue or self.config.queue_of(entry.line)
+        if call.phase == "queued":
+            if state is EscalationState.REQUESTED:
+                self._step(call, lifecycle.enqueue, queue=queue, at=now)
+            # Queued since the request: the queue's maximum wait still counts from then.
+            self.distributor.call_queued(
+                call.call_id, queue=queue, now=min(now, entry.requested_at)
+            )
+        elif call.escalation is not None and lifecycle.is_live(call.escalation.state):
+            self._step(call, lifecycle.hand_back, at=now)  # the agent has the caller again
+            call.detector.reset()
 
     # --- what is said: briefings and announcements ---------------------------------------------
 
@@ -662,6 +756,7 @@ class EscalationService:
     def _emit(self, call: LiveCall, step: Transition) -> None:
         summary = call.briefing if step.event is lifecycle.EscalationEvent.OFFER else None
         self.outlet.emit(escalation_event(call.escalation_id, call.escalation, step, summary))
+        self._save()
         log.info(
             "escalation transition",
             extra={

@@ -125,6 +125,13 @@ class Transfer(_Base):
     target: str  # a SIP URI
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Status(_Base):
+    """Changes nothing: the reply tells whether the worker holds the call, and its state."""
+
+    TYPE: ClassVar[str] = "status"
+
+
 Command = (
     Hangup
     | PlayPrompt
@@ -137,6 +144,7 @@ Command = (
     | ReattachAgent
     | Whisper
     | Transfer
+    | Status
 )
 
 COMMAND_TYPES: dict[str, type[Command]] = {
@@ -153,6 +161,7 @@ COMMAND_TYPES: dict[str, type[Command]] = {
         ReattachAgent,
         Whisper,
         Transfer,
+        Status,
     )
 }
 
@@ -255,6 +264,7 @@ _FIELDS: dict[type[Command], dict[str, _Check]] = {
     ReattachAgent: {"note": _optional_text},
     Whisper: {"text": _text},
     Transfer: {"target": _sip_uri},
+    Status: {},
 }
 _NULLABLE = {(AttachLeg, "uri"), (ReattachAgent, "note"), (PlayPrompt, "speech")}
 

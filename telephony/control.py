@@ -52,7 +52,13 @@ def transition(command: commands.Command) -> Transition:
             return functools.partial(phases.call_supervisor, uri=uri)
         case commands.DetachLeg():
             return phases.dismiss_supervisor
+        case commands.Status():
+            return _unchanged
     raise NotNow(f"unknown command {type(command).__name__}")
+
+
+def _unchanged(state: CallState) -> tuple[CallState, list[Action]]:
+    return state, []
 
 
 def _reattach(state: CallState, *, note: str | None) -> tuple[CallState, list[Action]]:

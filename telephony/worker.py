@@ -37,7 +37,7 @@ import pjsua2 as pj
 from agent.session import DuplexSession, SessionError
 from telephony import control, phases
 from telephony.bridge import CallBridge
-from telephony.commands import AttachLeg, Command, PlayPrompt, Reply
+from telephony.commands import AttachLeg, Command, PlayPrompt, Reply, Status
 from telephony.consent import (
     ConsentRun,
     Decision,
@@ -1113,13 +1113,16 @@ class MediaWorker:
         }
         if isinstance(command, PlayPrompt):
             data.update(prompt=command.prompt, speech=command.speech)
-        self._emit(CallEvent(command.call_id, CallEventKind.COMMAND, data))
+        if not isinstance(command, Status):  # a question, not a command
+            self._emit(CallEvent(command.call_id, CallEventKind.COMMAND, data))
         return Reply.success(
             command.command_id,
             {
                 "phase": state.phase.value,
                 "mode": state.mode.value if state.mode else None,
                 "agent": state.agent.value,
+                "supervisor": state.supervisor,
+                "ringing": state.ringing,
             },
         )
 

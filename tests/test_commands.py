@@ -21,6 +21,7 @@ from telephony.commands import (
     ReattachAgent,
     Reply,
     SetMode,
+    Status,
     Transfer,
     Unhold,
     Whisper,
@@ -49,6 +50,8 @@ EVERY_KIND: list[Command] = [
     ReattachAgent(call_id=CALL, actor=WHO),
     Whisper(call_id=CALL, actor=WHO, text="offer the refund"),
     Transfer(call_id=CALL, actor=WHO, target="sips:billing@example.com"),
+    Status(call_id=CALL, actor="escalation"),
+    PlayPrompt(call_id=CALL, actor="escalation", prompt="speech", speech="ab" * 32),
 ]
 
 
@@ -151,6 +154,8 @@ def _raw(kind: str, **fields: object) -> bytes:
         (_raw("set_mode", mode="BARGE"), "mode must be one of"),
         (_raw("play_prompt", prompt="../../etc/passwd", to="caller"), "prompt must be a prompt"),
         (_raw("play_prompt", prompt="hold", to="agent"), "to must be one of 'caller', 'super"),
+        (_raw("play_prompt", prompt="speech", to="caller", speech="../x"), "speech must be a SHA"),
+        (_raw("play_prompt", prompt="speech", to="caller", speech="AB" * 32), "must be a SHA"),
         (_raw("play_prompt", prompt="hold", to="prompt"), "to must be one of 'caller', 'super"),
         (_raw("attach_leg", leg="caller"), "leg must be one of 'supervisor'"),
         (_raw("detach_leg", leg="caller"), "leg must be one of 'supervisor'"),

@@ -4,6 +4,7 @@ keypad, and the service driven by scripted live events with a fake worker and a 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -275,5 +276,69 @@ def test_a_failed_hold_gives_the_call_back_and_bad_events_are_skipped(tmp_path: 
         await start(service)
         await service.handle(event(CallEventKind.DTMF, digit="0"))
         assert transitions(outlet) == ["request", "hand_back"]
+
+    asyncio.run(scenario())
+
+
+# --- a restarted service --------------------------------------------------------------------
+
+
+class StatusWorker(FakeWorker):
+    """Answers Status as a worker would: the call's phase, or that it holds no such call."""
+
+    def __init__(self, calls: dict[str, dict[str, object]]) -> None:
+        super().__init__()
+        self.calls = calls
+
+    async def __call__(self, command: Command, worker: int | None) -> Reply:
+        if isinstance(command, commands.Status):
+            self.sent.append(command)
+            state = self.calls.get(command.call_id)
+            if state is None:
+                return Reply.failure(command.command_id, "holds no live call")
+            return Reply.success(command.command_id, dict(state))
+        return await super().__call__(command, worker)
+
+
+def test_a_restarted_service_picks_up_its_waiting_callers(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        first, _worker, _outlet, clock = make(tmp_path, supervisors=0)
+        first.config = dataclasses.replace(first.config, state_file=tmp_path / "state.json")
+        await start(first)
+        await press_zero(first)
+        gone = CallEvent("c2", CallEventKind.STARTED, {"line": "main", "worker": 0})
+        await first.handle(gone)
+        await first.handle(CallEvent("c2", CallEventKind.DTMF, {"digit": "0"}))
+        saved = json.loads((tmp_path / "state.json").read_text())
+        assert {e["call_id"] for e in saved["escalations"]} == {"c1", "c2"}
+
+        # The service dies; c2's caller hangs up meanwhile; a new service starts.
+        second, _, outlet, _ = make(tmp_path, supervisors=1)
+        second.config = dataclasses.replace(second.config, state_file=tmp_path / "state.json")
+        second.clock = clock
+        worker = StatusWorker({"c1": {"phase": "queued", "supervisor": False, "ringing": False}})
+        second.send = worker
+        clock.now += 3
+        await second._recover()
+        assert set(second.calls) == {"c1"}
+        assert second.distributor.position("c1", clock.now) is not None
+        await second.tick()  # the supervisor who is now free is offered the waiting caller
+        assert worker.types()[-1] == "attach_leg"
+        assert transitions(outlet) == ["offer"]
+        saved = json.loads((tmp_path / "state.json").read_text())
+        assert [(e["call_id"], e["state"]) for e in saved["escalations"]] == [("c1", "offered")]
+
+    asyncio.run(scenario())
+
+
+def test_a_broken_state_file_is_survived(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        service, worker, _, _ = make(tmp_path)
+        path = tmp_path / "state.json"
+        service.config = dataclasses.replace(service.config, state_file=path)
+        for garbage in (b"{not json", b'{"version": 1, "escalations": [{"call_id": 3}]}'):
+            path.write_bytes(garbage)
+            await service._recover()
+            assert service.calls == {} and worker.sent == []
 
     asyncio.run(scenario())
