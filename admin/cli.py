@@ -300,6 +300,7 @@ def cmd_escalation(args: argparse.Namespace) -> int:
 
     from admin.event_pipeline import start_shipper
     from admin.logs import configure
+    from escalation.control import ServiceControl, control_inbox
     from escalation.service import EscalationService, worker_sender
     from telephony.events import JsonlOutlet
 
@@ -311,9 +312,10 @@ def cmd_escalation(args: argparse.Namespace) -> int:
     shipper = start_shipper(settings, spool)
 
     async def serve() -> None:
-        service = asyncio.create_task(
-            EscalationService(config, outlet, worker_sender(config)).run()
-        )
+        escalation = EscalationService(config, outlet, worker_sender(config))
+        inbox = control_inbox(config)
+        await inbox.start(ServiceControl(escalation).handle)
+        service = asyncio.create_task(escalation.run())
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, service.cancel)
@@ -321,8 +323,11 @@ def cmd_escalation(args: argparse.Namespace) -> int:
             "escalation service up",
             extra={"queues": len(config.queues), "supervisors": len(config.supervisors)},
         )
-        with contextlib.suppress(asyncio.CancelledError):
-            await service
+        try:
+            with contextlib.suppress(asyncio.CancelledError):
+                await service
+        finally:
+            await inbox.close()
 
     try:
         asyncio.run(serve())
