@@ -80,9 +80,12 @@ class Accept(_Base):
 
 
 class Decline(_Base):
+    """Turn down the call ringing `supervisor` (only if it is this escalation, where named)."""
+
     TYPE: ClassVar[str] = "decline"
     type: Literal["decline"] = "decline"
     supervisor: Id
+    escalation_id: Id | None = None
 
 
 class Snapshot(_Base):

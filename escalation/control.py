@@ -96,8 +96,10 @@ class ServiceControl:
         if (unknown := self._unknown(command.command_id, name)) is not None:
             return unknown
         ringing = self._ringing(name)
-        if ringing is None:
-            return _failure(command.command_id, "conflict", f"no call is ringing supervisor {name}")
+        if ringing is None or command.escalation_id not in (None, ringing.escalation_id):
+            return _failure(
+                command.command_id, "conflict", f"that call is not ringing supervisor {name}"
+            )
         self.service.rest(name, now, resting=True)  # withdraws the offer: the next one gets it
         return Reply.success(
             command.command_id,
