@@ -11,6 +11,7 @@ from escalation.commands import (
     CODEC,
     Accept,
     Decline,
+    EscalationCommand,
     Presence,
     PresenceState,
     Snapshot,
@@ -97,7 +98,7 @@ def test_refusals_say_why_with_a_code(tmp_path: Path) -> None:
     async def scenario() -> None:
         service, _worker, _outlet, _clock = make(tmp_path)
         control = ServiceControl(service)
-        cases = [
+        cases: list[tuple[EscalationCommand, str]] = [
             (Presence(actor="a", supervisor="nobody", state=PresenceState.AWAY), "not_found"),
             (Accept(actor="a", supervisor="s0", call_id="no-such-call"), "not_found"),
             (Decline(actor="a", supervisor="s0"), "conflict"),
