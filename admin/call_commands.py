@@ -19,9 +19,9 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from admin.call_delivery import WorkerInboxes, deliver
 from telephony import commands
-from telephony.commands import Command, CommandError, Reply
-from telephony.inbox import InboxError, RedisTarget, Target, inbox_path, send_command
+from telephony.commands import Command, CommandError
 from telephony.phases import Mode
 
 log = logging.getLogger("parley")
@@ -66,7 +66,7 @@ def add_parser(sub: Any, *, settings: Callable[[argparse.Namespace], Any]) -> No
         except (CommandError, KeyError) as error:
             print(f"parley call: {error}", file=sys.stderr)
             return 2
-        reply = asyncio.run(deliver(found, command))
+        reply = asyncio.run(deliver(WorkerInboxes.from_settings(found), command)).reply
         if not reply.ok:
             print(f"parley call: {reply.error}", file=sys.stderr)
             return 1
@@ -99,29 +99,3 @@ def build(args: argparse.Namespace, settings: Any) -> Command:
         command = commands.ReattachAgent(call_id=call_id, actor=ACTOR, note=args.note)
     commands.encode(command)  # refuses a malformed id or URI here, with the field named
     return command
-
-
-async def deliver(settings: Any, command: Command) -> Reply:
-    """Sends `command` to each media worker until the one holding the call answers.
-
-    A worker that does not hold the call says so; one that is down is skipped. The reply is
-    the holder's, or a failure naming the call when no worker holds it.
-    """
-    unreachable = []
-    for index in range(settings.sip.workers):
-        target: Target = (
-            RedisTarget(settings.redis_url, index)
-            if settings.redis_url
-            else inbox_path(settings.run_dir(), index)
-        )
-        try:
-            reply = await send_command(target, command)
-        except InboxError as error:
-            unreachable.append(f"worker {index}: {error}")
-            continue
-        if reply.ok or "holds no live call" not in (reply.error or ""):
-            return reply
-    detail = f" (unreachable: {'; '.join(unreachable)})" if unreachable else ""
-    return Reply.failure(
-        command.command_id, f"no media worker holds a live call {command.call_id}{detail}"
-    )

@@ -301,6 +301,7 @@ def cmd_escalation(args: argparse.Namespace) -> int:
     from admin.event_pipeline import start_shipper
     from admin.logs import configure
     from admin.speech import SpeechMaker
+    from escalation.control import ServiceControl, control_inbox
     from escalation.service import EscalationService, worker_sender
     from telephony.events import JsonlOutlet
 
@@ -316,9 +317,10 @@ def cmd_escalation(args: argparse.Namespace) -> int:
 
     async def serve() -> None:
         warm = asyncio.create_task(speech.warm_up())
-        service = asyncio.create_task(
-            EscalationService(config, outlet, worker_sender(config), speak=speech).run()
-        )
+        escalation = EscalationService(config, outlet, worker_sender(config), speak=speech)
+        inbox = control_inbox(config)
+        await inbox.start(ServiceControl(escalation).handle)
+        service = asyncio.create_task(escalation.run())
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, service.cancel)
@@ -326,9 +328,12 @@ def cmd_escalation(args: argparse.Namespace) -> int:
             "escalation service up",
             extra={"queues": len(config.queues), "supervisors": len(config.supervisors)},
         )
-        with contextlib.suppress(asyncio.CancelledError):
-            await service
-        warm.cancel()
+        try:
+            with contextlib.suppress(asyncio.CancelledError):
+                await service
+        finally:
+            warm.cancel()
+            await inbox.close()
 
     try:
         asyncio.run(serve())

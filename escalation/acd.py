@@ -353,6 +353,41 @@ class Distributor:
         within = 1 if now - call.queued_at <= target else 0
         self._count(call.queue, answered=1, answered_within_target=within)
 
+    def offer_to(self, call_id: str, *, supervisor_id: str, now: float) -> OfferCall | None:
+        """A supervisor asks for this waiting call: it is offered to them now, out of turn.
+
+        Comes out of the next `tick` as an OfferCall (None when it rings them already). Taking
+        a call makes a supervisor who was away or wrapping up available. Refused (AcdError)
+        for a call not waiting, one ringing someone else, a supervisor on a call or ringing
+        for another, or one without the call's queue and skills.
+        """
+        call = self._waiting.get(call_id)
+        if call is None:
+            raise AcdError(f"call {call_id} is not waiting in a queue")
+        supervisor = self._supervisor(supervisor_id)
+        policy = self._policies[call.queue]
+        offer = self._offers.get(call_id)
+        if offer is not None and offer.supervisor_id == supervisor_id:
+            return None
+        if offer is not None:
+            raise AcdError(f"call {call_id} is ringing another supervisor; wait for them")
+        if not supervisor.can_take(policy, call.skills):
+            raise AcdError(
+                f"supervisor {supervisor_id} does not serve queue {call.queue} with its skills"
+            )
+        if supervisor.state is SupervisorState.BUSY:
+            raise AcdError(f"supervisor {supervisor_id} is on a call")
+        if any(offer.supervisor_id == supervisor_id for offer in self._offers.values()):
+            raise AcdError(f"supervisor {supervisor_id} is being offered another call")
+        if supervisor.state is not SupervisorState.AVAILABLE:
+            self._supervisors[supervisor_id] = dataclasses.replace(
+                supervisor, state=SupervisorState.AVAILABLE, since=now
+            )
+        self._offers[call_id] = Offer(call_id, supervisor_id, now, now + policy.offer_timeout_s)
+        action = OfferCall(call_id, supervisor_id, call.queue, now + policy.offer_timeout_s)
+        self._pending.append(action)
+        return action
+
     def offer_declined(self, call_id: str, *, supervisor_id: str, now: float) -> None:
         """The supervisor said no; the call waits for the next one."""
         self._offer(call_id, supervisor_id)
@@ -434,6 +469,10 @@ class Distributor:
 
     def offer(self, call_id: str) -> Offer | None:
         return self._offers.get(call_id)
+
+    def waiting_call(self, call_id: str) -> WaitingCall | None:
+        """The call while it waits in a queue, being offered or not."""
+        return self._waiting.get(call_id)
 
     def waiting(self, queue: str, now: float) -> list[WaitingCall]:
         """The queue's calls not being offered, in the order they will be offered."""

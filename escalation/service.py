@@ -777,6 +777,23 @@ class EscalationService:
         self._later.add(task)
         task.add_done_callback(self._later.discard)
 
+    # --- commands from the service's inbox (escalation.control) ------------------------------
+
+    async def controlled(self, work: Callable[[float], Reply]) -> Reply:
+        """Runs `work(now)` between live events and ticks; a tick then carries out at once what
+        it changed in the distributor (an offer to ring, one to withdraw)."""
+        async with self._lock:
+            reply = work(self.clock())
+        await self.tick()
+        return reply
+
+    def rest(self, supervisor: str, now: float, *, resting: bool) -> None:
+        """Starts a supervisor's rest (they declined a call) or ends it (they set presence)."""
+        if resting:
+            self._rest(supervisor, now)
+        else:
+            self._resting.pop(supervisor, None)
+
 
 def escalation_event(
     escalation_id: str,

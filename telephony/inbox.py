@@ -1,12 +1,16 @@
-"""A media worker's command inbox, and the client that sends it commands.
+"""A command inbox (a media worker's, or the escalation service's), and its client.
 
 Two carriers behind one `Inbox` protocol, peers rather than special cases:
 
 - `UnixInbox`: a Unix stream socket in the run directory (`inbox_path`), mode 0600. Each line
   a client writes is one command (telephony.commands); the inbox answers each with one reply
   line, in order. A line it cannot read gets an error reply and the connection stays usable.
-- `RedisInbox`: the list `parley:commands:worker-<N>`; the reply goes to the list
-  `parley:replies:<command_id>`, which expires after a minute.
+- `RedisInbox`: the list `parley:commands:<inbox>` (`worker-<N>` for a media worker); the reply
+  goes to the list `parley:replies:<command_id>`, which expires after a minute.
+
+What travels is set by a `Codec`: a worker's call commands by default (`CALL_COMMANDS`); the
+escalation service passes its own (escalation.commands). Replies are `telephony.commands.Reply`
+for every inbox.
 
 The worker gives `start` its handler. Commands are handled one at a time per connection (Unix)
 or per worker (Redis), so two commands for a call run in the order they were sent; a handler
@@ -27,26 +31,37 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
 import redis.asyncio as aioredis
 
+from telephony import commands
 from telephony.commands import (
     MAX_MESSAGE_BYTES,
-    Command,
     CommandError,
     Reply,
-    decode,
     decode_reply,
-    encode,
     encode_reply,
 )
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[Command], Awaitable[Reply]]
+
+@dataclass(frozen=True, slots=True)
+class Codec:
+    """How one inbox's commands travel. `decode` is the boundary: it raises CommandError for
+    anything malformed; `encode` raises it for a command `decode` would refuse. A command has
+    `TYPE` and `command_id` (and `call_id` where it is about a call)."""
+
+    decode: Callable[[bytes | str], Any]
+    encode: Callable[[Any], bytes]
+
+
+CALL_COMMANDS = Codec(commands.decode, commands.encode)  # a media worker's
+
+Handler = Callable[[Any], Awaitable[Reply]]  # takes what the inbox's codec decodes
 
 DEFAULT_PREFIX = "parley"
 REPLY_TTL_S = 60
@@ -78,12 +93,17 @@ class CommandTimeout(InboxError, TimeoutError):
         self.delivered = delivered
 
 
-def inbox_path(run_dir: Path, worker_index: int) -> Path:
-    return run_dir / f"worker-{worker_index}.cmd.sock"
+def inbox_path(run_dir: Path, inbox: int | str) -> Path:
+    return run_dir / f"{inbox_name(inbox)}.cmd.sock"
 
 
-def commands_key(worker_index: int, *, prefix: str = DEFAULT_PREFIX) -> str:
-    return f"{prefix}:commands:worker-{worker_index}"
+def inbox_name(inbox: int | str) -> str:
+    """A worker's index names its inbox `worker-<N>`; another process's inbox its own name."""
+    return f"worker-{inbox}" if isinstance(inbox, int) else inbox
+
+
+def commands_key(inbox: int | str, *, prefix: str = DEFAULT_PREFIX) -> str:
+    return f"{prefix}:commands:{inbox_name(inbox)}"
 
 
 def replies_key(command_id: str, *, prefix: str = DEFAULT_PREFIX) -> str:
@@ -193,8 +213,9 @@ async def _discard_line(reader: asyncio.StreamReader, consumed: int) -> None:
 class UnixInbox:
     """Serves commands on a Unix socket; any number of clients at once."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, codec: Codec = CALL_COMMANDS) -> None:
         self.path = path
+        self.codec = codec
         self.handled = 0  # commands given to the handler
         self.refused = 0  # lines that were not a command
         self.failed = 0  # commands whose handler raised
@@ -250,7 +271,7 @@ class UnixInbox:
     async def _answer(self, line: bytes) -> Reply:
         assert self._handler is not None
         try:
-            command = decode(line.rstrip(b"\r\n"))
+            command = self.codec.decode(line.rstrip(b"\r\n"))
         except CommandError as error:
             self.refused += 1
             _log_refused(error, inbox=str(self.path))
@@ -262,7 +283,7 @@ class UnixInbox:
 
 
 class RedisInbox:
-    """Takes commands from the worker's Redis list; answers on each command's reply list.
+    """Takes commands from the inbox's Redis list; answers on each command's reply list.
 
     Redis errors (down, or answering with an error) are logged and retried with backoff; a
     reply that could not be pushed is pushed first once Redis is back.
@@ -271,15 +292,17 @@ class RedisInbox:
     def __init__(
         self,
         redis_url: str,
-        worker_index: int,
+        inbox: int | str,
         *,
         prefix: str = DEFAULT_PREFIX,
         retry_initial_s: float = 0.1,
         retry_max_s: float = 5.0,
+        codec: Codec = CALL_COMMANDS,
     ) -> None:
         self.redis_url = redis_url
-        self.key = commands_key(worker_index, prefix=prefix)
+        self.key = commands_key(inbox, prefix=prefix)
         self.prefix = prefix
+        self.codec = codec
         self.retry_initial_s = retry_initial_s
         self.retry_max_s = retry_max_s
         self.handled = 0
@@ -347,7 +370,7 @@ class RedisInbox:
     async def _take(self, client: aioredis.Redis, payload: bytes | str) -> None:
         assert self._handler is not None
         try:
-            command = decode(payload)
+            command = self.codec.decode(payload)
         except CommandError as error:
             self.refused += 1
             _log_refused(error, inbox=self.key)
@@ -370,13 +393,14 @@ async def _push_reply(client: aioredis.Redis, key: str, line: bytes) -> None:
         await pipe.execute()
 
 
-async def _run(handler: Handler, command: Command, *, inbox: str) -> tuple[Reply, int]:
+async def _run(handler: Handler, command: Any, *, inbox: str) -> tuple[Reply, int]:
     """The handler's reply, and 1 where it raised (the reply then says so)."""
     fields = {"inbox": inbox, "command": command.TYPE, "command_id": command.command_id}
     try:
         reply = await handler(command)
     except Exception as error:
-        log.exception("command handler failed", extra={**fields, "call_id": command.call_id})
+        call_id = getattr(command, "call_id", None)
+        log.exception("command handler failed", extra={**fields, "call_id": call_id})
         return Reply.failure(
             command.command_id,
             f"the worker failed to run {command.TYPE}: {type(error).__name__}",
@@ -411,27 +435,29 @@ def _log_refused(error: CommandError, *, inbox: str) -> None:
 
 @dataclass(frozen=True, slots=True)
 class RedisTarget:
-    """The inbox of worker `worker_index`, on Redis."""
+    """An inbox on Redis: worker `inbox`'s where it is an index, else the one so named."""
 
     redis_url: str
-    worker_index: int
+    inbox: int | str
     prefix: str = DEFAULT_PREFIX
 
 
 Target = Path | str | RedisTarget | tuple[str, int]
 
 
-async def send_command(target: Target, command: Command, *, timeout_s: float = 2.0) -> Reply:
-    """Sends `command` to the worker at `target` and returns its reply.
+async def send_command(
+    target: Target, command: Any, *, timeout_s: float = 2.0, codec: Codec = CALL_COMMANDS
+) -> Reply:
+    """Sends `command` to the inbox at `target` and returns its reply.
 
-    `target` is the path of a worker's inbox socket (`inbox_path`), or `(redis_url,
-    worker_index)`, or a RedisTarget. Raises WorkerUnreachable, CommandTimeout (see its
-    `delivered`), InboxError where the carrier failed after the command was sent, and
-    CommandError for a command that cannot be encoded or a reply that cannot be read.
+    `target` is the path of an inbox socket (`inbox_path`), or `(redis_url, worker_index)`, or
+    a RedisTarget. Raises WorkerUnreachable, CommandTimeout (see its `delivered`), InboxError
+    where the carrier failed after the command was sent, and CommandError for a command that
+    cannot be encoded or a reply that cannot be read.
     """
     if timeout_s <= 0:
         raise ValueError("timeout_s must be positive")
-    payload = encode(command)
+    payload = codec.encode(command)
     if isinstance(target, tuple):
         target = RedisTarget(*target)
     if isinstance(target, RedisTarget):
@@ -445,7 +471,7 @@ async def send_command(target: Target, command: Command, *, timeout_s: float = 2
     return reply
 
 
-async def _send_unix(path: Path, command: Command, payload: bytes, timeout_s: float) -> Reply:
+async def _send_unix(path: Path, command: Any, payload: bytes, timeout_s: float) -> Reply:
     sent = False
     try:
         async with asyncio.timeout(timeout_s):
@@ -453,11 +479,11 @@ async def _send_unix(path: Path, command: Command, payload: bytes, timeout_s: fl
                 reader, writer = await asyncio.open_unix_connection(path, limit=MAX_LINE_BYTES)
             except FileNotFoundError:
                 raise WorkerUnreachable(
-                    f"no command inbox at {path}: is the worker running, with this run directory?"
+                    f"no command inbox at {path}: is its process running, with this run directory?"
                 ) from None
             except ConnectionRefusedError:
                 raise WorkerUnreachable(
-                    f"nothing listens at {path}: the worker that made it has stopped"
+                    f"nothing listens at {path}: the process that made it has stopped"
                 ) from None
             try:
                 writer.write(payload + b"\n")
@@ -484,18 +510,16 @@ async def _send_unix(path: Path, command: Command, payload: bytes, timeout_s: fl
     return decode_reply(line.rstrip(b"\r\n"))
 
 
-async def _send_redis(
-    target: RedisTarget, command: Command, payload: bytes, timeout_s: float
-) -> Reply:
+async def _send_redis(target: RedisTarget, command: Any, payload: bytes, timeout_s: float) -> Reply:
     where = display_url(target.redis_url)
-    key = commands_key(target.worker_index, prefix=target.prefix)
+    key = commands_key(target.inbox, prefix=target.prefix)
     client = _redis(target.redis_url, socket_timeout=timeout_s + 2)
     try:
         try:
             await client.rpush(key, payload)
         except (redis.RedisError, OSError) as error:
             raise WorkerUnreachable(
-                f"could not queue {command.TYPE} for worker {target.worker_index} "
+                f"could not queue {command.TYPE} for {_shown_inbox(target.inbox)} "
                 f"at Redis {where}: {error}"
             ) from None
         reply_key = replies_key(command.command_id, prefix=target.prefix)
@@ -510,7 +534,7 @@ async def _send_redis(
             ) from None
         if popped is None:
             raise CommandTimeout(
-                f"worker {target.worker_index} did not answer {command.TYPE} "
+                f"{_shown_inbox(target.inbox)} did not answer {command.TYPE} "
                 f"{command.command_id} within {timeout_s} s"
                 + ("; withdrawn, it will not run" if removed else "; it may still run"),
                 delivered=False if removed else None,
@@ -519,6 +543,10 @@ async def _send_redis(
     finally:
         with contextlib.suppress(Exception):
             await client.aclose()
+
+
+def _shown_inbox(inbox: int | str) -> str:
+    return f"worker {inbox}" if isinstance(inbox, int) else f"the {inbox} inbox"
 
 
 def _redis(url: str, *, socket_timeout: float) -> aioredis.Redis:

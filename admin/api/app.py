@@ -10,12 +10,14 @@ from sqlalchemy import text
 from admin.api import errors
 from admin.api.access_log import AccessLog
 from admin.api.context import ApiContext
+from admin.api.control_plane import ControlPlane
 from admin.api.deps import DbSession
 from admin.api.metrics_registry import platform_registry
 from admin.api.routes import (
     api_keys,
     audit,
     auth,
+    call_control,
     calls,
     disclosures,
     escalations,
@@ -23,6 +25,7 @@ from admin.api.routes import (
     live,
     metrics,
     prometheus,
+    supervision,
     users,
 )
 from admin.db import create_engine, session_factory
@@ -40,7 +43,9 @@ def create_app(context: ApiContext) -> FastAPI:
     routers = (
         auth,
         calls,
+        call_control,
         escalations,
+        supervision,
         metrics,
         disclosures,
         lines,
@@ -76,5 +81,6 @@ def create_app_from_settings(settings: Any) -> FastAPI:
         keys=settings.keys(),
         token_minutes=settings.security.access_token_minutes,
         metrics=platform_registry(settings),
+        control=ControlPlane.from_settings(settings),
     )
     return create_app(context)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from prometheus_client import CollectorRegistry
 from sqlalchemy.orm import Session, sessionmaker
 
+from admin.api.control_plane import ControlPlane
 from admin.api.metrics_registry import process_registry
 from admin.keyfile import Keys
 
@@ -19,3 +20,5 @@ class ApiContext:
     live_poll_s: float = 0.5  # how often /live looks for newly stored events
     # What GET /metrics serves; by default this process's own figures only.
     metrics: CollectorRegistry = field(default_factory=process_registry)
+    # Where call and escalation commands go; None: the API commands nothing (503).
+    control: ControlPlane | None = None

@@ -3,6 +3,8 @@
 Every route names one permission (admin.api.deps.require); a role either has it or gets 403.
 Supervisors read calls through a scope instead of a permission: they see live and escalated
 calls only (admin.api.call_queries.visible_to), and any other call is "not found" to them.
+They command calls through a scope too: only calls of lines whose queue is one of theirs, and
+only as themselves (admin.api.call_control_access).
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ class Permission(enum.StrEnum):
     MANAGE_API_KEYS = "manage_api_keys"  # list, issue, revoke
     READ_AUDIT = "read_audit"  # list and verify the chain
     WATCH_LIVE = "watch_live"  # the /live event stream
+    COMMAND_CALLS = "command_calls"  # hold, mode, whisper...; supervisors in their queues
+    COMMAND_ALL_CALLS = "command_all_calls"  # no scope: every call, for every supervisor
+    READ_QUEUES = "read_queues"  # the live queues and supervisors (GET /queues)
 
 
 PERMISSIONS: dict[Role, frozenset[Permission]] = {
@@ -34,6 +39,8 @@ PERMISSIONS: dict[Role, frozenset[Permission]] = {
             Permission.READ_METRICS,
             Permission.READ_LINES,
             Permission.WATCH_LIVE,
+            Permission.COMMAND_CALLS,
+            Permission.READ_QUEUES,
         }
     ),
     Role.AUDITOR: frozenset(
@@ -44,6 +51,7 @@ PERMISSIONS: dict[Role, frozenset[Permission]] = {
             Permission.READ_LINES,
             Permission.READ_DISCLOSURES,
             Permission.READ_AUDIT,
+            Permission.READ_QUEUES,
         }
     ),
 }

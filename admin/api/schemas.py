@@ -25,7 +25,9 @@ from admin.models import (
     Speaker,
 )
 from agent.profiles import PROFILES
+from escalation.commands import PresenceState
 from escalation.lifecycle import EscalationEvent, EscalationState
+from telephony.phases import Mode
 
 _EARLIEST = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _LATEST = dt.datetime(2200, 1, 1, tzinfo=dt.UTC)
@@ -393,3 +395,89 @@ class AuditVerification(BaseModel):
     ok: bool
     entries: int
     first_bad_id: int | None = Field(description="the first entry that breaks the chain")
+
+
+# --- call control and supervision --------------------------------------------------------------
+
+
+class TransferIn(Input):
+    target: str = Field(min_length=1, max_length=256, description="a sip: or sips: URI")
+
+
+class ModeIn(Input):
+    mode: Mode
+
+
+class WhisperIn(Input):
+    text: Annotated[str, StringConstraints(min_length=1, max_length=2000, strip_whitespace=True)]
+
+
+class HandBackIn(Input):
+    note: (
+        Annotated[str, StringConstraints(min_length=1, max_length=2000, strip_whitespace=True)]
+        | None
+    ) = Field(None, description="a fact for the agent, e.g. what was agreed")
+
+
+class SuperviseIn(Input):
+    phone: Slug = Field(description="a phone's name from the sip.phones settings")
+
+
+class CallCommandOut(BaseModel):
+    """What the call is now, as the media worker holding it says."""
+
+    command_id: str
+    phase: str | None = None
+    mode: str | None = None
+    agent: str | None = None
+
+
+class PresenceIn(Input):
+    state: PresenceState
+
+
+class PresenceOut(BaseModel):
+    supervisor: str
+    state: PresenceState
+
+
+class OfferIn(Input):
+    supervisor: Slug | None = Field(
+        None, description="the supervisor (admins name one; a supervisor is themselves)"
+    )
+
+
+class OfferOut(BaseModel):
+    call_id: str
+    escalation_id: str
+    supervisor: str
+
+
+class WaitingCallOut(BaseModel):
+    call_id: str
+    escalation_id: str
+    reason: str
+    waited_s: float
+    position: int | None = Field(description="1: the next to be offered; null while it rings")
+    expected_wait_s: float | None = Field(description="null with nothing to go on")
+    offered_to: str | None
+
+
+class QueueOut(BaseModel):
+    name: str
+    waiting: int
+    calls: list[WaitingCallOut] = Field(description="the first 40 waiting calls across queues")
+    service_level: float | None
+
+
+class SupervisorOut(BaseModel):
+    name: str
+    state: str
+    queues: list[str]
+    call_id: str | None = Field(description="the call they are on or being rung into")
+    offered_call_id: str | None
+
+
+class QueuesOut(BaseModel):
+    queues: list[QueueOut]
+    supervisors: list[SupervisorOut]
