@@ -19,9 +19,9 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from admin.call_delivery import WorkerInboxes, deliver
 from telephony import commands
 from telephony.commands import Command, CommandError
+from telephony.delivery import WorkerInboxes, deliver
 from telephony.phases import Mode
 
 log = logging.getLogger("parley")

@@ -47,9 +47,10 @@ from escalation.observations import CallbackEntry, observation_for
 from escalation.triggers import CallerDigit, Trigger, TriggerDetector, TriggerPolicy
 from telephony import commands
 from telephony.commands import Command, CommandError, Reply
+from telephony.delivery import WorkerInboxes, deliver
 from telephony.events import CallEvent, CallEventKind, EventOutlet
 from telephony.fanout import RedisChannel, subscribe
-from telephony.inbox import InboxError, RedisTarget, Target, inbox_path, send_command
+from telephony.inbox import InboxError
 from telephony.mixing import Leg
 
 log = logging.getLogger(__name__)
@@ -139,27 +140,10 @@ class LiveCall:
 
 def worker_sender(config: ServiceConfig) -> SendCommand:
     """Sends a command to the worker holding the call: the one named, else each in turn."""
-
-    def target(index: int) -> Target:
-        if config.redis_url:
-            return RedisTarget(config.redis_url, index)
-        return inbox_path(config.run_dir, index)
+    inboxes = WorkerInboxes(config.workers, config.run_dir, config.redis_url)
 
     async def send(command: Command, worker: int | None) -> Reply:
-        order = list(range(config.workers))
-        if worker is not None:
-            order = [worker, *(i for i in order if i != worker)]
-        problems = []
-        for index in order:
-            try:
-                reply = await send_command(target(index), command)
-            except InboxError as error:
-                problems.append(f"worker {index}: {type(error).__name__}")
-                continue
-            if reply.ok or "holds no live call" not in (reply.error or ""):
-                return reply
-        detail = f" ({'; '.join(problems)})" if problems else ""
-        return Reply.failure(command.command_id, f"no media worker holds the call{detail}")
+        return (await deliver(inboxes, command, first=worker)).reply
 
     return send
 

@@ -47,6 +47,7 @@ from telephony.consent import (
     read_pcm,
 )
 from telephony.consent import Phase as ConsentPhase
+from telephony.delivery import NOT_HELD
 from telephony.events import CallEvent, CallEventKind, EventOutlet
 from telephony.inbox import Inbox, RedisInbox, UnixInbox
 from telephony.lines import Line, LineRouter, request_uri_user
@@ -1101,7 +1102,7 @@ class MediaWorker:
         except KeyError:
             return Reply.failure(
                 command.command_id,
-                f"media worker {self.config.index} holds no live call {command.call_id}",
+                f"media worker {self.config.index} {NOT_HELD} {command.call_id}",
             )
         except NotNow as error:
             return Reply.failure(command.command_id, str(error))
@@ -1133,7 +1134,7 @@ class MediaWorker:
         if record is None or not record.state.live:
             return Reply.failure(
                 command.command_id,
-                f"media worker {self.config.index} holds no live call {command.call_id}",
+                f"media worker {self.config.index} {NOT_HELD} {command.call_id}",
             )
         try:
             path = self._speech(sha256)

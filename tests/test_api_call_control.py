@@ -19,11 +19,11 @@ from sqlalchemy import select
 
 from admin.api.context import ApiContext
 from admin.api.control_plane import ControlPlane
-from admin.call_delivery import WorkerInboxes
 from admin.models import AuditEntry
 from escalation.commands import CODEC, Accept, Decline, Presence, Snapshot, escalation_inbox_path
 from telephony import commands
 from telephony.commands import Reply
+from telephony.delivery import WorkerInboxes
 from telephony.inbox import UnixInbox, inbox_path
 from tests.api_data import Api, new_call_id
 

@@ -13,8 +13,8 @@ import pytest
 
 from admin.api.context import ApiContext
 from admin.api.control_plane import ControlPlane
-from admin.call_delivery import WorkerInboxes
 from escalation.commands import escalation_inbox_path
+from telephony.delivery import WorkerInboxes
 from telephony.events import CallEvent, CallEventKind
 from tests.api_data import Api
 from tests.support import PlatformConfig, Running, chirp_noise, dial, finish_dial, write_wav

@@ -14,9 +14,9 @@ from typing import Any
 
 import anyio.from_thread
 
-from admin.call_delivery import Delivery, WorkerInboxes, deliver
 from escalation.commands import CODEC, INBOX, EscalationCommand, escalation_inbox_path
 from telephony.commands import Command, Reply
+from telephony.delivery import Delivery, WorkerInboxes, deliver
 from telephony.inbox import RedisTarget, Target, send_command
 
 ESCALATION_DOWN = (

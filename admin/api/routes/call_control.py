@@ -1,7 +1,7 @@
 """Commanding a live call: hold, unhold, hang up, transfer, supervisor modes, whisper, hand
 back, ring a supervisor's phone in, dismiss them.
 
-Each command goes to the media worker holding the call (admin.call_delivery), which answers
+Each command goes to the media worker holding the call (telephony.delivery), which answers
 with the call's phase, mode and agent now. 404: no worker holds the call; 409: the call
 cannot take it now (the reason says why); 503: a worker that may hold it does not answer.
 Who may command which call, and the audit entry of each: admin.api.call_control_access.
@@ -27,9 +27,9 @@ from admin.api.schemas import (
     TransferIn,
     WhisperIn,
 )
-from admin.call_delivery import Outcome
 from telephony import commands
 from telephony.commands import Command, CommandError
+from telephony.delivery import Outcome
 
 router = APIRouter(
     prefix="/calls",

@@ -1,4 +1,5 @@
-"""Sending a command to the media worker that holds its call; `parley call` and the API both.
+"""Sending a command to the media worker that holds its call: `parley call`, the API and the
+escalation service all do it this way.
 
 Each worker's inbox is tried in turn: one that does not hold the call says so, one that is down
 is skipped. The `Delivery` says what became of the command, for a caller that maps it (an exit
@@ -42,7 +43,7 @@ class WorkerInboxes:
 
     @classmethod
     def from_settings(cls, settings: Any) -> WorkerInboxes:
-        """From admin.settings.Settings."""
+        """From admin.settings.Settings (or anything with its workers, run_dir, redis_url)."""
         return cls(settings.sip.workers, settings.run_dir(), settings.redis_url)
 
     def target(self, index: int) -> Target:
@@ -51,10 +52,20 @@ class WorkerInboxes:
         return inbox_path(self.run_dir, index)
 
 
-async def deliver(inboxes: WorkerInboxes, command: Command, *, timeout_s: float = 2.0) -> Delivery:
-    """Sends `command` to each media worker until the one holding the call answers."""
+async def deliver(
+    inboxes: WorkerInboxes,
+    command: Command,
+    *,
+    timeout_s: float = 2.0,
+    first: int | None = None,
+) -> Delivery:
+    """Sends `command` to each media worker until the one holding the call answers; `first`
+    is the worker thought to hold it (tried before the others)."""
+    order = list(range(inboxes.workers))
+    if first is not None and first in order:
+        order = [first, *(i for i in order if i != first)]
     unreachable = []
-    for index in range(inboxes.workers):
+    for index in order:
         try:
             reply = await send_command(inboxes.target(index), command, timeout_s=timeout_s)
         except InboxError as error:
