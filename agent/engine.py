@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -182,6 +183,7 @@ class EngineSession:
         self.t_ms = 0  # the stream clock: caller audio received
         self._pending = np.zeros(0, dtype=np.int16)
         self._utterance: list[np.ndarray] = []
+        self._turn_power = (0.0, 0)  # the turn's speech so far: (sum of squares, samples)
         self._in_speech = False
         self._speech_run_ms = 0
         self._silence_run_ms = 0
@@ -436,6 +438,11 @@ class EngineSession:
         self.turns.speech_stopped(self._speech_stop_ms)
         await self.send("input_audio_buffer.speech_stopped", {"audio_end_ms": self._speech_stop_ms})
         audio = np.concatenate(self._utterance) if self._utterance else np.zeros(0, np.int16)
+        power, samples = self._turn_power
+        self._turn_power = (
+            power + float(np.square(audio, dtype=np.float64).sum()),
+            samples + audio.size,
+        )
         lookahead, self._lookahead = self._lookahead, None
         response = self._response
         if self._barged and response is not None and response.paused:
@@ -600,10 +607,14 @@ class EngineSession:
             await self.send(
                 "input_audio_buffer.committed", {"item_id": item_id, "previous_item_id": None}
             )
-            await self.send(
-                "conversation.item.input_audio_transcription.completed",
-                {"item_id": item_id, "content_index": 0, "transcript": text},
-            )
+            completed: dict[str, Any] = {"item_id": item_id, "content_index": 0, "transcript": text}
+            level = _level_dbfs(*self._turn_power)
+            self._turn_power = (0.0, 0)
+            if level is not None:
+                # Parley's own field: how loud the caller spoke (the escalation service's
+                # frustration cue "a raised voice" compares it with their usual level).
+                completed["parley_level_dbfs"] = level
+            await self.send("conversation.item.input_audio_transcription.completed", completed)
             prepared, self._prepared = self._prepared, None
             if not text:
                 if prepared is not None:
@@ -854,3 +865,10 @@ def _reading(reply: Any, dialogue: Any, item_id: str) -> dict[str, Any]:
         "confidence": round(min(1.0, max(0.0, float(confidence))), 3),
         "facts": dict(facts) if isinstance(facts, dict) else {},
     }
+
+
+def _level_dbfs(power: float, samples: int) -> float | None:
+    """The mean level of `samples` int16 samples whose squares sum to `power`, in dBFS."""
+    if samples <= 0 or power <= 0:
+        return None
+    return round(10 * math.log10(power / samples / 32768.0**2), 1)

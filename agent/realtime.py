@@ -24,7 +24,10 @@ equivalent): parley.handoff_requested, parley.hangup_requested, parley.backchann
 parley.turn_latency, parley.dtmf (digits the agent sends down the line),
 parley.instruction_applied (a whisper went into the answer ``item_id`` as ``text``),
 parley.agent_resumed (``note``: whether a note came with the hand-back), parley.reply (how
-the responder read the caller's turn: ``intent``, ``understood``, ``confidence``, ``facts``).
+the responder read the caller's turn: ``intent``, ``understood``, ``confidence``, ``facts``);
+and one field of its own on a standard event: ``parley_level_dbfs`` on
+conversation.item.input_audio_transcription.completed (the caller's mean speech level in the
+turn, for the escalation service's raised-voice cue).
 
 Audio: `audio/pcm` little-endian 16-bit mono. The Realtime API fixes the rate at 24 kHz;
 Parley also accepts `rate: 16000` (its native rate), which its own media workers use.

@@ -188,9 +188,11 @@ class RealtimeSession:
         if kind == "input_audio_buffer.speech_stopped":
             return [SessionEvent(EventKind.CALLER_SPEECH_STOPPED, {})]
         if kind == "conversation.item.input_audio_transcription.completed":
-            return [
-                SessionEvent(EventKind.CALLER_TRANSCRIPT, {"text": event.get("transcript", "")})
-            ]
+            heard: dict[str, object] = {"text": event.get("transcript", "")}
+            level = event.get("parley_level_dbfs")
+            if isinstance(level, int | float) and not isinstance(level, bool):
+                heard["level_dbfs"] = level
+            return [SessionEvent(EventKind.CALLER_TRANSCRIPT, heard)]
         if kind == "response.output_audio_transcript.done":
             # A server that cuts its transcript to what was heard (Parley's engine, after a
             # truncate) sent the whole text as deltas: keep both.

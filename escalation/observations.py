@@ -78,7 +78,11 @@ def observation_for(event: CallEvent) -> Observation | None:
         text = data.get("text")
         if not isinstance(text, str):
             raise ValueError("caller_transcript without text")
-        return CallerUtterance(text) if text.strip() else None
+        level = data.get("level_dbfs")
+        usable = isinstance(level, int | float) and math.isfinite(level) and level <= 0
+        if not text.strip():
+            return None
+        return CallerUtterance(text, float(level) if usable else None)  # type: ignore[arg-type]
     return None
 
 

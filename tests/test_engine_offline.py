@@ -42,6 +42,12 @@ def test_a_knowledge_base_question_gets_the_fact(models: tuple[ModelHub, Knowled
         assert agent is not None and "fifty dollars" in agent.fields["transcript"].lower()
         latency = h.first("parley.turn_latency")
         assert latency is not None
+        # How the responder read the turn, and how loud the caller spoke (for the escalation
+        # service's triggers and the supervisor's summary).
+        reading = h.first("parley.reply")
+        assert reading is not None and reading.fields["intent"] == "shipping_cost", reading
+        assert reading.fields["understood"] is True and reading.fields["confidence"] > 0.5
+        assert -40 < caller.fields["parley_level_dbfs"] < -3, caller.fields
         await h.close()
 
     run(scenario())

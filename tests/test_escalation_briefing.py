@@ -9,7 +9,7 @@ from typing import Any
 
 from escalation.briefing import Briefing, CallNotes, announcement, mood_of
 from escalation.observations import observation_for
-from escalation.triggers import ResponderTurn
+from escalation.triggers import CallerUtterance, ResponderTurn
 from telephony import commands
 from telephony.events import CallEvent, CallEventKind
 from telephony.mixing import Leg
@@ -88,6 +88,14 @@ def test_mood_and_announcements() -> None:
     )
     assert "about 2 minutes" in announcement(2, 130.0)
     assert "about 1 minute." in announcement(2, 70.0)
+
+
+def test_the_callers_level_feeds_the_raised_voice_cue() -> None:
+    said = agent(event="caller_transcript", text="this is wrong", level_dbfs=-12.5)
+    assert observation_for(said) == CallerUtterance("this is wrong", -12.5)
+    for level in (3.0, float("nan"), "loud", None):
+        bad = agent(event="caller_transcript", text="this is wrong", level_dbfs=level)
+        assert observation_for(bad) == CallerUtterance("this is wrong")
 
 
 def test_the_responders_reading_feeds_the_triggers() -> None:
