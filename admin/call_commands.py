@@ -7,6 +7,7 @@ parley call transfer CALL_ID sip:desk@pbx.example.com
 parley call mode CALL_ID takeover   (with a supervisor on the call)
 parley call whisper CALL_ID "Offer the refund"
 parley call hand-back CALL_ID --note "Refund approved"
+parley call status CALL_ID          where the call stands (phase, mode, agent, supervisor)
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ ACTOR = "cli"
 def add_parser(sub: Any, *, settings: Callable[[argparse.Namespace], Any]) -> None:
     call = sub.add_parser(
         "call",
-        help="command a live call: hold, unhold, hangup, transfer, mode, whisper, hand-back",
+        help="command a live call: hold, unhold, hangup, transfer, mode, whisper, hand-back, "
+        "status",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -58,6 +60,7 @@ def add_parser(sub: Any, *, settings: Callable[[argparse.Namespace], Any]) -> No
     supervise = action("supervise", help_text="ring a supervisor's phone into the call")
     supervise.add_argument("phone", help="a phone's name from the sip.phones settings")
     action("dismiss", help_text="take the supervisor off the call, back to the agent")
+    action("status", help_text="where the call stands; changes nothing")
 
     def run(args: argparse.Namespace) -> int:
         found = settings(args)
@@ -95,6 +98,8 @@ def build(args: argparse.Namespace, settings: Any) -> Command:
         command = commands.AttachLeg(call_id=call_id, actor=ACTOR, uri=uri)
     elif what == "dismiss":
         command = commands.DetachLeg(call_id=call_id, actor=ACTOR)
+    elif what == "status":
+        command = commands.Status(call_id=call_id, actor=ACTOR)
     else:
         command = commands.ReattachAgent(call_id=call_id, actor=ACTOR, note=args.note)
     commands.encode(command)  # refuses a malformed id or URI here, with the field named

@@ -47,7 +47,7 @@ def test_hold_and_unhold_by_command_detach_and_reattach_the_agent(
 ) -> None:
     inbox = inbox_path(worker_config.tmp / "var" / "run", 0)
     uri = f"sip:100@127.0.0.1:{worker_config.worker_base_port}"
-    sent = chirp_noise(7.0)
+    sent = chirp_noise(11.0)
     proc = dial(uri, tmp, play=write_wav(tmp / "sent.wav", sent), hold=0.3, background=True)
     call_id = _wait_for(worker_config, CallEventKind.ANSWERED).call_id
     time.sleep(1.0)
@@ -60,6 +60,16 @@ def test_hold_and_unhold_by_command_detach_and_reattach_the_agent(
     assert ok, error
     assert data["phase"] == "queued" and data["agent"] == "detached"
     time.sleep(2.5)
+    # A question, not a command: where the call stands, nothing changed, no call.command.
+    status = subprocess.run(
+        [*PARLEY, "call", "status", call_id],
+        env=worker_config.env(), capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout) == {
+        "phase": "queued", "mode": None, "agent": "detached", "supervisor": False,
+        "ringing": False,
+    }  # fmt: skip
     # Not every command fits every phase: refused with the reason, the call unchanged.
     ok, error, _ = asyncio.run(command(Whisper(call_id=call_id, actor="test", text="hi")))
     assert not ok and error and "supervisor" in error
