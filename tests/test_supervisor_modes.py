@@ -2,23 +2,32 @@
 loopback (a caller, Parley with its edge, a supervisor phone registered with credentials).
 
 The caller talks (noise A) to the echo agent, which plays it back; the supervisor talks
-(noise B). Who hears whom in each mode is read off the recordings by correlation.
+(noise B). Who hears whom in each mode is read off the recordings by correlation. On the
+embedded engine's line the caller asks a question: a whisper goes into the agent's answer, and
+a hand-back note into what it says when it is back.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
+from telephony.commands import Command, Hangup, SetMode, Whisper
 from telephony.events import CallEvent, CallEventKind
+from telephony.inbox import inbox_path, send_command
+from telephony.phases import Mode
+from tests.engine_harness import silence, speak
 from tests.support import (
     PARLEY,
+    EngineProcess,
     PlatformConfig,
     Running,
     best_correlation,
@@ -36,11 +45,16 @@ PASSWORD = "alice-secret-1"
 
 
 @pytest.fixture(scope="module")
-def config(tmp_path_factory: pytest.TempPathFactory) -> PlatformConfig:
+def config(tmp_path_factory: pytest.TempPathFactory, engine: EngineProcess) -> PlatformConfig:
     return PlatformConfig(
         tmp_path_factory.mktemp("supervise"),
         capacity=4,
+        lines=[
+            {"name": "main", "numbers": ["100"], "agent": "echo"},
+            {"name": "agent", "numbers": ["300"], "agent": "embedded"},
+        ],
         sip={"phones": [{"name": "alice", "password": PASSWORD}]},
+        extra={"engine": {"url": engine.url}},
     )
 
 
@@ -229,3 +243,169 @@ def test_a_supervisor_who_hangs_up_mid_takeover_leaves_the_caller_with_the_agent
         caller_rec, heard_by_caller["frame_times_ns"], back + 300_000_000, call_ended.t_mono_ns
     )
     assert _heard(caller_says, after) > 0.8  # the agent (echo) has the caller again
+
+
+WHISPER = "Offer them a twenty percent loyalty discount"
+NOTE = "Your replacement tent ships tomorrow morning"
+
+
+def _command(config: PlatformConfig, command: Command) -> dict[str, Any]:
+    """Straight to the worker's inbox: no `parley call` start-up where the call is timed."""
+    reply = asyncio.run(send_command(inbox_path(config.tmp / "var" / "run", 0), command))
+    assert reply.ok, reply.error
+    return reply.data
+
+
+def _agent(config: PlatformConfig, call_id: str, event: str, since: int = 0) -> list[CallEvent]:
+    return [
+        e
+        for e in _events(config, call_id)
+        if e.kind is CallEventKind.AGENT and e.data["event"] == event and e.t_mono_ns > since
+    ]
+
+
+def _played_out(config: PlatformConfig, call_id: str, utterance_id: object) -> int:
+    """Waits until the caller has had the whole utterance (it is sent faster than it plays);
+    returns when that was."""
+    [started] = [
+        e
+        for e in _agent(config, call_id, "agent_utterance_started")
+        if e.data["utterance_id"] == utterance_id
+    ]
+    [done] = _wait(
+        lambda: [
+            e
+            for e in _agent(config, call_id, "agent_utterance_done")
+            if e.data["utterance_id"] == utterance_id
+        ],
+        f"all of {utterance_id}",
+    )
+    end_ns = started.t_mono_ns + int(done.data["audio_ms"]) * 1_000_000 + 300_000_000
+    time.sleep(max(0.0, (end_ns - time.monotonic_ns()) / 1e9))
+    return end_ns
+
+
+def _speech_frames(recording: np.ndarray, times_ns: list[int], start_ns: int, end_ns: int) -> float:
+    """The share of 20 ms frames received between two moments that carry speech energy."""
+    window = _window(recording, times_ns, start_ns, end_ns)
+    energy = np.sqrt(np.mean(window[: len(window) // 320 * 320].reshape(-1, 320) ** 2, axis=1))
+    return float((energy > 300).mean())
+
+
+def test_a_whisper_shapes_the_agents_next_answer_and_a_hand_back_note_its_return(
+    platform: Running, config: PlatformConfig, tmp: Path
+) -> None:
+    supervisor_says = chirp_noise(30.0, seed=11)
+    phone = _phone(
+        config, tmp, "--password", PASSWORD, "--answer-after", "0.2",
+        "--play", str(write_wav(tmp / "supervisor.wav", supervisor_says)), "--max", "60",
+    )  # fmt: skip
+    # The greeting plays first (4.9 s); the caller asks once it is over, then listens.
+    question = speak("Do you ship internationally?")
+    since = time.monotonic_ns()
+    caller = dial(
+        f"sip:300@127.0.0.1:{config.sip_port}",
+        tmp,
+        play=write_wav(
+            tmp / "caller.wav",
+            np.concatenate([silence(5200), question, silence(30000)]).astype(np.float64),
+        ),
+        hold=0.5,
+        max_s=45,
+        background=True,
+    )
+    _wait(lambda: "registered" in (tmp / "phone.log").read_text(), "the phone registered")
+    answered = _wait(
+        lambda: [
+            e for e in config.events() if e.kind is CallEventKind.ANSWERED and e.t_mono_ns > since
+        ],
+        "an answer",
+    )
+    call_id = answered[-1].call_id
+    ring = subprocess.run(
+        [*PARLEY, "call", "supervise", call_id, "alice"],
+        env=config.env(), capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert ring.returncode == 0, ring.stderr
+    _wait(
+        lambda: [
+            e
+            for e in _events(config, call_id)
+            if e.kind is CallEventKind.SUPERVISOR and e.data["event"] == "answered"
+        ],
+        "the supervisor answered",
+    )
+    _command(config, SetMode(call_id=call_id, actor="test", mode=Mode.WHISPER))
+    whispered = time.monotonic_ns()
+    _command(config, Whisper(call_id=call_id, actor="test", text=WHISPER))
+
+    # The agent's next answer says the whisper, phrased for the caller.
+    [applied] = _wait(
+        lambda: _agent(config, call_id, "instruction_applied"), "the whisper in an answer", 30
+    )
+    answers = _agent(config, call_id, "agent_utterance_started", since=whispered)
+    assert answers[0].data["utterance_id"] == applied.data["item_id"], answers
+    assert "twenty percent loyalty discount" in str(applied.data["text"]).lower(), applied
+    answer_end = _played_out(config, call_id, applied.data["item_id"])
+
+    _command(config, SetMode(call_id=call_id, actor="test", mode=Mode.TAKEOVER))
+    time.sleep(0.5)  # the supervisor talks to the caller for a moment
+    back = subprocess.run(
+        [*PARLEY, "call", "hand-back", call_id, "--note", NOTE],
+        env=config.env(), capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert back.returncode == 0, back.stderr
+
+    # Back on the call, the agent says so at once, with the note.
+    [resumed] = _wait(lambda: _agent(config, call_id, "agent_resumed"), "the agent resumed")
+    assert resumed.data["note"] is True
+    [returned] = _wait(
+        lambda: _agent(config, call_id, "agent_transcript", since=resumed.t_mono_ns),
+        "what the agent said on its return",
+    )
+    assert "replacement tent ships tomorrow morning" in str(returned.data["text"]).lower()
+    returned_end = _played_out(config, call_id, returned.data["utterance_id"])
+    _command(config, Hangup(call_id=call_id, actor="test", reason="done"))
+
+    assert phone.wait(30) == 0, (tmp / "phone.log").read_text()[-2000:]
+    [heard_by_caller] = finish_dial(caller, tmp / "dial.json")
+    supervisor = json.loads((tmp / "phone.json").read_text())["calls"][0]
+    assert supervisor["ended_by"] == "far_end", supervisor  # handing back hangs up on them
+    events = _events(config, call_id)
+    modes = [
+        (e.data["phase"], e.data["mode"], e.t_mono_ns)
+        for e in events
+        if e.kind is CallEventKind.PHASE
+    ]
+    assert [(p, m) for p, m, _ in modes] == [
+        ("with_agent", None),
+        ("with_agent", None),  # the supervisor joined: briefing
+        ("with_human", "whisper"),
+        ("with_human", "takeover"),
+        ("with_agent", None),  # handed back
+    ], modes
+    (_, _, whisper), (_, _, takeover), (_, _, handed_back) = modes[2:]
+    assert not [
+        e
+        for e in events
+        if e.kind is CallEventKind.PLAYOUT_FLUSHED
+        and e.data["utterance_id"] == applied.data["item_id"]
+    ], "the caller did not hear all of the whispered answer"
+
+    caller_rec = read_wav(Path(heard_by_caller["recording"]))
+    frame_times = heard_by_caller["frame_times_ns"]
+    settle = 300_000_000
+
+    def caller_window(start: int, end: int) -> np.ndarray:
+        return _window(caller_rec, frame_times, start + settle, end)
+
+    # Whisper: the agent talks to the caller, who never hears the supervisor; in the
+    # takeover the same recording does carry the supervisor's voice.
+    assert _heard(supervisor_says, caller_window(whisper, takeover)) < 0.3
+    assert _speech_frames(caller_rec, frame_times, applied.t_mono_ns, answer_end) > 0.4
+    assert _heard(supervisor_says, caller_window(takeover, handed_back)) > 0.8
+    # Handed back: the agent speaks again, and the supervisor is gone.
+    assert _speech_frames(caller_rec, frame_times, resumed.t_mono_ns, returned_end) > 0.4
+    assert (
+        _heard(supervisor_says, caller_window(handed_back, heard_by_caller["ended_mono_ns"])) < 0.3
+    )
