@@ -111,6 +111,7 @@ def test_a_wrong_password_is_refused(platform: Running, config: PlatformConfig, 
     assert proc.wait(30) == 1
     result = json.loads((tmp / "phone.json").read_text())
     assert not result["registered"] and result["register_status"] == 403, result
+    assert "check the user name and password" in (tmp / "phone.log").read_text()
 
 
 def test_monitor_barge_takeover_and_hand_back_from_the_keypad(
