@@ -12,18 +12,21 @@ import sys
 import time
 import urllib.request
 import wave
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import yaml
 
-from telephony.events import CallEvent, read_events
+from telephony.events import CallEvent, CallEventKind, read_events
 from telephony.sipprobe import wait_answering
 
 ROOT = Path(__file__).resolve().parent.parent
 PARLEY = [sys.executable, "-m", "admin.cli"]
+
+T = TypeVar("T")
 
 
 def _free(port: int) -> bool:
@@ -225,6 +228,76 @@ def finish_dial(proc: subprocess.Popen[bytes], out: Path, timeout: float = 60) -
             f"{log.read_text(errors='replace')}"
         )
     return json.loads(out.read_text())
+
+
+def wait_for(predicate: Callable[[], T], what: str, timeout_s: float = 15.0) -> T:
+    """The first truthy value of `predicate`, polled every 0.1 s; fails naming `what`."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        found = predicate()
+        if found:
+            return found
+        time.sleep(0.1)
+    raise AssertionError(f"{what} within {timeout_s} s")
+
+
+def answered_since(config: PlatformConfig, since_ns: int) -> str:
+    """The id of the last call the platform answered after `since_ns` (monotonic)."""
+    answered = wait_for(
+        lambda: [
+            e
+            for e in config.events()
+            if e.kind is CallEventKind.ANSWERED and e.t_mono_ns > since_ns
+        ],
+        "an answer",
+    )
+    return answered[-1].call_id
+
+
+def start_phone(
+    config: PlatformConfig, tmp: Path, user: str, *args: str, name: str = "phone"
+) -> subprocess.Popen[bytes]:
+    """`parley phone` registering as `user` at the platform's edge; its summary, recording
+    and log are tmp/<name>.json, .wav and .log. Pass the password and the plan in `args`."""
+    argv = [
+        *PARLEY, "phone", "--registrar", f"sip:127.0.0.1:{config.sip_port}", "--user", user,
+        "--json", str(tmp / f"{name}.json"), "--record", str(tmp / f"{name}.wav"), *args,
+    ]  # fmt: skip
+    log = (tmp / f"{name}.log").open("wb")
+    return subprocess.Popen(argv, env=config.env(), stdout=log, stderr=subprocess.STDOUT)
+
+
+def phone_registered(tmp: Path, name: str = "phone") -> None:
+    wait_for(lambda: "registered" in (tmp / f"{name}.log").read_text(), f"{name} registered")
+
+
+def parley_call(config: PlatformConfig, *args: str) -> dict[str, Any]:
+    """`parley call ARGS` against the platform; its JSON answer (the call's new state)."""
+    done = subprocess.run(
+        [*PARLEY, "call", *args], env=config.env(), capture_output=True, text=True, timeout=30,
+        check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    answer: dict[str, Any] = json.loads(done.stdout)
+    return answer
+
+
+def received_between(
+    recording: np.ndarray, times_ns: list[int], start_ns: int, end_ns: int
+) -> np.ndarray:
+    """What a phone received between two moments, by its frames' arrival times."""
+    times = np.array(times_ns, dtype=np.int64)
+    frames = np.flatnonzero((times >= start_ns) & (times < end_ns))
+    assert len(frames) > 25, f"only {len(frames)} frames in the window"
+    return recording[frames[0] * 320 : (frames[-1] + 1) * 320]
+
+
+def heard_in(signal: np.ndarray, window: np.ndarray) -> float:
+    """How clearly 0.5 s stretches of `signal` appear in `window` (best of several)."""
+    return max(
+        best_correlation(signal[start : start + 8000], window)[0]
+        for start in range(0, len(signal) - 8000, 16000)
+    )
 
 
 def write_wav(path: Path, samples: np.ndarray) -> Path:
