@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import socket
 import subprocess
@@ -20,6 +21,8 @@ from typing import Any, TypeVar
 import numpy as np
 import yaml
 
+from telephony.edge import CTL_SOCKET_NAME
+from telephony.edge_stats import find_kamcmd
 from telephony.events import CallEvent, CallEventKind, read_events
 from telephony.sipprobe import wait_answering
 
@@ -67,11 +70,12 @@ class PlatformConfig:
 
     def __post_init__(self) -> None:
         workers = -(-self.capacity // 4)
-        block = free_port_block(2 + workers + workers * 40)
+        block = free_port_block(3 + workers + workers * 40)
         self.sip_port = block
         self.tls_port = block + 1
-        self.worker_base_port = block + 2
-        self.rtp_base_port = block + 2 + workers
+        self.http_port = block + 2  # another test's platform may hold the default 8000
+        self.worker_base_port = block + 3
+        self.rtp_base_port = block + 3 + workers
 
     def write(self) -> Path:
         settings = {
@@ -92,6 +96,10 @@ class PlatformConfig:
             "lines": self.lines,
             "default_line": self.default_line,
             "restart_backoff_s": 0.5,
+            "http_port": self.http_port,
+            # No background jobs unless a test asks (extra={"jobs": …}): the Celery worker
+            # costs a busy 2-core machine seconds to start and five to stop.
+            "jobs": {"enabled": False},
             **self.extra,
         }
         path = self.tmp / "parley.yaml"
@@ -164,9 +172,33 @@ def start_platform(config: PlatformConfig) -> Running:
     except TimeoutError:
         running.stop()
         raise AssertionError(f"platform did not start:\n{running.log()[-5000:]}") from None
-    # The edge probes workers every second; give it time to see them all up.
-    time.sleep(2.5)
+    _wait_edge_sees_workers(config)
     return running
+
+
+def _wait_edge_sees_workers(config: PlatformConfig) -> None:
+    """Until the edge's dispatcher has every worker up. A probe it sent before a worker was
+    listening fails within 0.75 s (the probe timeout, under the 1 s interval) and takes the
+    worker out until the next probe: past that, a worker shown up stays up."""
+    time.sleep(0.8)
+    kamcmd = find_kamcmd()
+    if kamcmd is None:
+        time.sleep(1.7)  # two probe intervals in all
+        return
+    argv = [
+        kamcmd,
+        "-s",
+        f"unix:{config.tmp / 'var' / 'edge' / CTL_SOCKET_NAME}",
+        "dispatcher.list",
+    ]
+    workers = -(-config.capacity // 4)
+
+    def all_up() -> bool:
+        listed = subprocess.run(argv, capture_output=True, text=True, timeout=5, check=False)
+        flags = re.findall(r"^\s*FLAGS: (\S+)", listed.stdout, re.MULTILINE)
+        return len(flags) == workers and all(f.startswith("A") for f in flags)
+
+    wait_for(all_up, "the edge seeing every worker up", timeout_s=10.0)
 
 
 def dial(

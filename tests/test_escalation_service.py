@@ -6,6 +6,7 @@ records the caller giving up.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -67,8 +68,11 @@ def config(tmp_path_factory: pytest.TempPathFactory) -> PlatformConfig:
 @pytest.fixture(scope="module")
 def platform(config: PlatformConfig) -> Iterator[Running]:
     running = start_platform(config)
-    wait_for(lambda: "escalation service up" in running.log(), "the escalation service started", 20)
-    time.sleep(1.5)  # it finds the workers' event sockets within a second
+    wait_for(
+        lambda: re.search(r"escalation +live events: connected", running.log()),
+        "the escalation service following the worker's events",
+        20,
+    )
     yield running
     assert running.stop(timeout=30) == 0, running.log()[-3000:]
 

@@ -33,7 +33,10 @@ pytestmark = [pytest.mark.sip, pytest.mark.slow]
 
 @pytest.fixture(scope="module")
 def config(tmp_path_factory: pytest.TempPathFactory) -> PlatformConfig:
-    return PlatformConfig(tmp_path_factory.mktemp("faults"), capacity=8)  # two workers
+    # Two workers; and the background jobs, so that one platform here runs every process.
+    return PlatformConfig(
+        tmp_path_factory.mktemp("faults"), capacity=8, extra={"jobs": {"enabled": True}}
+    )
 
 
 @pytest.fixture(scope="module")
