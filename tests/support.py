@@ -172,31 +172,34 @@ def start_platform(config: PlatformConfig) -> Running:
     except TimeoutError:
         running.stop()
         raise AssertionError(f"platform did not start:\n{running.log()[-5000:]}") from None
-    _wait_edge_sees_workers(config)
+    wait_edge_sees_workers(config)
     return running
 
 
-def _wait_edge_sees_workers(config: PlatformConfig) -> None:
-    """Until the edge's dispatcher has every worker up. A probe it sent before a worker was
-    listening fails within 0.75 s (the probe timeout, under the 1 s interval) and takes the
-    worker out until the next probe: past that, a worker shown up stays up."""
-    time.sleep(0.8)
+def edge_worker_flags(config: PlatformConfig) -> dict[int, str]:
+    """The edge dispatcher's flags for each worker by index: "AP" takes calls (active,
+    probed), "IP" or "TP" does not (inactive or trying after a failed probe)."""
     kamcmd = find_kamcmd()
-    if kamcmd is None:
-        time.sleep(1.7)  # two probe intervals in all
-        return
-    argv = [
-        kamcmd,
-        "-s",
-        f"unix:{config.tmp / 'var' / 'edge' / CTL_SOCKET_NAME}",
-        "dispatcher.list",
-    ]
+    assert kamcmd is not None, "kamcmd (installed with Kamailio) reads the edge's state"
+    socket = config.tmp / "var" / "edge" / CTL_SOCKET_NAME
+    listed = subprocess.run(
+        [kamcmd, "-s", f"unix:{socket}", "dispatcher.list"],
+        capture_output=True, text=True, timeout=5, check=False,
+    )  # fmt: skip
+    found = re.findall(r"URI: sip:[^\s]+:(\d+)\s+FLAGS: (\S+)", listed.stdout)
+    return {int(port) - config.worker_base_port: flags for port, flags in found}
+
+
+def wait_edge_sees_workers(config: PlatformConfig) -> None:
+    """Once every worker answers: until the edge's dispatcher has them all up. A probe it sent
+    before a worker was listening fails within 0.75 s (the probe timeout, under the 1 s
+    interval) and takes the worker out until the next probe: past that, up stays up."""
+    time.sleep(0.8)
     workers = -(-config.capacity // 4)
 
     def all_up() -> bool:
-        listed = subprocess.run(argv, capture_output=True, text=True, timeout=5, check=False)
-        flags = re.findall(r"^\s*FLAGS: (\S+)", listed.stdout, re.MULTILINE)
-        return len(flags) == workers and all(f.startswith("A") for f in flags)
+        flags = edge_worker_flags(config)
+        return len(flags) == workers and all(f.startswith("A") for f in flags.values())
 
     wait_for(all_up, "the edge seeing every worker up", timeout_s=10.0)
 
