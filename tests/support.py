@@ -289,6 +289,44 @@ def answered_since(config: PlatformConfig, since_ns: int) -> str:
     return answered[-1].call_id
 
 
+def agent_events(
+    config: PlatformConfig, call_id: str, event: str, since_ns: int = 0
+) -> list[CallEvent]:
+    """The call's agent events (call.agent_event) named `event`, after `since_ns`."""
+    return [
+        e
+        for e in config.events()
+        if e.call_id == call_id
+        and e.kind is CallEventKind.AGENT
+        and e.data["event"] == event
+        and e.t_mono_ns > since_ns
+    ]
+
+
+def played_out(config: PlatformConfig, call_id: str, utterance_id: object) -> int:
+    """Waits until the caller has had all of an agent utterance (the engine sends it faster
+    than it plays: its start plus its length, and a margin for the phone path); returns when
+    that was (monotonic ns)."""
+    [done] = wait_for(
+        lambda: [
+            e
+            for e in agent_events(config, call_id, "agent_utterance_done")
+            if e.data["utterance_id"] == utterance_id
+        ],
+        f"all of {utterance_id}",
+    )
+    [started] = [
+        e
+        for e in agent_events(config, call_id, "agent_utterance_started")
+        if e.data["utterance_id"] == utterance_id
+    ]
+    audio_ms = done.data["audio_ms"]
+    assert isinstance(audio_ms, int), done
+    end_ns = started.t_mono_ns + audio_ms * 1_000_000 + 300_000_000
+    time.sleep(max(0.0, (end_ns - time.monotonic_ns()) / 1e9))
+    return end_ns
+
+
 def start_phone(
     config: PlatformConfig, tmp: Path, user: str, *args: str, name: str = "phone"
 ) -> subprocess.Popen[bytes]:
@@ -408,10 +446,13 @@ class EngineProcess:
         return f"ws://127.0.0.1:{self.port}/v1/realtime"
 
 
-def start_engine(tmp: Path) -> EngineProcess:
-    """`parley engine` in its own process; returns once its models are loaded."""
+def start_engine(tmp: Path, *, prerender: bool = True) -> EngineProcess:
+    """`parley engine` in its own process; returns once its models are loaded. Without
+    `prerender` it does not synthesize the knowledge base's fixed replies in the background."""
     port = free_port_block(1)
-    config = PlatformConfig(tmp, extra={"engine": {"host": "127.0.0.1", "port": port}})
+    config = PlatformConfig(
+        tmp, extra={"engine": {"host": "127.0.0.1", "port": port, "prerender": prerender}}
+    )
     running = Running([*PARLEY, "engine"], config, "engine.log")
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:

@@ -28,6 +28,7 @@ from tests.support import (
     EngineProcess,
     PlatformConfig,
     Running,
+    agent_events,
     answered_since,
     chirp_noise,
     dial,
@@ -35,6 +36,7 @@ from tests.support import (
     heard_in,
     parley_call,
     phone_registered,
+    played_out,
     read_wav,
     received_between,
     start_phone,
@@ -210,37 +212,6 @@ def _command(config: PlatformConfig, command: Command) -> dict[str, Any]:
     return reply.data
 
 
-def _agent(config: PlatformConfig, call_id: str, event: str, since: int = 0) -> list[CallEvent]:
-    return [
-        e
-        for e in _events(config, call_id)
-        if e.kind is CallEventKind.AGENT and e.data["event"] == event and e.t_mono_ns > since
-    ]
-
-
-def _played_out(config: PlatformConfig, call_id: str, utterance_id: object) -> int:
-    """Waits until the caller has had the whole utterance (it is sent faster than it plays);
-    returns when that was."""
-    [done] = wait_for(
-        lambda: [
-            e
-            for e in _agent(config, call_id, "agent_utterance_done")
-            if e.data["utterance_id"] == utterance_id
-        ],
-        f"all of {utterance_id}",
-    )
-    [started] = [
-        e
-        for e in _agent(config, call_id, "agent_utterance_started")
-        if e.data["utterance_id"] == utterance_id
-    ]
-    audio_ms = done.data["audio_ms"]
-    assert isinstance(audio_ms, int), done
-    end_ns = started.t_mono_ns + audio_ms * 1_000_000 + 300_000_000
-    time.sleep(max(0.0, (end_ns - time.monotonic_ns()) / 1e9))
-    return end_ns
-
-
 def _speech_frames(recording: np.ndarray, times_ns: list[int], start_ns: int, end_ns: int) -> float:
     """The share of 20 ms frames received between two moments that carry speech energy."""
     window = received_between(recording, times_ns, start_ns, end_ns)
@@ -287,26 +258,28 @@ def test_a_whisper_shapes_the_agents_next_answer_and_a_hand_back_note_its_return
 
     # The agent's next answer says the whisper, phrased for the caller.
     [applied] = wait_for(
-        lambda: _agent(config, call_id, "instruction_applied"), "the whisper in an answer", 30
+        lambda: agent_events(config, call_id, "instruction_applied"), "the whisper in an answer", 30
     )
-    answers = _agent(config, call_id, "agent_utterance_started", since=whispered)
+    answers = agent_events(config, call_id, "agent_utterance_started", whispered)
     assert answers[0].data["utterance_id"] == applied.data["item_id"], answers
     assert "twenty percent loyalty discount" in str(applied.data["text"]).lower(), applied
-    answer_end = _played_out(config, call_id, applied.data["item_id"])
+    answer_end = played_out(config, call_id, applied.data["item_id"])
 
     _command(config, SetMode(call_id=call_id, actor="test", mode=Mode.TAKEOVER))
     time.sleep(0.5)  # the supervisor talks to the caller for a moment
     parley_call(config, "hand-back", call_id, "--note", NOTE)
 
     # Back on the call, the agent says so at once, with the note.
-    [resumed] = wait_for(lambda: _agent(config, call_id, "agent_resumed"), "the agent resumed")
+    [resumed] = wait_for(
+        lambda: agent_events(config, call_id, "agent_resumed"), "the agent resumed"
+    )
     assert resumed.data["note"] is True
     [returned] = wait_for(
-        lambda: _agent(config, call_id, "agent_transcript", since=resumed.t_mono_ns),
+        lambda: agent_events(config, call_id, "agent_transcript", resumed.t_mono_ns),
         "what the agent said on its return",
     )
     assert "replacement tent ships tomorrow morning" in str(returned.data["text"]).lower()
-    returned_end = _played_out(config, call_id, returned.data["utterance_id"])
+    returned_end = played_out(config, call_id, returned.data["utterance_id"])
     _command(config, Hangup(call_id=call_id, actor="test", reason="done"))
 
     assert phone.wait(30) == 0, (tmp / "phone.log").read_text()[-2000:]
