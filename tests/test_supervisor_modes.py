@@ -75,6 +75,15 @@ def _events(config: PlatformConfig, call_id: str) -> list[CallEvent]:
     return [e for e in config.events() if e.call_id == call_id]
 
 
+def _modes(events: list[CallEvent]) -> list[tuple[object, object, int]]:
+    """(phase, mode, when) at each of the call's phase changes."""
+    return [
+        (e.data["phase"], e.data["mode"], e.t_mono_ns)
+        for e in events
+        if e.kind is CallEventKind.PHASE
+    ]
+
+
 def test_a_wrong_password_is_refused(platform: Running, config: PlatformConfig, tmp: Path) -> None:
     proc = start_phone(
         config, tmp, "alice", "--password", "not-the-password", "--register-only", "--max", "10"
@@ -115,11 +124,7 @@ def test_monitor_barge_takeover_and_hand_back_from_the_keypad(
     assert heard_by_caller["reason"] != "rtp_timeout", heard_by_caller
 
     events = _events(config, call_id)
-    modes = [
-        (e.data["phase"], e.data["mode"], e.t_mono_ns)
-        for e in events
-        if e.kind is CallEventKind.PHASE
-    ]
+    modes = _modes(events)
     assert [(p, m) for p, m, _ in modes] == [
         ("with_agent", None),
         ("with_agent", None),  # the supervisor joined: briefing
@@ -287,11 +292,7 @@ def test_a_whisper_shapes_the_agents_next_answer_and_a_hand_back_note_its_return
     supervisor = json.loads((tmp / "phone.json").read_text())["calls"][0]
     assert supervisor["ended_by"] == "far_end", supervisor  # handing back hangs up on them
     events = _events(config, call_id)
-    modes = [
-        (e.data["phase"], e.data["mode"], e.t_mono_ns)
-        for e in events
-        if e.kind is CallEventKind.PHASE
-    ]
+    modes = _modes(events)
     assert [(p, m) for p, m, _ in modes] == [
         ("with_agent", None),
         ("with_agent", None),  # the supervisor joined: briefing
