@@ -30,7 +30,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import wave
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -44,6 +43,7 @@ from telephony.events import CallEvent, CallEventKind, read_events
 from telephony.inbox import inbox_path, send_command
 from telephony.phases import Mode
 from telephony.sipprobe import wait_answering
+from tests.support import chirp_noise, read_wav, wait_for, write_wav
 
 ROOT = Path(__file__).resolve().parent.parent
 PARLEY = [sys.executable, "-m", "admin.cli"]
@@ -57,30 +57,6 @@ def _env(config: Path) -> dict[str, str]:
     env["PYTHONPATH"] = str(ROOT)
     env["PARLEY_CONFIG"] = str(config)
     return env
-
-
-def _noise(seconds: float, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    noise = rng.standard_normal(int(16000 * seconds))
-    spectrum = np.fft.rfft(noise)
-    freqs = np.fft.rfftfreq(len(noise), 1 / 16000)
-    spectrum[(freqs < 300) | (freqs > 3200)] = 0
-    band = np.fft.irfft(spectrum, len(noise))
-    return np.asarray(band / np.abs(band).max() * 8000)
-
-
-def _write_wav(path: Path, samples: np.ndarray) -> Path:
-    with wave.open(str(path), "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(16000)
-        out.writeframes(samples.astype("<i2").tobytes())
-    return path
-
-
-def _read_wav(path: Path) -> np.ndarray:
-    with wave.open(str(path), "rb") as wav:
-        return np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2").astype(np.float64)
 
 
 @contextlib.contextmanager
@@ -123,16 +99,6 @@ def _events(tmp: Path) -> list[CallEvent]:
     return sorted(found, key=lambda e: e.t_mono_ns)
 
 
-def _wait_for(predicate, timeout_s: float = 20.0):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        found = predicate()
-        if found:
-            return found
-        time.sleep(0.05)
-    raise RuntimeError("timed out")
-
-
 def answered_worker(tmp: Path, call_id: str) -> int:
     started = next(
         e for e in _events(tmp) if e.call_id == call_id and e.kind is CallEventKind.STARTED
@@ -148,7 +114,7 @@ def one_call(tmp: Path, config: Path, n: int) -> tuple[float, list[tuple[str, fl
     phone = subprocess.Popen(
         [*PARLEY, "phone", "--registrar", f"sip:127.0.0.1:{BASE_PORT}", "--user", "alice",
          "--password", PASSWORD, "--answer-after", "0.2",
-         "--play", str(_write_wav(work / "b.wav", _noise(18, 11))),
+         "--play", str(write_wav(work / "b.wav", chirp_noise(18, seed=11))),
          "--json", str(work / "phone.json"), "--max", "60", "-q"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
@@ -156,14 +122,16 @@ def one_call(tmp: Path, config: Path, n: int) -> tuple[float, list[tuple[str, fl
     since = time.monotonic_ns()
     caller = subprocess.Popen(
         [*PARLEY, "dial", f"sip:199@127.0.0.1:{BASE_PORT}", "--play",
-         str(_write_wav(work / "a.wav", _noise(20, 7))), "--hold", "0.3", "--timeline",
+         str(write_wav(work / "a.wav", chirp_noise(20, seed=7))), "--hold", "0.3", "--timeline",
          "--record", str(work / "caller.wav"), "--json", str(work / "caller.json"), "-q"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
-    answered = _wait_for(
+    answered = wait_for(
         lambda: [
             e for e in _events(tmp) if e.kind is CallEventKind.ANSWERED and e.t_mono_ns > since
-        ]
+        ],
+        "the call answered",
+        20.0,
     )[-1]
     sent_ns = time.monotonic_ns()
     subprocess.run(
@@ -171,14 +139,16 @@ def one_call(tmp: Path, config: Path, n: int) -> tuple[float, list[tuple[str, fl
         capture_output=True,
     )  # fmt: skip
     inbox = inbox_path(tmp / "var" / "run", answered_worker(tmp, answered.call_id))
-    _wait_for(
+    wait_for(
         lambda: [
             e
             for e in _events(tmp)
             if e.call_id == answered.call_id
             and e.kind is CallEventKind.SUPERVISOR
             and e.data["event"] == "answered"
-        ]
+        ],
+        "the supervisor answered",
+        20.0,
     )
     for mode in MODES:
         time.sleep(1.5)
@@ -197,7 +167,7 @@ def one_call(tmp: Path, config: Path, n: int) -> tuple[float, list[tuple[str, fl
     phases = [e for e in events if e.kind is CallEventKind.PHASE][2:]  # after the briefing
     ring_ms = (rung - max(commanded, sent_ns)) / 1e6
     heard = json.loads((work / "caller.json").read_text())[0]
-    audio = _read_wav(work / "caller.wav")
+    audio = read_wav(work / "caller.wav")
     times = np.array(heard["frame_times_ns"], dtype=np.int64)
     level = np.sqrt(np.mean(audio[: len(times) * 320].reshape(-1, 320) ** 2, axis=1))
     quiet = level < np.median(level) / 10

@@ -21,8 +21,14 @@ from typing import Any
 
 import pjsua2 as pj
 
-from agent.session import FRAME_BYTES
 from telephony.mediaport import MediaPort
+from telephony.phonemedia import (
+    LegMedia,
+    collect_received,
+    connect_audio,
+    read_stream_info,
+    read_stream_stat,
+)
 from telephony.pjthread import EndpointOptions, PjThread
 from telephony.softphone import CODEC_CHOICES, SRTP_USE
 
@@ -179,7 +185,7 @@ class DeskEvent:
 
 
 @dataclass
-class DeskCallResult:
+class DeskCallResult(LegMedia):
     index: int
     from_uri: str = ""
     ringing_mono_ns: int = 0  # the INVITE arrived
@@ -188,22 +194,12 @@ class DeskCallResult:
     status_code: int = 0  # the call's last status: 486 declined, 487 the caller gave up…
     reason: str = ""
     ended_by: str = ""  # "phone" or "far_end"
-    codec: str = ""
-    srtp: bool = False
     dtmf_sent: list[tuple[str, int]] = field(default_factory=list)  # (digits, mono ns)
     dtmf_received: str = ""
-    received: list[tuple[bytes, int]] = field(default_factory=list)  # (20 ms pcm, arrival)
-    rx_packets: int = 0
-    rx_lost: int = 0
-    rx_jitter_ms: float = 0.0
-    tx_packets: int = 0
 
     @property
     def answered(self) -> bool:
         return self.answered_mono_ns > 0
-
-    def received_pcm(self) -> bytes:
-        return b"".join(pcm for pcm, _ in self.received)
 
     def summary(self) -> dict[str, object]:
         return {
@@ -220,13 +216,8 @@ class DeskCallResult:
             "srtp": self.srtp,
             "dtmf_sent": [{"digits": d, "mono_ns": t} for d, t in self.dtmf_sent],
             "dtmf_received": self.dtmf_received,
-            "frames_received": len(self.received),
-            "first_frame_mono_ns": self.received[0][1] if self.received else 0,
+            **self.media_summary(),
             "frame_times_ns": [t for _, t in self.received],
-            "rx_packets": self.rx_packets,
-            "rx_lost": self.rx_lost,
-            "rx_jitter_ms": round(self.rx_jitter_ms, 2),
-            "tx_packets": self.tx_packets,
         }
 
 
@@ -554,31 +545,11 @@ class DeskPhone:
     def _media(self, leg: _Leg) -> None:
         if leg.port is not None or leg.phase is not CallPhase.TALKING:
             return
-        info = leg.call.getInfo()
-        for index, media in enumerate(info.media):
-            if media.type == pj.PJMEDIA_TYPE_AUDIO and media.status == pj.PJSUA_CALL_MEDIA_ACTIVE:
-                audio = leg.call.getAudioMedia(index)
-                break
-        else:
-            return
-        pcm = self.plan.play_pcm
-        whole = len(pcm) - len(pcm) % FRAME_BYTES
-        port = MediaPort(rx_capacity=10_000_000, tx_capacity=whole // FRAME_BYTES + 10)
-        port.create(f"desk-{leg.result.index}")
-        audio.startTransmit(port)
-        port.startTransmit(audio)
-        for offset in range(0, whole, FRAME_BYTES):
-            port.queue_playout("supervisor", pcm[offset : offset + FRAME_BYTES])
-        leg.port = port
-        try:
-            stream = leg.call.getStreamInfo(0)
-        except pj.Error:
-            return
-        leg.result.codec = str(stream.codecName)
-        leg.result.srtp = int(stream.proto) in (
-            pj.PJMEDIA_TP_PROTO_RTP_SAVP,
-            pj.PJMEDIA_TP_PROTO_RTP_SAVPF,
+        leg.port = connect_audio(
+            leg.call, name=f"desk-{leg.result.index}", source="supervisor", pcm=self.plan.play_pcm
         )
+        if leg.port is not None:
+            read_stream_info(leg.call, leg.result)
 
     def _state(self, leg: _Leg, info: Any) -> None:
         if info.state != pj.PJSIP_INV_STATE_DISCONNECTED or leg.phase is CallPhase.ENDED:
@@ -613,28 +584,13 @@ class DeskPhone:
         if self._finishing and all(leg.phase is CallPhase.ENDED for leg in self._legs):
             self._done.set()
 
-    def _read_stats(self, leg: _Leg) -> None:
-        try:
-            stat = leg.call.getStreamStat(0)
-        except pj.Error:
-            return
-        rx = stat.rtcp.rxStat
-        leg.result.rx_packets = int(rx.pkt)
-        leg.result.rx_lost = int(rx.loss)
-        leg.result.rx_jitter_ms = float(rx.jitterUsec.mean) / 1000.0
-        leg.result.tx_packets = int(stat.rtcp.txStat.pkt)
+    @staticmethod
+    def _read_stats(leg: _Leg) -> None:
+        read_stream_stat(leg.call, leg.result)
 
     @staticmethod
     def _collect(leg: _Leg) -> None:
-        if leg.port is None:
-            return
-        for _ in range(10):
-            try:
-                # The clock thread may still append while the call tears down.
-                leg.result.received = list(leg.port.rx)
-                return
-            except RuntimeError:
-                continue
+        collect_received(leg.port, leg.result)
 
     @staticmethod
     def _respond(call: Any, status: int) -> bool:

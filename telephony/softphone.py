@@ -9,15 +9,22 @@ from __future__ import annotations
 import threading
 import time
 import wave
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pjsua2 as pj
 
-from agent.session import FRAME_BYTES, SAMPLE_RATE
+from agent.session import SAMPLE_RATE
 from telephony.mediaport import MediaPort
+from telephony.phonemedia import (
+    LegMedia,
+    collect_received,
+    connect_audio,
+    read_stream_info,
+    read_stream_stat,
+)
 from telephony.pjthread import OFFERED_CODECS, EndpointOptions, PjThread
 from telephony.rtpwatch import RtpInactivity
 
@@ -54,28 +61,18 @@ class DialPlan:
 
 
 @dataclass
-class DialResult:
+class DialResult(LegMedia):
     index: int
     status_code: int = 0
     reason: str = ""
     answered: bool = False
-    codec: str = ""
     placed_mono_ns: int = 0  # the INVITE went out
     answered_mono_ns: int = 0
     ended_mono_ns: int = 0
     dtmf_sent_mono_ns: int = 0
     dtmf_received: str = ""
-    received: list[tuple[bytes, int]] = field(default_factory=list)
-    rx_packets: int = 0
-    rx_lost: int = 0
-    rx_jitter_ms: float = 0.0
     jbuf_avg_delay_ms: float = 0.0  # the receive jitter buffer's mean delay (pjmedia)
-    tx_packets: int = 0
     remote_rtp: str = ""  # where the far end asked for RTP (its SDP c= and m= port)
-    srtp: bool = False  # the media was RTP/SAVP
-
-    def received_pcm(self) -> bytes:
-        return b"".join(pcm for pcm, _ in self.received)
 
     def summary(self) -> dict[str, object]:
         return {
@@ -89,13 +86,8 @@ class DialResult:
             "ended_mono_ns": self.ended_mono_ns,
             "dtmf_sent_mono_ns": self.dtmf_sent_mono_ns,
             "dtmf_received": self.dtmf_received,
-            "frames_received": len(self.received),
-            "first_frame_mono_ns": self.received[0][1] if self.received else 0,
-            "rx_packets": self.rx_packets,
-            "rx_lost": self.rx_lost,
-            "rx_jitter_ms": round(self.rx_jitter_ms, 2),
+            **self.media_summary(),
             "jbuf_avg_delay_ms": round(self.jbuf_avg_delay_ms, 1),
-            "tx_packets": self.tx_packets,
             "remote_rtp": self.remote_rtp,
             "srtp": self.srtp,
         }
@@ -238,32 +230,14 @@ class Softphone:
     def _media(self, leg: _Leg) -> None:
         if leg.port is not None:
             return
-        info = leg.call.getInfo()
-        for index, media in enumerate(info.media):
-            if media.type == pj.PJMEDIA_TYPE_AUDIO and media.status == pj.PJSUA_CALL_MEDIA_ACTIVE:
-                audio = leg.call.getAudioMedia(index)
-                break
-        else:
-            return
-        frames = max(1, len(self.plan.play_pcm) // FRAME_BYTES + 1)
-        port = MediaPort(rx_capacity=10_000_000, tx_capacity=frames + 10)
-        port.create(f"dial-{leg.result.index}")
-        audio.startTransmit(port)
-        port.startTransmit(audio)
-        pcm = self.plan.play_pcm
-        for offset in range(0, len(pcm) - len(pcm) % FRAME_BYTES, FRAME_BYTES):
-            port.queue_playout("caller", pcm[offset : offset + FRAME_BYTES])
-        leg.port = port
-        try:
-            stream = leg.call.getStreamInfo(0)
-        except pj.Error:
-            return
-        leg.result.codec = str(stream.codecName)
-        leg.result.remote_rtp = str(stream.remoteRtpAddress)
-        leg.result.srtp = int(stream.proto) in (
-            pj.PJMEDIA_TP_PROTO_RTP_SAVP,
-            pj.PJMEDIA_TP_PROTO_RTP_SAVPF,
+        leg.port = connect_audio(
+            leg.call, name=f"dial-{leg.result.index}", source="caller", pcm=self.plan.play_pcm
         )
+        if leg.port is None:
+            return
+        stream = read_stream_info(leg.call, leg.result)
+        if stream is not None:
+            leg.result.remote_rtp = str(stream.remoteRtpAddress)
 
     def _state(self, leg: _Leg, info: Any) -> None:
         if info.state == pj.PJSIP_INV_STATE_CONFIRMED and not leg.result.answered:
@@ -279,28 +253,14 @@ class Softphone:
             self._check_done()
 
     def _read_stats(self, leg: _Leg) -> bool:
-        try:
-            stat = leg.call.getStreamStat(0)
-        except pj.Error:
+        stat = read_stream_stat(leg.call, leg.result)
+        if stat is None:
             return False
-        rx = stat.rtcp.rxStat
-        leg.result.rx_packets = int(rx.pkt)
-        leg.result.rx_lost = int(rx.loss)
-        leg.result.rx_jitter_ms = float(rx.jitterUsec.mean) / 1000.0
         leg.result.jbuf_avg_delay_ms = float(stat.jbuf.avgDelayMsec)
-        leg.result.tx_packets = int(stat.rtcp.txStat.pkt)
         return True
 
     def _collect(self, leg: _Leg) -> None:
-        if leg.port is None:
-            return
-        for _ in range(10):
-            try:
-                # The clock thread may still append while the call tears down.
-                leg.result.received = list(leg.port.rx)
-                return
-            except RuntimeError:
-                continue
+        collect_received(leg.port, leg.result)
 
     def _check_rtp(self, leg: _Leg, now: float) -> None:
         if now < leg.next_stats_at:

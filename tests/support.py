@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import socket
 import subprocess
@@ -12,18 +13,23 @@ import sys
 import time
 import urllib.request
 import wave
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import yaml
 
-from telephony.events import CallEvent, read_events
+from telephony.edge import CTL_SOCKET_NAME
+from telephony.edge_stats import find_kamcmd
+from telephony.events import CallEvent, CallEventKind, read_events
 from telephony.sipprobe import wait_answering
 
 ROOT = Path(__file__).resolve().parent.parent
 PARLEY = [sys.executable, "-m", "admin.cli"]
+
+T = TypeVar("T")
 
 
 def _free(port: int) -> bool:
@@ -64,11 +70,12 @@ class PlatformConfig:
 
     def __post_init__(self) -> None:
         workers = -(-self.capacity // 4)
-        block = free_port_block(2 + workers + workers * 40)
+        block = free_port_block(3 + workers + workers * 40)
         self.sip_port = block
         self.tls_port = block + 1
-        self.worker_base_port = block + 2
-        self.rtp_base_port = block + 2 + workers
+        self.http_port = block + 2  # another test's platform may hold the default 8000
+        self.worker_base_port = block + 3
+        self.rtp_base_port = block + 3 + workers
 
     def write(self) -> Path:
         settings = {
@@ -89,6 +96,10 @@ class PlatformConfig:
             "lines": self.lines,
             "default_line": self.default_line,
             "restart_backoff_s": 0.5,
+            "http_port": self.http_port,
+            # No background jobs unless a test asks (extra={"jobs": …}): the Celery worker
+            # costs a busy 2-core machine seconds to start and five to stop.
+            "jobs": {"enabled": False},
             **self.extra,
         }
         path = self.tmp / "parley.yaml"
@@ -161,9 +172,36 @@ def start_platform(config: PlatformConfig) -> Running:
     except TimeoutError:
         running.stop()
         raise AssertionError(f"platform did not start:\n{running.log()[-5000:]}") from None
-    # The edge probes workers every second; give it time to see them all up.
-    time.sleep(2.5)
+    wait_edge_sees_workers(config)
     return running
+
+
+def edge_worker_flags(config: PlatformConfig) -> dict[int, str]:
+    """The edge dispatcher's flags for each worker by index: "AP" takes calls (active,
+    probed), "IP" or "TP" does not (inactive or trying after a failed probe)."""
+    kamcmd = find_kamcmd()
+    assert kamcmd is not None, "kamcmd (installed with Kamailio) reads the edge's state"
+    socket = config.tmp / "var" / "edge" / CTL_SOCKET_NAME
+    listed = subprocess.run(
+        [kamcmd, "-s", f"unix:{socket}", "dispatcher.list"],
+        capture_output=True, text=True, timeout=5, check=False,
+    )  # fmt: skip
+    found = re.findall(r"URI: sip:[^\s]+:(\d+)\s+FLAGS: (\S+)", listed.stdout)
+    return {int(port) - config.worker_base_port: flags for port, flags in found}
+
+
+def wait_edge_sees_workers(config: PlatformConfig) -> None:
+    """Once every worker answers: until the edge's dispatcher has them all up. A probe it sent
+    before a worker was listening fails within 0.75 s (the probe timeout, under the 1 s
+    interval) and takes the worker out until the next probe: past that, up stays up."""
+    time.sleep(0.8)
+    workers = -(-config.capacity // 4)
+
+    def all_up() -> bool:
+        flags = edge_worker_flags(config)
+        return len(flags) == workers and all(f.startswith("A") for f in flags.values())
+
+    wait_for(all_up, "the edge seeing every worker up", timeout_s=10.0)
 
 
 def dial(
@@ -225,6 +263,114 @@ def finish_dial(proc: subprocess.Popen[bytes], out: Path, timeout: float = 60) -
             f"{log.read_text(errors='replace')}"
         )
     return json.loads(out.read_text())
+
+
+def wait_for(predicate: Callable[[], T], what: str, timeout_s: float = 15.0) -> T:
+    """The first truthy value of `predicate`, polled every 0.1 s; fails naming `what`."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        found = predicate()
+        if found:
+            return found
+        time.sleep(0.1)
+    raise AssertionError(f"{what} within {timeout_s} s")
+
+
+def answered_since(config: PlatformConfig, since_ns: int) -> str:
+    """The id of the last call the platform answered after `since_ns` (monotonic)."""
+    answered = wait_for(
+        lambda: [
+            e
+            for e in config.events()
+            if e.kind is CallEventKind.ANSWERED and e.t_mono_ns > since_ns
+        ],
+        "an answer",
+    )
+    return answered[-1].call_id
+
+
+def agent_events(
+    config: PlatformConfig, call_id: str, event: str, since_ns: int = 0
+) -> list[CallEvent]:
+    """The call's agent events (call.agent_event) named `event`, after `since_ns`."""
+    return [
+        e
+        for e in config.events()
+        if e.call_id == call_id
+        and e.kind is CallEventKind.AGENT
+        and e.data["event"] == event
+        and e.t_mono_ns > since_ns
+    ]
+
+
+def played_out(config: PlatformConfig, call_id: str, utterance_id: object) -> int:
+    """Waits until the caller has had all of an agent utterance (the engine sends it faster
+    than it plays: its start plus its length, and a margin for the phone path); returns when
+    that was (monotonic ns)."""
+    [done] = wait_for(
+        lambda: [
+            e
+            for e in agent_events(config, call_id, "agent_utterance_done")
+            if e.data["utterance_id"] == utterance_id
+        ],
+        f"all of {utterance_id}",
+    )
+    [started] = [
+        e
+        for e in agent_events(config, call_id, "agent_utterance_started")
+        if e.data["utterance_id"] == utterance_id
+    ]
+    audio_ms = done.data["audio_ms"]
+    assert isinstance(audio_ms, int), done
+    end_ns = started.t_mono_ns + audio_ms * 1_000_000 + 300_000_000
+    time.sleep(max(0.0, (end_ns - time.monotonic_ns()) / 1e9))
+    return end_ns
+
+
+def start_phone(
+    config: PlatformConfig, tmp: Path, user: str, *args: str, name: str = "phone"
+) -> subprocess.Popen[bytes]:
+    """`parley phone` registering as `user` at the platform's edge; its summary, recording
+    and log are tmp/<name>.json, .wav and .log. Pass the password and the plan in `args`."""
+    argv = [
+        *PARLEY, "phone", "--registrar", f"sip:127.0.0.1:{config.sip_port}", "--user", user,
+        "--json", str(tmp / f"{name}.json"), "--record", str(tmp / f"{name}.wav"), *args,
+    ]  # fmt: skip
+    log = (tmp / f"{name}.log").open("wb")
+    return subprocess.Popen(argv, env=config.env(), stdout=log, stderr=subprocess.STDOUT)
+
+
+def phone_registered(tmp: Path, name: str = "phone") -> None:
+    wait_for(lambda: "registered" in (tmp / f"{name}.log").read_text(), f"{name} registered")
+
+
+def parley_call(config: PlatformConfig, *args: str) -> dict[str, Any]:
+    """`parley call ARGS` against the platform; its JSON answer (the call's new state)."""
+    done = subprocess.run(
+        [*PARLEY, "call", *args], env=config.env(), capture_output=True, text=True, timeout=30,
+        check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    answer: dict[str, Any] = json.loads(done.stdout)
+    return answer
+
+
+def received_between(
+    recording: np.ndarray, times_ns: list[int], start_ns: int, end_ns: int
+) -> np.ndarray:
+    """What a phone received between two moments, by its frames' arrival times."""
+    times = np.array(times_ns, dtype=np.int64)
+    frames = np.flatnonzero((times >= start_ns) & (times < end_ns))
+    assert len(frames) > 25, f"only {len(frames)} frames in the window"
+    return recording[frames[0] * 320 : (frames[-1] + 1) * 320]
+
+
+def heard_in(signal: np.ndarray, window: np.ndarray) -> float:
+    """How clearly 0.5 s stretches of `signal` appear in `window` (best of several)."""
+    return max(
+        best_correlation(signal[start : start + 8000], window)[0]
+        for start in range(0, len(signal) - 8000, 16000)
+    )
 
 
 def write_wav(path: Path, samples: np.ndarray) -> Path:
@@ -300,10 +446,13 @@ class EngineProcess:
         return f"ws://127.0.0.1:{self.port}/v1/realtime"
 
 
-def start_engine(tmp: Path) -> EngineProcess:
-    """`parley engine` in its own process; returns once its models are loaded."""
+def start_engine(tmp: Path, *, prerender: bool = True) -> EngineProcess:
+    """`parley engine` in its own process; returns once its models are loaded. Without
+    `prerender` it does not synthesize the knowledge base's fixed replies in the background."""
     port = free_port_block(1)
-    config = PlatformConfig(tmp, extra={"engine": {"host": "127.0.0.1", "port": port}})
+    config = PlatformConfig(
+        tmp, extra={"engine": {"host": "127.0.0.1", "port": port, "prerender": prerender}}
+    )
     running = Running([*PARLEY, "engine"], config, "engine.log")
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:

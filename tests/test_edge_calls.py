@@ -25,9 +25,12 @@ from tests.support import (
     Running,
     chirp_noise,
     dial,
+    edge_worker_flags,
     finish_dial,
     free_port_block,
     start_platform,
+    wait_edge_sees_workers,
+    wait_for,
     write_wav,
 )
 
@@ -183,7 +186,7 @@ def test_killed_worker_is_restarted_and_takes_calls_again(
     # The supervisor restarts the worker; the edge's probes bring it back into rotation.
     wait_answering("127.0.0.1", edge_config.worker_base_port + victim, timeout_s=20)
     assert "restarting process" in platform.log()
-    time.sleep(3.0)
+    wait_edge_sees_workers(edge_config)
     since = time.monotonic_ns()
     results = _dial_many(edge_config, tmp, 10, 1.0, "after-restart")
     assert all(r["answered"] for r in results)
@@ -199,7 +202,10 @@ def test_calls_while_a_worker_is_dead_go_elsewhere(
     # restarts it once its own probes have failed (about 9 s).
     os.kill(pid, signal.SIGSTOP)
     try:
-        time.sleep(3.5)  # a few edge probe intervals
+        wait_for(
+            lambda: edge_worker_flags(edge_config)[victim].startswith(("I", "D")),
+            "the edge taking the hung worker out",
+        )
         since = time.monotonic_ns()
         results = _dial_many(edge_config, tmp, 12, 1.0, "one-down")
         assert all(r["answered"] for r in results), [r["status_code"] for r in results]
@@ -212,7 +218,7 @@ def test_calls_while_a_worker_is_dead_go_elsewhere(
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGCONT)
     wait_answering("127.0.0.1", edge_config.worker_base_port + victim, timeout_s=20)
-    time.sleep(3.0)  # the edge's probes bring the new worker back into rotation
+    wait_edge_sees_workers(edge_config)  # the edge's probes bring it back into rotation
 
 
 def _wait_for_log(platform: Running, text: str, timeout_s: float = 30.0) -> None:

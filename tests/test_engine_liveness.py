@@ -38,6 +38,11 @@ def _healthy(port: int) -> bool:
         return False
 
 
+def _worker_sees_engine(platform: Running) -> int:
+    """How often the worker's readiness probe found the engine ready after it was not."""
+    return len(re.findall(r"worker-0 +model server is ready", platform.log()))
+
+
 def _invite(config: PlatformConfig) -> int | None:
     invite = Request("INVITE", f"sip:100@127.0.0.1:{config.sip_port}")
     invite.body = PCMU_SDP.format(host="127.0.0.1", port=40000)
@@ -58,7 +63,7 @@ def test_a_stopped_engine_is_restarted_and_its_callers_hear_the_apology(tmp: Pat
     platform: Running = start_platform(config)
     try:
         wait_for(lambda: "Parley is ready" in platform.log(), 240, "the engine's models")
-        time.sleep(2.0)  # the worker's readiness probe sees the engine up
+        wait_for(lambda: _worker_sees_engine(platform) == 1, 10, "the worker seeing the engine")
         play = write_wav(tmp / "talk.wav", chirp_noise(2.0))
         call = dial(
             f"sip:100@127.0.0.1:{config.sip_port}",
@@ -87,7 +92,7 @@ def test_a_stopped_engine_is_restarted_and_its_callers_hear_the_apology(tmp: Pat
         assert any(e.kind is CallEventKind.SESSION_FAILED for e in config.events())
 
         wait_for(lambda: _healthy(engine_port), 240, "the restarted engine")
-        time.sleep(3.0)
+        wait_for(lambda: _worker_sees_engine(platform) == 2, 10, "the worker seeing it again")
         [again] = dial(f"sip:100@127.0.0.1:{config.sip_port}", tmp, hold=1.0, name="again")
         assert again["answered"]
     finally:

@@ -18,11 +18,15 @@ from tests.support import (
     EngineProcess,
     PlatformConfig,
     Running,
+    agent_events,
+    answered_since,
     dial,
     finish_dial,
+    played_out,
     read_wav,
     start_engine,
     start_worker,
+    wait_for,
     write_wav,
 )
 
@@ -71,7 +75,7 @@ def test_caller_hears_the_answer_to_a_knowledge_base_question(
 
 def test_engine_dying_mid_call_plays_the_apology(tmp: Path) -> None:
     (tmp / "engine").mkdir()
-    engine = start_engine(tmp / "engine")
+    engine = start_engine(tmp / "engine", prerender=False)  # it is not kept long enough
     config = PlatformConfig(
         tmp,
         lines=[{"name": "main", "numbers": ["100"], "agent": "embedded"}],
@@ -79,6 +83,7 @@ def test_engine_dying_mid_call_plays_the_apology(tmp: Path) -> None:
     )
     worker = start_worker(config)
     try:
+        since = time.monotonic_ns()
         proc = dial(
             f"sip:100@127.0.0.1:{config.worker_base_port}",
             tmp,
@@ -87,7 +92,11 @@ def test_engine_dying_mid_call_plays_the_apology(tmp: Path) -> None:
             max_s=30,
             background=True,
         )
-        time.sleep(8.0)  # the greeting has played; the call is idle and healthy
+        call_id = answered_since(config, since)
+        [greeting] = wait_for(
+            lambda: agent_events(config, call_id, "agent_utterance_started"), "the greeting"
+        )
+        played_out(config, call_id, greeting.data["utterance_id"])  # idle and healthy now
         os.kill(engine.running.proc.pid, signal.SIGKILL)
         killed = time.monotonic_ns()
         [result] = finish_dial(proc, tmp / "dial.json")

@@ -6,13 +6,13 @@ records the caller giving up.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
@@ -23,12 +23,18 @@ from tests.support import (
     PARLEY,
     PlatformConfig,
     Running,
+    answered_since,
     best_correlation,
     chirp_noise,
     dial,
     finish_dial,
+    heard_in,
+    phone_registered,
     read_wav,
+    received_between,
+    start_phone,
     start_platform,
+    wait_for,
     write_wav,
 )
 
@@ -62,20 +68,13 @@ def config(tmp_path_factory: pytest.TempPathFactory) -> PlatformConfig:
 @pytest.fixture(scope="module")
 def platform(config: PlatformConfig) -> Iterator[Running]:
     running = start_platform(config)
-    _wait(lambda: "escalation service up" in running.log(), "the escalation service started", 20)
-    time.sleep(1.5)  # it finds the workers' event sockets within a second
+    wait_for(
+        lambda: re.search(r"escalation +live events: connected", running.log()),
+        "the escalation service following the worker's events",
+        20,
+    )
     yield running
     assert running.stop(timeout=30) == 0, running.log()[-3000:]
-
-
-def _wait(predicate, what: str, timeout_s: float = 15.0):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        found = predicate()
-        if found:
-            return found
-        time.sleep(0.1)
-    raise AssertionError(f"{what} within {timeout_s} s")
 
 
 def _escalations(config: PlatformConfig, call_id: str) -> list[CallEvent]:
@@ -93,40 +92,21 @@ def _of_call(config: PlatformConfig, call_id: str, kind: CallEventKind) -> list[
     return [e for e in config.events() if e.call_id == call_id and e.kind is kind]
 
 
-def _answered_since(config: PlatformConfig, since: int) -> str:
-    answered = _wait(
-        lambda: [
-            e for e in config.events() if e.kind is CallEventKind.ANSWERED and e.t_mono_ns > since
-        ],
-        "an answer",
-    )
-    return str(answered[-1].call_id)
-
-
-def _phone(config: PlatformConfig, tmp: Path, *args: str) -> subprocess.Popen[bytes]:
-    argv = [
-        *PARLEY, "phone", "--registrar", f"sip:127.0.0.1:{config.sip_port}", "--user", "alice",
-        "--password", PASSWORD, "--json", str(tmp / "phone.json"), *args,
-    ]  # fmt: skip
-    log = (tmp / "phone.log").open("wb")
-    return subprocess.Popen(argv, env=config.env(), stdout=log, stderr=subprocess.STDOUT)
-
-
 def test_dtmf_zero_reaches_the_supervisor_who_hears_the_summary(
     platform: Running, config: PlatformConfig, tmp: Path
 ) -> None:
-    phone = _phone(
-        config, tmp, "--answer-after", "0.3", "--hangup-after", "8", "--max", "30",
-        "--record", str(tmp / "phone.wav"),
+    phone = start_phone(
+        config, tmp, "alice", "--password", PASSWORD, "--answer-after", "0.3",
+        "--hangup-after", "8", "--max", "30",
     )  # fmt: skip
-    _wait(lambda: "registered" in (tmp / "phone.log").read_text(), "the phone registered")
+    phone_registered(tmp)
     since = time.monotonic_ns()
     caller = dial(
         f"sip:100@127.0.0.1:{config.sip_port}", tmp, dtmf="0", dtmf_at=0.8, hold=12.0,
         background=True,
     )  # fmt: skip
-    call_id = _answered_since(config, since)
-    _wait(lambda: "connect" in _steps(config, call_id), "the supervisor connected", 15)
+    call_id = answered_since(config, since)
+    wait_for(lambda: "connect" in _steps(config, call_id), "the supervisor connected", 15)
     assert phone.wait(30) == 0, (tmp / "phone.log").read_text()[-2000:]
     [heard_by_caller] = finish_dial(caller, tmp / "dial.json")
 
@@ -224,7 +204,7 @@ def test_nobody_answers_and_the_agent_takes_the_caller_back(
         f"sip:100@127.0.0.1:{config.sip_port}", tmp, dtmf="0", dtmf_at=0.5, hold=0.5,
         play=write_wav(tmp / "caller.wav", caller_says), background=True,
     )  # fmt: skip
-    call_id = _answered_since(config, since)
+    call_id = answered_since(config, since)
     [heard] = finish_dial(caller, tmp / "dial.json", timeout=40)
 
     steps = _escalations(config, call_id)
@@ -243,15 +223,11 @@ def test_nobody_answers_and_the_agent_takes_the_caller_back(
     back = phases[-1].t_mono_ns
     [ended] = _of_call(config, call_id, CallEventKind.ENDED)
     # The echo again, after the hold: what the caller says comes back.
-    times = np.array(heard["frame_times_ns"], dtype=np.int64)
-    frames = np.flatnonzero((times >= back + 300_000_000) & (times < ended.t_mono_ns))
-    assert len(frames) > 50, len(frames)
-    after = recording[frames[0] * 320 : (frames[-1] + 1) * 320]
-    heard_back = max(
-        best_correlation(caller_says[start : start + 8000], after)[0]
-        for start in range(0, len(caller_says) - 8000, 16000)
+    after = received_between(
+        recording, heard["frame_times_ns"], back + 300_000_000, ended.t_mono_ns
     )
-    assert heard_back > 0.8
+    assert len(after) > 50 * 320, len(after)
+    assert heard_in(caller_says, after) > 0.8
 
 
 def test_a_caller_who_hangs_up_in_the_queue_abandoned_it(
@@ -259,8 +235,8 @@ def test_a_caller_who_hangs_up_in_the_queue_abandoned_it(
 ) -> None:
     since = time.monotonic_ns()
     dial(f"sip:100@127.0.0.1:{config.sip_port}", tmp, dtmf="0", dtmf_at=0.5, hold=2.0)
-    call_id = _answered_since(config, since)
-    _wait(lambda: "call_ended" in _steps(config, call_id), "the escalation ended with the call")
+    call_id = answered_since(config, since)
+    wait_for(lambda: "call_ended" in _steps(config, call_id), "the escalation ended with the call")
     steps = _escalations(config, call_id)
     assert [e.data["event"] for e in steps][:2] == ["request", "enqueue"]
     assert steps[-1].data["to"] == "abandoned", steps

@@ -26,14 +26,25 @@ from telephony.events import CallEvent, CallEventKind
 from telephony.sipprobe import wait_answering
 from tests.ingest_support import wait_for
 from tests.sip_raw import PCMU_SDP, Request, exchange
-from tests.support import PlatformConfig, Running, chirp_noise, dial, start_platform, write_wav
+from tests.support import (
+    PlatformConfig,
+    Running,
+    chirp_noise,
+    dial,
+    start_platform,
+    wait_edge_sees_workers,
+    write_wav,
+)
 
 pytestmark = [pytest.mark.sip, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
 def config(tmp_path_factory: pytest.TempPathFactory) -> PlatformConfig:
-    return PlatformConfig(tmp_path_factory.mktemp("faults"), capacity=8)  # two workers
+    # Two workers; and the background jobs, so that one platform here runs every process.
+    return PlatformConfig(
+        tmp_path_factory.mktemp("faults"), capacity=8, extra={"jobs": {"enabled": True}}
+    )
 
 
 @pytest.fixture(scope="module")
@@ -169,7 +180,7 @@ def test_a_hung_ingester_is_restarted_and_stores_what_came_meanwhile(
 def test_stopping_refuses_new_calls_then_hangs_up_with_bye(
     platform: Running, config: PlatformConfig, tmp: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    time.sleep(3.0)  # the edge's probes see every worker up
+    wait_edge_sees_workers(config)
     proc, _, _ = _call_up(config, tmp, "stopping")
     time.sleep(2.0)
     monkeypatch.setenv("PARLEY_CONFIG", str(config.tmp / "parley.yaml"))
