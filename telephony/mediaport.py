@@ -48,8 +48,10 @@ class MediaPort(pj.AudioMediaPort):  # type: ignore[misc]
         rx_capacity: int = 50,
         tx_capacity: int = 1500,
         on_rx: Callable[[], None] | None = None,
+        kind: str = "agent",
     ) -> None:
         super().__init__()
+        self.kind = kind  # what the worker uses it for (its spares are kept by kind)
         # (pcm, monotonic ns at capture)
         self.rx: collections.deque[tuple[bytes, int]] = collections.deque()
         self._rx_capacity = rx_capacity
@@ -66,6 +68,19 @@ class MediaPort(pj.AudioMediaPort):  # type: ignore[misc]
         self.rx_overflow_drops = 0
         self.tx_overflow_drops = 0
         self.last_tx_mono_ns = 0
+
+    def reset(self, *, on_rx: Callable[[], None] | None = None) -> None:
+        """Ready for its next call: nothing queued, counters at zero. Only for a port with no
+        connections in the bridge (no frame callback can run meanwhile)."""
+        with self._lock:
+            self.rx.clear()
+            self.tx.clear()
+            self._playing = None
+            self._played = {}
+            self.frames_in = self.frames_out = self.underruns = 0
+            self.rx_overflow_drops = self.tx_overflow_drops = 0
+            self.last_tx_mono_ns = 0
+            self._on_rx = on_rx
 
     def create(self, name: str) -> None:
         fmt = pj.MediaFormatAudio()

@@ -239,7 +239,9 @@ class MediaWorker:
         self.pj: PjThread | None = None
         self._account: Any = None
         self._released = asyncio.Event()
-        self._retired_ports: list[tuple[float, MediaPort]] = []  # (free after, port)
+        self._retired_ports: list[tuple[float, Any]] = []  # (free after, port or player)
+        # Ports of ended calls, kept registered in the bridge for the next calls (by kind).
+        self._spare_ports: dict[str, list[MediaPort]] = {"agent": [], "prompt": []}
 
     # --- pjsua2 thread -------------------------------------------------------------------
 
@@ -358,10 +360,8 @@ class MediaWorker:
             return
         assert self.loop is not None
         rx_ready = asyncio.Event()
-        port = MediaPort(on_rx=wake_on(self.loop, rx_ready))
-        port.create(f"call-{record.call_id[:8]}")
-        prompt_port = MediaPort(rx_capacity=1)
-        prompt_port.create(f"prompt-{record.call_id[:8]}")
+        port = self._pj_port("agent", on_rx=wake_on(self.loop, rx_ready))
+        prompt_port = self._pj_port("prompt")
         # Connected as the call's mix says (_pj_apply_mix), starting with the first phase.
         record.legs = {Leg.CALLER: audio, Leg.AGENT: port, Leg.PROMPT: prompt_port}
         record.port = port
@@ -575,18 +575,40 @@ class MediaWorker:
                     CallEvent(record.call_id, CallEventKind.MEDIA_STATS, record.media_stats())
                 )
 
-    def _pj_bury_ports(self, now: float) -> None:
-        """Drops retired ports whose time has come and that nothing else still holds.
+    def _pj_port(self, kind: str, *, on_rx: Callable[[], None] | None = None) -> MediaPort:
+        """A media port for a new call: a spare one of that kind, else a new one.
 
-        A port still referenced elsewhere (a bridge caught in a reference cycle with its
-        tasks) waits: were this the last reference but one, the garbage collector would
-        finalize the port on whatever thread it ran on, and pjsua2 objects die only here.
+        Ports are reused rather than destroyed: a port's destructor takes it out of the
+        conference bridge, which pjmedia does on its clock thread a tick or more later, while
+        the port's memory goes at once — under load a frame callback or the removal could then
+        reach freed memory (media workers crashed so, once under SIP fuzzing, once at 200 calls).
+        A spare port has no connections, so the bridge does not call it; it goes at shutdown.
+        """
+        spares = self._spare_ports[kind]
+        if spares:
+            port = spares.pop()
+            port.reset(on_rx=on_rx)
+            return port
+        capacity = 1 if kind == "prompt" else 50  # the prompt player drops what it hears
+        port = MediaPort(rx_capacity=capacity, on_rx=on_rx, kind=kind)
+        port.create(f"{kind}-{id(port):x}")
+        return port
+
+    def _pj_bury_ports(self, now: float) -> None:
+        """Frees retired ports (and briefing players) whose time has come and that nothing
+        else still holds: a media port goes back to the spares, a player is dropped.
+
+        One still referenced elsewhere (a bridge caught in a reference cycle with its tasks)
+        waits: were this the last reference but one, the garbage collector would finalize it
+        on whatever thread it ran on, and pjsua2 objects die only here.
         """
         keep = []
         for free_after, port in self._retired_ports:
             # References: this list's tuple, the loop variable, getrefcount's argument.
             if free_after > now or sys.getrefcount(port) > 3:
                 keep.append((free_after, port))
+            elif isinstance(port, MediaPort):
+                self._spare_ports[port.kind].append(port)
         self._retired_ports = keep
 
     def _pj_hangup(self, record: ActiveCall, reason: str, status: int = 200) -> None:
@@ -654,6 +676,8 @@ class MediaWorker:
             record.pj_call = None
         self.calls.clear()
         self._retired_ports.clear()  # before libDestroy, like every pjsua2 object
+        for spares in self._spare_ports.values():
+            spares.clear()
         self._account = None
 
     def _pj_stopping(self) -> None:

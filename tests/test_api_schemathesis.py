@@ -4,7 +4,11 @@ own, since the generated requests change users and keys at random."""
 
 from __future__ import annotations
 
+import dataclasses
+import shutil
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,7 +19,12 @@ from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from sqlalchemy import Engine
 
+from admin.api.context import ApiContext
+from admin.api.control_plane import ControlPlane
+from escalation.commands import escalation_inbox_path
+from telephony.delivery import WorkerInboxes
 from tests.api_data import Api, running_api
+from tests.test_api_call_control import Inboxes
 
 pytest_plugins = ["tests.db_support", "tests.api_support"]
 
@@ -24,8 +33,22 @@ EXAMPLES = 10  # per operation and mode; about 20 operations, well under a minut
 
 @pytest.fixture(scope="module")
 def fuzzed_api(postgres_server: Engine) -> Iterator[Api]:
-    with running_api(postgres_server) as running:
-        yield running
+    """The API with call control wired to a media worker's and the escalation service's
+    inboxes (real Unix sockets, answering as a platform with one live call would)."""
+    run_dir = Path(tempfile.mkdtemp(prefix="parley-fuzz-", dir="/tmp"))  # short socket paths
+    try:
+        with running_api(postgres_server) as running, Inboxes(run_dir, running.fixture.live):
+            plane = ControlPlane(
+                workers=WorkerInboxes(1, run_dir),
+                escalation=escalation_inbox_path(run_dir),
+                supervisors={"supervisor": frozenset({"general"})},
+                phones={"desk": "sip:desk@127.0.0.1:5060"},
+            )
+            context: ApiContext = running.app.state.context
+            running.app.state.context = dataclasses.replace(context, control=plane)
+            yield running
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])

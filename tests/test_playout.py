@@ -78,3 +78,18 @@ def test_a_prompt_plays_in_full_through_a_barge_in_and_is_cut_by_control() -> No
         await asyncio.gather(ticking, runner, return_exceptions=True)
 
     asyncio.run(scenario())
+
+
+def test_a_reused_port_starts_its_next_call_clean() -> None:
+    """Media workers reuse a port for the next call instead of destroying it (worker.py)."""
+    woken: list[str] = []
+    port = MediaPort(on_rx=lambda: woken.append("first"), kind="prompt")
+    port.queue_playout("u1", b"\x01" * FRAME_BYTES)
+    port.queue_playout("u1", b"\x01" * FRAME_BYTES)
+    _pull(port, 1)  # one frame heard, one still queued
+    assert port.playout_depth() == 1 and port.played_ms("u1") == 20
+    port.reset(on_rx=lambda: woken.append("second"))
+    assert port.kind == "prompt" and port.playout_depth() == 0 and port.played_ms("u1") == 0
+    assert port.counters() == port.counters().__class__(0, 0, 0, 0, 0)
+    assert _pull(port, 1) == [bytes(FRAME_BYTES)]  # silence, not the last call's audio
+    assert port.underruns == 0  # and no utterance in progress to count an underrun for
