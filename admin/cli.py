@@ -394,6 +394,7 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def cmd_dial(args: argparse.Namespace) -> int:
+    from telephony.phonemedia import parse_keys
     from telephony.softphone import (
         CODEC_CHOICES,
         DialError,
@@ -405,7 +406,8 @@ def cmd_dial(args: argparse.Namespace) -> int:
 
     try:
         play = load_wav_16k(Path(args.play)) if args.play else b""
-    except (OSError, DialError) as error:
+        keys = parse_keys(args.keys or "")
+    except (OSError, DialError, ValueError) as error:
         print(f"parley dial: {error}", file=sys.stderr)
         return 2
     codecs = (CODEC_CHOICES[args.codec],) if args.codec else tuple(CODEC_CHOICES.values())
@@ -414,6 +416,7 @@ def cmd_dial(args: argparse.Namespace) -> int:
         play_pcm=play,
         dtmf=args.dtmf or "",
         dtmf_at_s=args.dtmf_at,
+        keys=keys,
         hold_s=args.hold,
         max_s=args.max,
         count=args.count,
@@ -477,8 +480,8 @@ def cmd_phone(args: argparse.Namespace) -> int:
         DeskEventKind,
         DeskPhone,
         DeskPlan,
-        parse_keys,
     )
+    from telephony.phonemedia import parse_keys
     from telephony.softphone import DialError, load_wav_16k, save_wav_16k
 
     password = args.password or os.environ.get("PARLEY_PHONE_PASSWORD")
@@ -620,6 +623,11 @@ def build_parser() -> argparse.ArgumentParser:
     dial.add_argument("--play", metavar="WAV", help="audio to send (any rate, 16-bit PCM WAV)")
     dial.add_argument("--record", metavar="WAV", help="write what the far end sent (16 kHz)")
     dial.add_argument("--dtmf", metavar="DIGITS", help="RFC 4733 digits to send, e.g. 12#")
+    dial.add_argument(
+        "--keys",
+        metavar="S:DIGITS,...",
+        help="more keys at their own times after answer, e.g. 1:0,6:5551234#",
+    )
     dial.add_argument(
         "--dtmf-at", type=float, default=0.5, metavar="S", help="seconds after answer"
     )

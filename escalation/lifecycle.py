@@ -90,7 +90,8 @@ class EscalationEvent(enum.StrEnum):
 _SOURCES: dict[EscalationEvent, frozenset[EscalationState]] = {
     EscalationEvent.ENQUEUE: frozenset({EscalationState.REQUESTED}),
     EscalationEvent.OFFER: frozenset({EscalationState.QUEUED}),
-    EscalationEvent.ACCEPT: frozenset({EscalationState.OFFERED}),
+    # From REQUESTED: a supervisor stepped into the call on their own (supervisor initiative).
+    EscalationEvent.ACCEPT: frozenset({EscalationState.OFFERED, EscalationState.REQUESTED}),
     EscalationEvent.DECLINE: frozenset({EscalationState.OFFERED}),
     EscalationEvent.OFFER_TIMED_OUT: frozenset({EscalationState.OFFERED}),
     EscalationEvent.CONNECT: frozenset({EscalationState.ACCEPTED}),

@@ -44,7 +44,14 @@ from escalation.acd import (
 from escalation.briefing import Briefing, CallNotes, announcement, mood_of
 from escalation.lifecycle import Escalation, EscalationState, IllegalTransition, Transition
 from escalation.observations import CallbackEntry, observation_for
-from escalation.triggers import CallerDigit, Trigger, TriggerDetector, TriggerPolicy
+from escalation.triggers import (
+    CallerDigit,
+    EscalationReason,
+    SupervisorInitiative,
+    Trigger,
+    TriggerDetector,
+    TriggerPolicy,
+)
 from telephony import commands
 from telephony.commands import Command, CommandError, Reply
 from telephony.delivery import WorkerInboxes, deliver
@@ -61,6 +68,7 @@ FALLBACK_AI_NOTE = "Nobody from the team was free; apologise and keep helping."
 FALLBACK_CALLBACK_NOTE = (
     "Nobody is free: ask for a callback number to be typed on the keypad, then #."
 )
+TRANSFER_PROMPT = "Thank you for waiting. I'm connecting you with a member of our team now."
 DECLINED = frozenset({486, 600, 603})  # the supervisor's phone said no
 _ENDED_REMEMBERED = 10_000
 _ABOUT_A_LIVE_CALL = frozenset(
@@ -72,6 +80,7 @@ _ABOUT_A_LIVE_CALL = frozenset(
         CallEventKind.SESSION_FAILED,
         CallEventKind.PHASE,
         CallEventKind.SUPERVISOR,
+        CallEventKind.COMMAND,
     }
 )
 SendCommand = Callable[[Command, int | None], Awaitable[Reply]]
@@ -136,6 +145,7 @@ class LiveCall:
     callback_until: float | None = None  # waiting for a number the agent asked for
     notes: CallNotes = field(default_factory=CallNotes)  # for the supervisor's briefing
     briefing: Briefing | None = None  # the summary of the current offer
+    stepping_in: str | None = None  # a supervisor someone else rang into the call
 
 
 def worker_sender(config: ServiceConfig) -> SendCommand:
@@ -252,7 +262,9 @@ class EscalationService:
             return  # late stats of a call that is over would otherwise never be forgotten
         call = self._call(event)
         call.notes.observe(event)
-        if kind is CallEventKind.PHASE:
+        if kind is CallEventKind.COMMAND:
+            self._commanded(call, event)
+        elif kind is CallEventKind.PHASE:
             await self._phase(call, event, now)
         elif kind is CallEventKind.SUPERVISOR:
             await self._supervisor_leg(call, event, now)
@@ -358,8 +370,11 @@ class EscalationService:
                 # A leg this service gave up on answered after all: off the call with it.
                 await self._command(call, commands.DetachLeg(call_id=call.call_id, actor=ACTOR))
                 return
-            if escalation is None or call.leg_of is None:
-                return  # a leg rung by someone else (parley call supervise)
+            if call.leg_of is None:
+                self._stepped_in(call, now)  # rung by someone else (the API, parley call)
+                return
+            if escalation is None:
+                return
             call.leg_up = True
             if escalation.state is EscalationState.OFFERED:
                 supervisor = call.leg_of
@@ -372,6 +387,8 @@ class EscalationService:
                 call.busy = supervisor
                 self._step(call, lifecycle.accept, supervisor_id=supervisor, at=now)
                 self._step(call, lifecycle.connect, at=now)
+                # While the supervisor hears the summary, the caller is told who is coming.
+                self._say_later(call, TRANSFER_PROMPT, to=Leg.CALLER, still=self._connected)
             return
         if what not in ("ended", "failed"):
             return
@@ -396,6 +413,33 @@ class EscalationService:
                 call, lifecycle.hand_back, at=now, actor=lifecycle.supervisor_actor(supervisor)
             )
             call.detector.reset()
+
+    def _commanded(self, call: LiveCall, event: CallEvent) -> None:
+        """Remembers whose phone someone else rang into the call (by its URI)."""
+        data = event.data
+        if data.get("command") != commands.AttachLeg.TYPE or data.get("actor") == ACTOR:
+            return
+        uri = data.get("uri")
+        call.stepping_in = next(
+            (s.name for s in self.supervisors.values() if s.phone_uri == uri), None
+        )
+
+    def _stepped_in(self, call: LiveCall, now: float) -> None:
+        """A supervisor joined a call of their own accord: an escalation with that reason,
+        accepted and connected by them, so the timeline and the queue's figures show it."""
+        supervisor, call.stepping_in = call.stepping_in, None
+        if supervisor is None or self._live(call):
+            return
+        trigger = call.detector.observe(SupervisorInitiative(supervisor), now)
+        reason = trigger.reason.value if trigger else EscalationReason.SUPERVISOR_INITIATIVE.value
+        call.escalation_id = uuid.uuid4().hex
+        actor = lifecycle.supervisor_actor(supervisor)
+        self._record(call, lifecycle.request(call.call_id, reason=reason, at=now, actor=actor))
+        self._step(call, lifecycle.accept, supervisor_id=supervisor, at=now)
+        self._step(call, lifecycle.connect, at=now)
+        call.leg_of, call.leg_up, call.busy = supervisor, True, supervisor
+        with contextlib.suppress(AcdError):
+            self.distributor.supervisor_state_changed(supervisor, SupervisorState.BUSY, now=now)
 
     async def _offer_failed(
         self, call: LiveCall, supervisor: str, event: CallEvent, now: float
@@ -646,6 +690,11 @@ class EscalationService:
             and escalation.state is EscalationState.QUEUED
             and call.phase == "queued"
         )
+
+    @staticmethod
+    def _connected(call: LiveCall) -> bool:
+        escalation = call.escalation
+        return escalation is not None and escalation.state is EscalationState.CONNECTED
 
     @staticmethod
     def _still_offered(call: LiveCall, *, supervisor: str) -> bool:

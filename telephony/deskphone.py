@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import enum
 import logging
-import math
 import queue
 import threading
 import time
@@ -24,6 +23,7 @@ import pjsua2 as pj
 from telephony.mediaport import MediaPort
 from telephony.phonemedia import (
     LegMedia,
+    check_keys,
     collect_received,
     connect_audio,
     read_stream_info,
@@ -34,7 +34,6 @@ from telephony.softphone import CODEC_CHOICES, SRTP_USE
 
 log = logging.getLogger(__name__)
 
-KEYPAD = frozenset("0123456789*#ABCD")  # the RFC 4733 DTMF events
 REGISTER_TIMEOUT_S = 5.0
 REFUSALS = {480: "Temporarily Unavailable", 486: "Busy Here"}
 UNREGISTER_WAIT_S = 3.0
@@ -69,32 +68,6 @@ def registrar_host(uri: str) -> str:
     if not host or (port and not (port.isdigit() and 0 < int(port) < 65536)):
         raise ValueError(f"registrar {uri!r}: expected sip:HOST or sip:HOST:PORT")
     return host
-
-
-def parse_keys(text: str) -> tuple[tuple[float, str], ...]:
-    """'2.5:4,6:5' -> ((2.5, '4'), (6.0, '5')): digits to press, seconds after answering."""
-    presses: list[tuple[float, str]] = []
-    for item in (part.strip() for part in text.split(",")):
-        if not item:
-            continue
-        at_text, colon, digits = item.partition(":")
-        try:
-            at = float(at_text) if colon else math.nan
-        except ValueError:
-            at = math.nan
-        if math.isnan(at):
-            raise ValueError(f"key press {item!r}: expected SECONDS:DIGITS, e.g. 2.5:4")
-        presses.append((at, digits.strip().upper()))
-    check_keys(presses)
-    return tuple(sorted(presses))
-
-
-def check_keys(presses: list[tuple[float, str]] | tuple[tuple[float, str], ...]) -> None:
-    for at, digits in presses:
-        if not (math.isfinite(at) and at >= 0):
-            raise ValueError(f"key press at {at}: seconds after answering must be 0 or more")
-        if not digits or not set(digits) <= KEYPAD:
-            raise ValueError(f"key press {digits!r}: digits are 0-9, *, # and A-D")
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,7 @@ These run on the pjsua2 thread, called from the phones' callbacks.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +16,35 @@ import pjsua2 as pj
 
 from agent.session import FRAME_BYTES
 from telephony.mediaport import MediaPort
+
+KEYPAD = frozenset("0123456789*#ABCD")  # the RFC 4733 DTMF events
+
+
+def parse_keys(text: str) -> tuple[tuple[float, str], ...]:
+    """'2.5:4,6:5' -> ((2.5, '4'), (6.0, '5')): digits to press, seconds after answering."""
+    presses: list[tuple[float, str]] = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        at_text, colon, digits = item.partition(":")
+        try:
+            at = float(at_text) if colon else math.nan
+        except ValueError:
+            at = math.nan
+        if math.isnan(at):
+            raise ValueError(f"key press {item!r}: expected SECONDS:DIGITS, e.g. 2.5:4")
+        presses.append((at, digits.strip().upper()))
+    check_keys(presses)
+    return tuple(sorted(presses))
+
+
+def check_keys(presses: list[tuple[float, str]] | tuple[tuple[float, str], ...]) -> None:
+    for at, digits in presses:
+        if not (math.isfinite(at) and at >= 0):
+            raise ValueError(f"key press at {at}: seconds after answering must be 0 or more")
+        if not digits or not set(digits) <= KEYPAD:
+            raise ValueError(f"key press {digits!r}: digits are 0-9, *, # and A-D")
+
 
 _SRTP_PROTOS = (pj.PJMEDIA_TP_PROTO_RTP_SAVP, pj.PJMEDIA_TP_PROTO_RTP_SAVPF)
 

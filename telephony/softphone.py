@@ -46,6 +46,7 @@ class DialPlan:
     play_pcm: bytes = b""
     dtmf: str = ""
     dtmf_at_s: float = 0.5  # after answer
+    keys: tuple[tuple[float, str], ...] = ()  # more presses: (seconds after answer, digits)
     hold_s: float = 2.0  # how long to stay on after the audio finished
     max_s: float = 60.0
     count: int = 1
@@ -128,6 +129,7 @@ class _Leg:
         self.answered_at = 0.0
         self.play_done_at: float | None = None
         self.dtmf_sent = False
+        self.keys_left: list[tuple[float, str]] = []
         self.done = False
         self.rtp_watch: RtpInactivity | None = None
         self.next_stats_at = 0.0
@@ -244,6 +246,7 @@ class Softphone:
             leg.result.answered = True
             leg.result.answered_mono_ns = time.monotonic_ns()
             leg.answered_at = time.monotonic()
+            leg.keys_left = list(self.plan.keys)
         elif info.state == pj.PJSIP_INV_STATE_DISCONNECTED and not leg.done:
             leg.done = True
             leg.result.status_code = int(info.lastStatusCode)
@@ -282,6 +285,8 @@ class Softphone:
             if leg.done:
                 continue
             since = now - leg.answered_at
+            while leg.keys_left and since >= leg.keys_left[0][0]:
+                leg.call.dialDtmf(leg.keys_left.pop(0)[1])
             if self.plan.dtmf and not leg.dtmf_sent and since >= self.plan.dtmf_at_s:
                 leg.dtmf_sent = True
                 leg.result.dtmf_sent_mono_ns = time.monotonic_ns()

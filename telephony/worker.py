@@ -1138,6 +1138,8 @@ class MediaWorker:
         }
         if isinstance(command, PlayPrompt):
             data.update(prompt=command.prompt, speech=command.speech)
+        if isinstance(command, AttachLeg):
+            data.update(uri=command.uri)  # whose phone (the escalation service names them)
         if not isinstance(command, Status):  # a question, not a command
             self._emit(CallEvent(command.call_id, CallEventKind.COMMAND, data))
         return Reply.success(

@@ -20,7 +20,8 @@ import numpy as np
 import pytest
 
 from admin.cli import build_parser
-from telephony.deskphone import DeskPlan, parse_keys, registrar_host
+from telephony.deskphone import DeskPlan, registrar_host
+from telephony.phonemedia import parse_keys
 from tests.support import (
     PARLEY,
     ROOT,

@@ -9,6 +9,7 @@ from typing import Any
 
 from escalation.briefing import Briefing, CallNotes, announcement, mood_of
 from escalation.observations import observation_for
+from escalation.service import TRANSFER_PROMPT
 from escalation.triggers import CallerUtterance, ResponderTurn
 from telephony import commands
 from telephony.events import CallEvent, CallEventKind
@@ -149,6 +150,12 @@ def test_the_offer_carries_the_summary_and_the_supervisor_is_briefed(tmp_path: P
         [brief] = [c for c in worker.sent if isinstance(c, commands.PlayPrompt)]
         assert brief.to is Leg.SUPERVISOR and brief.speech == f"{1:064x}"
         assert [e for e in outlet.events if "summary" in e.data] == [offer]
+        # Answered: the caller is told a person is joining.
+        await service.handle(event(CallEventKind.SUPERVISOR, event="answered"))
+        await _settle(service)
+        assert voice.said[-1] == TRANSFER_PROMPT
+        told = [c for c in worker.sent if isinstance(c, commands.PlayPrompt)][-1]
+        assert told.to is Leg.CALLER and told.speech == f"{2:064x}"
 
     asyncio.run(scenario())
 

@@ -76,6 +76,7 @@ PATHS: dict[EscalationState, tuple[EscalationEvent, ...]] = {
 LEGAL: dict[EscalationState, set[EscalationEvent]] = {
     S.REQUESTED: {
         EscalationEvent.ENQUEUE,
+        EscalationEvent.ACCEPT,  # a supervisor stepping in on their own
         EscalationEvent.HAND_BACK,
         EscalationEvent.TAKE_CALLBACK,
         EscalationEvent.ABANDON,

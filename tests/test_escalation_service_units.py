@@ -342,3 +342,27 @@ def test_a_broken_state_file_is_survived(tmp_path: Path) -> None:
             assert service.calls == {} and worker.sent == []
 
     asyncio.run(scenario())
+
+
+def test_a_supervisor_who_steps_in_is_an_escalation_of_their_own(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        service, _worker, outlet, _clock = make(tmp_path, supervisors=2)
+        await start(service)
+        rung = {"command": "attach_leg", "actor": "api:boss", "uri": "sip:s1@127.0.0.1:5060"}
+        await service.handle(event(CallEventKind.COMMAND, **rung))
+        await service.handle(event(CallEventKind.SUPERVISOR, event="ringing"))
+        await service.handle(event(CallEventKind.SUPERVISOR, event="answered"))
+        assert transitions(outlet) == ["request", "accept", "connect"]
+        first = outlet.events[0].data
+        assert first["reason"] == "supervisor_initiative" and first["actor"] == "supervisor:s1"
+        assert service.distributor.supervisor("s1").state.value == "busy"
+        # Their leg ends: handed back to the agent, and they are free again after wrap-up.
+        await service.handle(event(CallEventKind.SUPERVISOR, event="ended", by="supervisor"))
+        assert transitions(outlet)[-1] == "hand_back"
+        assert outlet.events[-1].data["to"] == "returned_to_ai"
+        # A leg the service rang itself is not one of these.
+        await service.handle(event(CallEventKind.COMMAND, **(rung | {"actor": "escalation"})))
+        await service.handle(event(CallEventKind.SUPERVISOR, event="answered"))
+        assert transitions(outlet)[-1] == "hand_back"
+
+    asyncio.run(scenario())
