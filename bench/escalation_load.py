@@ -245,12 +245,15 @@ def main() -> int:
             f"p50 {statistics.median(rings):.0f} ms, p99 {_pct(rings, 0.99):.0f} ms, "
             f"max {max(rings):.0f} ms"
         )
-    briefed = [v for r in loaded for v in r["briefed_ms"]]
-    if briefed:
-        print(
-            f"supervisor answers -> briefing starts in their ear: n={len(briefed)}, "
-            f"p50 {statistics.median(briefed):.0f} ms, max {max(briefed):.0f} ms"
-        )
+    # The speech of a briefing is kept by its text: the first round's are new, later rounds
+    # find the same texts (same reason, queue and wait) already spoken.
+    for n, r in enumerate(loaded, start=1):
+        briefed = sorted(max(0.0, v) for v in r["briefed_ms"])
+        if briefed:
+            print(
+                f"round {n}: supervisor answers -> briefing starts in their ear (ms): "
+                f"{', '.join(f'{v:.0f}' for v in briefed)}"
+            )
     return 0
 
 

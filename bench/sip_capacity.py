@@ -59,6 +59,9 @@ def run_one(calls: int, seconds: float, base_port: int) -> dict[str, object]:
                 {
                     "data_dir": str(tmp / "var"),
                     "log_level": "WARNING",
+                    # The echo session: this measures the media path, not a voice model.
+                    "lines": [{"name": "main", "numbers": ["100"], "agent": "echo"}],
+                    "default_line": "main",
                     "sip": {
                         "host": "127.0.0.1",
                         "port": base_port,

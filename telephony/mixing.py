@@ -8,12 +8,13 @@ A call's audio parties are legs in pjmedia's conference bridge:
   briefing    the warm-handoff summary, spoken into the supervisor's ear only (a file player
               made when their phone answers; the caller never hears it)
 
-The prompt player listens to the caller in every mix, and to the supervisor whenever one is
-on the call: pjmedia pulls a call's audio out of its jitter buffer only while something
-listens to it, and a caller nobody heard for a while (on hold, through a disclosure) would
-come back seconds late, then sped up while the buffer sheds the backlog; a supervisor nobody
-heard (monitoring) would start a takeover with 200 ms of silence. The player drops what it
-hears.
+The prompt player listens to the caller, and to a supervisor on the call, whenever nobody else
+does: pjmedia pulls a call's audio out of its jitter buffer only while something listens to
+it, and a caller nobody heard for a while (on hold, through a disclosure) would come back
+seconds late, then sped up while the buffer sheds the backlog; a supervisor nobody heard
+(monitoring) would start a takeover with 200 ms of silence. The player drops what it hears.
+Where the agent (or a person) hears the leg anyway, the player does not: every connection to
+or from it is a Python callback per 20 ms frame on the media clock.
 
 A connection is (source, listener): audio from `source` is transmitted to `listener`. The
 worker applies a mix as the difference between the connections it has and the ones the table
@@ -54,15 +55,13 @@ class Mix(enum.StrEnum):
 Connection = tuple[Leg, Leg]  # (source, listener)
 
 _C, _A, _P, _S, _B = Leg.CALLER, Leg.AGENT, Leg.PROMPT, Leg.SUPERVISOR, Leg.BRIEFING
-_DRAIN = (_C, _P)  # see the module docstring
-_SUPERVISOR_DRAIN = (_S, _P)
 # The supervisor hears their briefing until it ends, whatever mode they pick meanwhile.
-_SUPERVISOR = {_SUPERVISOR_DRAIN, (_B, _S)}
-_CALLER_AND_AGENT = {(_C, _A), (_A, _C), (_P, _C), _DRAIN}
+_SUPERVISOR = {(_B, _S)}
+_CALLER_AND_AGENT = {(_C, _A), (_A, _C), (_P, _C)}
 
-_TABLE: dict[Mix, frozenset[Connection]] = {
+_HEARD: dict[Mix, frozenset[Connection]] = {
     Mix.SILENT: frozenset(),
-    Mix.PROMPTS: frozenset({(_P, _C), _DRAIN}),
+    Mix.PROMPTS: frozenset({(_P, _C)}),
     Mix.AGENT: frozenset(_CALLER_AND_AGENT),
     Mix.BRIEFING: frozenset(_CALLER_AND_AGENT | _SUPERVISOR),
     Mix.MONITOR: frozenset(_CALLER_AND_AGENT | _SUPERVISOR | {(_C, _S), (_A, _S), (_P, _S)}),
@@ -70,8 +69,27 @@ _TABLE: dict[Mix, frozenset[Connection]] = {
     Mix.BARGE: frozenset(
         _CALLER_AND_AGENT | _SUPERVISOR | {(_C, _S), (_A, _S), (_P, _S), (_S, _C), (_S, _A)}
     ),
-    Mix.TAKEOVER: frozenset({(_C, _S), (_S, _C), (_P, _C), (_P, _S), _DRAIN, *_SUPERVISOR}),
-    Mix.HOLD_WITH_SUPERVISOR: frozenset({(_P, _C), _DRAIN, *_SUPERVISOR}),
+    Mix.TAKEOVER: frozenset({(_C, _S), (_S, _C), (_P, _C), (_P, _S), *_SUPERVISOR}),
+    Mix.HOLD_WITH_SUPERVISOR: frozenset({(_P, _C), *_SUPERVISOR}),
+}
+
+
+def _with_drains(heard: frozenset[Connection], *, supervisor: bool) -> frozenset[Connection]:
+    """`heard`, plus the prompt player listening to the caller (and the supervisor) where
+    nobody else does (see the module docstring)."""
+    drains = set()
+    for leg in (_C, _S) if supervisor else (_C,):
+        if not any(source is leg for source, _ in heard):
+            drains.add((leg, _P))
+    return heard | drains
+
+
+_SUPERVISED = {Mix.BRIEFING, Mix.MONITOR, Mix.WHISPER, Mix.BARGE, Mix.TAKEOVER}
+_TABLE: dict[Mix, frozenset[Connection]] = {
+    mix: heard
+    if mix is Mix.SILENT
+    else _with_drains(heard, supervisor=mix in _SUPERVISED or mix is Mix.HOLD_WITH_SUPERVISOR)
+    for mix, heard in _HEARD.items()
 }
 
 
