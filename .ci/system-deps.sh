@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages Parley runs and tests with, when missing.
-# Kamailio is the SIP edge; sipp, espeak-ng, flite and sox are test tools.
+# Kamailio is the SIP edge; sipp, espeak-ng, flite and sox are test tools, and chromium runs
+# the dashboard's browser tests (Playwright drives it; no browser is downloaded).
 set -euo pipefail
 need=()
 command -v kamailio >/dev/null 2>&1 || [ -x /usr/sbin/kamailio ] || need+=(kamailio)
@@ -10,6 +11,7 @@ command -v sipp >/dev/null 2>&1 || need+=(sip-tester)
 command -v espeak-ng >/dev/null 2>&1 || need+=(espeak-ng)
 command -v flite >/dev/null 2>&1 || need+=(flite)
 command -v sox >/dev/null 2>&1 || need+=(sox)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "parley: installing system packages: ${need[*]}"

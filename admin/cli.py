@@ -268,16 +268,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
-def _with_live_fanout(settings: Any, index: int, stored: EventOutlet) -> EventOutlet:
+def _with_live_fanout(settings: Any, source: int | str, stored: EventOutlet) -> EventOutlet:
     """The spool, and the live fan-out that escalation, the API and dashboards subscribe to
-    (Redis when configured, else this worker's socket in the run directory)."""
+    (Redis when configured, else this process's socket in the run directory)."""
     from telephony.fanout import FanoutOutlet, TeeOutlet
 
     try:
-        if settings.redis_url:
-            live = FanoutOutlet.redis(settings.redis_url)
-        else:
-            live = FanoutOutlet.unix(settings.run_dir(), index)
+        live = FanoutOutlet.live(settings.redis_url, settings.run_dir(), source)
     except OSError as error:
         # Calls are still answered and stored; only live views miss this worker's events.
         log.error("live event fan-out could not start", extra={"error": str(error)})
@@ -309,7 +306,8 @@ def cmd_escalation(args: argparse.Namespace) -> int:
     configure("escalation", level=settings.log_level, fmt=settings.log_format)
     config = settings.escalation_config()
     spool = settings.events_dir() / "escalation.jsonl"
-    outlet = JsonlOutlet(spool, segment_bytes=settings.events.segment_bytes)
+    stored = JsonlOutlet(spool, segment_bytes=settings.events.segment_bytes)
+    outlet = _with_live_fanout(settings, "escalation", stored)  # for the dashboard's board
     shipper = start_shipper(settings, spool)
 
     speech = SpeechMaker(settings.speech_dir())

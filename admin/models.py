@@ -573,7 +573,7 @@ class AuditEntry(Base):
     at: Mapped[dt.datetime]
     actor: Mapped[str] = mapped_column(String(128))
     action: Mapped[str] = mapped_column(String(64))
-    target: Mapped[str] = mapped_column(String(255))
+    target: Mapped[str] = mapped_column(String(255), index=True)  # a call's trail: call:<id>
     details: Mapped[dict[str, Any]]
     prev_mac: Mapped[str] = mapped_column(String(64), unique=True)
     mac: Mapped[str] = mapped_column(String(64), unique=True)

@@ -628,7 +628,7 @@ class Projection:
         index = session.scalar(
             select(func.count()).select_from(TurnMetrics).where(TurnMetrics.call_id == call.id)
         )
-        parts = [_count(data.get(k)) for k in ("endpointing_ms", "responder_ms", "first_audio_ms")]
+        parts = [_count(data.get(k)) for k in _TURN_PARTS]
         session.add(
             TurnMetrics(
                 call_id=call.id,
@@ -637,11 +637,7 @@ class Projection:
                 asr_ms=_count(data.get("asr_ms")),
                 responder_ms=parts[1],
                 first_audio_ms=parts[2],
-                # The engine's share: from the caller's end of speech as its VAD saw it to the
-                # first agent audio; the network and the caller's jitter buffer come on top.
-                voice_to_voice_ms=sum(p for p in parts if p is not None)
-                if all(p is not None for p in parts)
-                else None,
+                voice_to_voice_ms=turn_voice_to_voice_ms(data),
             )
         )
 
@@ -754,6 +750,19 @@ class Projection:
             )
         )
         return origin or 0
+
+
+_TURN_PARTS = ("endpointing_ms", "responder_ms", "first_audio_ms")
+
+
+def turn_voice_to_voice_ms(data: dict[str, Any]) -> int | None:
+    """A turn's voice-to-voice time from its `end_of_turn` event, the engine's share: from the
+    caller's end of speech as its VAD saw it to the first agent audio (the network and the
+    caller's jitter buffer come on top). None unless every part was measured."""
+    parts = [_count(data.get(key)) for key in _TURN_PARTS]
+    if any(part is None for part in parts):
+        return None
+    return sum(part for part in parts if part is not None)
 
 
 def _dialled(to: str) -> str:

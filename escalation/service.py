@@ -56,7 +56,7 @@ from telephony import commands
 from telephony.commands import Command, CommandError, Reply
 from telephony.delivery import WorkerInboxes, deliver
 from telephony.events import CallEvent, CallEventKind, EventOutlet
-from telephony.fanout import RedisChannel, subscribe
+from telephony.fanout import RedisChannel, follow, subscribe
 from telephony.inbox import InboxError
 from telephony.mixing import Leg
 
@@ -197,7 +197,7 @@ class EscalationService:
         await self._recover()
         ticker = asyncio.create_task(self._tick_forever())
         try:
-            await self._follow(events or self._subscription)
+            await follow(events or self._subscription, self.handle, who="escalation")
         finally:
             ticker.cancel()
             for task in [ticker, *self._later]:
@@ -209,21 +209,6 @@ class EscalationService:
             RedisChannel(self.config.redis_url) if self.config.redis_url else self.config.run_dir
         )
         return subscribe(source)
-
-    async def _follow(self, events: Callable[[], AsyncIterator[CallEvent]]) -> None:
-        backoff = 0.1
-        while True:
-            try:
-                async for event in events():
-                    await self.handle(event)
-                    backoff = 0.1
-                log.warning("live events ended; following them again")
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("live events failed; following them again")
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 5.0)
 
     async def _tick_forever(self) -> None:
         while True:

@@ -26,7 +26,7 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -47,8 +47,10 @@ _LINE_LIMIT = MAX_EVENT_BYTES + 1  # an event and its newline
 _RETRY_INITIAL_S = 0.1
 
 
-def events_path(run_dir: Path, worker_index: int) -> Path:
-    return run_dir / f"worker-{worker_index}.events.sock"
+def events_path(run_dir: Path, source: int | str) -> Path:
+    """The socket a worker (by index) or another process (by name) serves its events on."""
+    name = f"worker-{source}" if isinstance(source, int) else source
+    return run_dir / f"{name}.events.sock"
 
 
 class _Sink(Protocol):
@@ -76,11 +78,21 @@ class FanoutOutlet:
 
     @classmethod
     def unix(
-        cls, run_dir: Path, worker_index: int, *, max_queued: int = DEFAULT_MAX_QUEUED
+        cls, run_dir: Path, source: int | str, *, max_queued: int = DEFAULT_MAX_QUEUED
     ) -> FanoutOutlet:
-        """Serves run_dir/worker-<N>.events.sock; raises OSError where it cannot listen."""
-        sink = _UnixSink(events_path(run_dir, worker_index), max_queued=max_queued)
-        return cls(sink, name=f"worker-{worker_index}", max_queued=max_queued)
+        """Serves run_dir/worker-<N>.events.sock for a worker's index, <name>.events.sock for
+        another process's name (the escalation service's); raises OSError where it cannot
+        listen."""
+        path = events_path(run_dir, source)
+        sink = _UnixSink(path, max_queued=max_queued)
+        return cls(sink, name=path.name.removesuffix(".events.sock"), max_queued=max_queued)
+
+    @classmethod
+    def live(cls, redis_url: str | None, run_dir: Path, source: int | str) -> FanoutOutlet:
+        """The process's live outlet: Redis when configured, else its socket in `run_dir`."""
+        if redis_url:
+            return cls.redis(redis_url)
+        return cls.unix(run_dir, source)
 
     @classmethod
     def redis(
@@ -490,7 +502,8 @@ async def subscribe(
 ) -> AsyncGenerator[CallEvent, None]:
     """Every worker's live events, as they happen, until the consumer stops.
 
-    `source` is the run directory (the embedded default: every worker-*.events.sock in it,
+    `source` is the run directory (the embedded default: every *.events.sock in it, each
+    worker's and the escalation service's,
     rescanned every `rescan_s`, so new and restarted workers are picked up) or a RedisChannel.
     Events from one worker come in their order; those of different workers are interleaved as
     they arrive. A malformed line is logged and skipped. Close it with `contextlib.aclosing`
@@ -506,6 +519,36 @@ async def subscribe(
             yield event
 
 
+async def follow(
+    events: Callable[[], AsyncIterator[CallEvent]],
+    handle: Callable[[CallEvent], Awaitable[None]],
+    *,
+    who: str,
+) -> None:
+    """Hands every live event to `handle` until cancelled. A subscription (`events()`) that
+    ends or fails is made again, after a pause that doubles from 0.1 s up to 5 s; `handle`
+    deals with its own errors (one that escapes counts as the subscription failing)."""
+    backoff = _RETRY_INITIAL_S
+    while True:
+        stream = events()
+        try:
+            try:
+                async for event in stream:
+                    await handle(event)
+                    backoff = _RETRY_INITIAL_S
+            finally:
+                close = getattr(stream, "aclose", None)
+                if close is not None:  # its connections close now, not when collected
+                    await close()
+            log.warning("live events ended; following them again", extra={"follower": who})
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("live events failed; following them again", extra={"follower": who})
+        await asyncio.sleep(backoff)
+        backoff = min(backoff * 2, 5.0)
+
+
 async def _subscribe_unix(run_dir: Path, rescan_s: float) -> AsyncGenerator[CallEvent, None]:
     queue: asyncio.Queue[CallEvent] = asyncio.Queue(maxsize=DEFAULT_MAX_QUEUED)
     readers: dict[Path, asyncio.Task[None]] = {}
@@ -513,7 +556,7 @@ async def _subscribe_unix(run_dir: Path, rescan_s: float) -> AsyncGenerator[Call
     async def watch() -> None:
         while True:
             try:
-                for path in sorted(run_dir.glob("worker-*.events.sock")):
+                for path in sorted(run_dir.glob("*.events.sock")):
                     task = readers.get(path)
                     if task is None or task.done():
                         readers[path] = asyncio.create_task(_read_socket(path, queue))
@@ -581,6 +624,10 @@ async def _subscribe_redis(source: RedisChannel) -> AsyncGenerator[CallEvent, No
                 if event is not None:
                     yield event
         except (redis.RedisError, OSError) as error:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                # A cancel that redis-py turned into an error: stop, do not retry.
+                raise asyncio.CancelledError from error
             log.warning(
                 "live events: Redis failed; subscribing again",
                 extra={"redis": display_url(source.redis_url), "error": repr(error)},

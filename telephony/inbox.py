@@ -312,6 +312,7 @@ class RedisInbox:
         self._handler: Handler | None = None
         self._task: asyncio.Task[None] | None = None
         self._unsent: tuple[str, bytes] | None = None  # a reply Redis did not take
+        self._closing = False
 
     async def start(self, handler: Handler) -> None:
         self._handler = handler
@@ -322,6 +323,9 @@ class RedisInbox:
         )
 
     async def close(self) -> None:
+        # The flag as well as the cancel: redis-py may turn a cancel that lands inside a
+        # BLPOP into a timeout or connection error, which the loop would otherwise retry.
+        self._closing = True
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -333,7 +337,7 @@ class RedisInbox:
         down_since: float | None = None
         client: aioredis.Redis | None = None
         try:
-            while True:
+            while not self._closing:
                 try:
                     if client is None:
                         client = _redis(self.redis_url, socket_timeout=_BLPOP_S + 5)
@@ -350,6 +354,9 @@ class RedisInbox:
                     if popped is not None:
                         await self._take(client, popped[1])
                 except (redis.RedisError, OSError) as error:
+                    task = asyncio.current_task()
+                    if self._closing or (task is not None and task.cancelling()):
+                        return
                     self.errors += 1
                     down_since = down_since or time.monotonic()
                     log.warning(

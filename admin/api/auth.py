@@ -57,6 +57,16 @@ def require(principal: Principal, permission: Permission) -> Principal:
     return principal
 
 
+def recheck(session: Session, principal: Principal, permission: Permission) -> None:
+    """For a connection that outlives its login (a WebSocket): raises 401 once the user is
+    deactivated or gone, 403 once their role lost `permission`."""
+    user = session.get(User, principal.user_id)
+    if user is None or not user.active:
+        raise ApiError(401, "the user is no longer active")
+    if not allows(user.role, permission):
+        raise ApiError(403, f"the {user.role.value} role may no longer do this ({permission})")
+
+
 def check_password(session: Session, *, username: str, password: str) -> User | None:
     """The active user with this username and password, or None."""
     user = session.scalar(select(User).where(User.username == username))

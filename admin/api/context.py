@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 from sqlalchemy.orm import Session, sessionmaker
@@ -10,6 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from admin.api.control_plane import ControlPlane
 from admin.api.metrics_registry import process_registry
 from admin.keyfile import Keys
+from telephony.fanout import RedisChannel
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,3 +24,6 @@ class ApiContext:
     metrics: CollectorRegistry = field(default_factory=process_registry)
     # Where call and escalation commands go; None: the API commands nothing (503).
     control: ControlPlane | None = None
+    # Where the dashboard's live board follows the calls (telephony.fanout.subscribe: the run
+    # directory or Redis); None: no board in this process (/board answers 1013).
+    live_source: Path | RedisChannel | None = None

@@ -32,6 +32,9 @@ class ControlPlane:
     # Each supervisor's queues, by name (a user acts as the supervisor with their username).
     supervisors: Mapping[str, frozenset[str]] = field(default_factory=dict)
     phones: Mapping[str, str] = field(default_factory=dict)  # phone name -> the URI rung
+    supervisor_phones: Mapping[str, str] = field(default_factory=dict)  # name -> phone name
+    # Each queue's service-level target in seconds, for the metrics (GET /metrics/summary).
+    service_level_targets: Mapping[str, float] = field(default_factory=dict)
     timeout_s: float = 2.0
 
     @classmethod
@@ -50,6 +53,13 @@ class ControlPlane:
             supervisors=MappingProxyType({s.name: s.queues for s in config.supervisors}),
             phones=MappingProxyType(
                 {p.name: settings.phone_uri(p.name) for p in settings.sip.phones}
+            ),
+            service_level_targets=MappingProxyType(
+                {q.name: q.service_level_target_s for q in config.queues}
+            ),
+            supervisor_phones=MappingProxyType(
+                {s.name: s.phone for s in settings.supervisors}
+                or {p.name: p.name for p in settings.sip.phones}
             ),
         )
 

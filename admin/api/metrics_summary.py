@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from sqlalchemy import ColumnElement, case, exists, func, literal, select
 from sqlalchemy.orm import Session
 
-from admin.api.schemas import MetricsBucket, MetricsSummary
+from admin.api.schemas import MetricsBucket, MetricsSummary, QueueFigures
 from admin.models import Call, CallMetrics, Escalation, Outcome, TurnMetrics
+from escalation.acd import QueuePolicy
+from escalation.lifecycle import EscalationState
+from escalation.service import DEFAULT_QUEUE
 
 Bucket = Literal["hour", "day"]
 MAX_BUCKETS = 2000
@@ -58,8 +62,15 @@ def bucket_starts(start: dt.datetime, end: dt.datetime, bucket: Bucket) -> list[
 
 
 def summarize(
-    session: Session, *, start: dt.datetime, end: dt.datetime, bucket: Bucket
+    session: Session,
+    *,
+    start: dt.datetime,
+    end: dt.datetime,
+    bucket: Bucket,
+    service_level_targets: Mapping[str, float] | None = None,
 ) -> MetricsSummary:
+    """`service_level_targets`: each queue's target in seconds (the settings' queues); a queue
+    not named there is measured against escalation.acd's default."""
     starts = bucket_starts(start, end, bucket)
     dialect = session.get_bind().dialect.name
     label = _bucket_label(dialect, bucket)
@@ -74,7 +85,54 @@ def summarize(
         buckets=[
             _bucket_out(s, s + step, per_bucket.get(_label_of(s), _Figures())) for s in starts
         ],
+        queues=_queues(session, dialect, start, end, service_level_targets or {}),
     )
+
+
+def _queues(
+    session: Session,
+    dialect: str,
+    start: dt.datetime,
+    end: dt.datetime,
+    targets: Mapping[str, float],
+) -> list[QueueFigures]:
+    """Service level and abandonment per queue. The rows are escalations, which are few
+    beside calls: they are counted here rather than in SQL, each against its queue's target."""
+    rows = session.execute(
+        select(
+            Escalation.queue,
+            Escalation.state,
+            _ms_between(dialect, Escalation.requested_at, Escalation.connected_at),
+        )
+        .join(Call, Call.id == Escalation.call_id)
+        .where(Call.started_at >= start, Call.started_at < end)
+    )
+    counts: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])  # all, con, aband, in SL
+    default_target = QueuePolicy(DEFAULT_QUEUE).service_level_target_s
+    for queue, state, wait_ms in rows:
+        name = queue or DEFAULT_QUEUE
+        found = counts[name]
+        found[0] += 1
+        if wait_ms is not None:
+            found[1] += 1
+            if float(wait_ms) <= 1000 * targets.get(name, default_target):
+                found[3] += 1
+        elif state is EscalationState.ABANDONED:
+            found[2] += 1
+    return [
+        QueueFigures(
+            name=name,
+            escalations=total,
+            connected=connected,
+            abandoned=abandoned,
+            service_level_target_s=targets.get(name, default_target),
+            service_level=round(within / (connected + abandoned), 4)
+            if connected + abandoned
+            else None,
+            abandonment_rate=round(abandoned / total, 4) if total else None,
+        )
+        for name, (total, connected, abandoned, within) in sorted(counts.items())
+    ]
 
 
 def _label_of(start: dt.datetime) -> str:

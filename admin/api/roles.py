@@ -26,6 +26,7 @@ class Permission(enum.StrEnum):
     MANAGE_API_KEYS = "manage_api_keys"  # list, issue, revoke
     READ_AUDIT = "read_audit"  # list and verify the chain
     WATCH_LIVE = "watch_live"  # the /live event stream
+    WATCH_BOARD = "watch_board"  # the dashboard's live board and call views (read only)
     COMMAND_CALLS = "command_calls"  # hold, mode, whisper...; supervisors in their queues
     COMMAND_ALL_CALLS = "command_all_calls"  # no scope: every call, for every supervisor
     READ_QUEUES = "read_queues"  # the live queues and supervisors (GET /queues)
@@ -39,6 +40,7 @@ PERMISSIONS: dict[Role, frozenset[Permission]] = {
             Permission.READ_METRICS,
             Permission.READ_LINES,
             Permission.WATCH_LIVE,
+            Permission.WATCH_BOARD,
             Permission.COMMAND_CALLS,
             Permission.READ_QUEUES,
         }
@@ -52,6 +54,7 @@ PERMISSIONS: dict[Role, frozenset[Permission]] = {
             Permission.READ_DISCLOSURES,
             Permission.READ_AUDIT,
             Permission.READ_QUEUES,
+            Permission.WATCH_BOARD,
         }
     ),
 }

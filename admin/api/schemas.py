@@ -254,12 +254,27 @@ class MetricsBucket(BaseModel):
     barge_ins_per_call: float | None = Field(description="over calls with metrics")
 
 
+class QueueFigures(BaseModel):
+    """One escalation queue over the range (escalations of calls that started in it)."""
+
+    name: str
+    escalations: int
+    connected: int = Field(description="reached a supervisor")
+    abandoned: int = Field(description="the caller hung up before reaching one")
+    service_level_target_s: float
+    service_level: float | None = Field(
+        description="connected within the target / (connected + abandoned)"
+    )
+    abandonment_rate: float | None = Field(description="abandoned / escalations")
+
+
 class MetricsSummary(BaseModel):
     from_: dt.datetime = Field(alias="from")
     to: dt.datetime
     bucket: Literal["hour", "day"]
     total: MetricsBucket
     buckets: list[MetricsBucket]
+    queues: list[QueueFigures] = Field(default_factory=list)
 
     model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
 

@@ -26,9 +26,15 @@ def list_entries(
     session: DbSession,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     page_cursor: Annotated[str | None, Query(alias="cursor", max_length=512)] = None,
+    target: Annotated[
+        str | None,
+        Query(max_length=200, description="only entries about this target, e.g. call:<id>"),
+    ] = None,
 ) -> AuditPage:
-    digest = cursor.query_digest()
+    digest = cursor.query_digest(target=target)
     query = select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit + 1)
+    if target is not None:
+        query = query.where(AuditEntry.target == target)
     if page_cursor is not None:
         try:
             after = cursor.decode(page_cursor, sort=_SORT, digest=digest)

@@ -24,8 +24,8 @@ from admin.api.call_queries import event_out
 from admin.api.context import ApiContext
 from admin.api.errors import ApiError, ErrorBody, error_response
 from admin.api.live_feed import FeedPosition
-from admin.api.roles import Permission, allows
-from admin.models import CallEventRecord, User
+from admin.api.roles import Permission
+from admin.models import CallEventRecord
 
 log = logging.getLogger("parley.api")
 router = APIRouter(tags=["live"])
@@ -80,11 +80,7 @@ def _poll(
 ) -> list[CallEventRecord]:
     """New events, after checking that the watcher may still watch (deactivated: 401)."""
     with context.sessions() as session:
-        user = session.get(User, principal.user_id)
-        if user is None or not user.active:
-            raise ApiError(401, "the user is no longer active")
-        if not allows(user.role, Permission.WATCH_LIVE):
-            raise ApiError(403, f"the {user.role.value} role may not watch live calls")
+        auth.recheck(session, principal, Permission.WATCH_LIVE)
         return live_feed.poll(session, position)
 
 

@@ -1,0 +1,285 @@
+"""The dashboard in a real browser (Debian chromium via Playwright) against a real platform:
+`parley run` with the embedded engine, SIP callers from other processes, a supervisor's
+registered SIP phone. Screenshots land in var/test-artifacts/dashboard."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from playwright.sync_api import Browser, Page, expect
+
+from telephony.events import CallEventKind
+from tests.browser_support import browser, log_in, new_page, screenshot
+from tests.engine_harness import silence, speak
+from tests.support import (
+    PARLEY,
+    EngineProcess,
+    PlatformConfig,
+    Running,
+    answered_since,
+    dial,
+    finish_dial,
+    phone_registered,
+    start_phone,
+    start_platform,
+    wait_for,
+    write_wav,
+)
+
+__all__ = ["browser"]  # the fixture
+pytestmark = [pytest.mark.sip, pytest.mark.slow]
+
+PHONE_PASSWORD = "alice-phone-secret-1"
+PASSWORD = "dashboard-secret-1"
+USERS = {"alice": "supervisor", "root": "admin", "audrey": "auditor"}
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory: pytest.TempPathFactory, engine: EngineProcess) -> PlatformConfig:
+    return PlatformConfig(
+        tmp_path_factory.mktemp("dashboard"),
+        capacity=4,
+        sip={"phones": [{"name": "alice", "password": PHONE_PASSWORD}]},
+        lines=[
+            {"name": "main", "numbers": ["100"], "agent": "embedded"},
+            {"name": "help", "numbers": ["101"], "agent": "echo"},
+            {"name": "sales", "numbers": ["300"], "agent": "echo", "queue": "sales"},
+        ],
+        extra={
+            "engine": {"url": engine.url},
+            "queues": [
+                {"name": "default", "max_wait_s": 120, "offer_timeout_s": 15, "fallback": "ai"},
+                {"name": "sales", "max_wait_s": 120, "fallback": "ai"},
+            ],
+            "supervisors": [{"name": "alice", "phone": "alice", "queues": ["default"]}],
+        },
+    )
+
+
+@pytest.fixture(scope="module")
+def platform(config: PlatformConfig) -> Iterator[Running]:
+    running = start_platform(config)
+    wait_for(
+        lambda: re.search(r"escalation +live events: connected", running.log()),
+        "the escalation service following the worker's events",
+        20,
+    )
+    env = {**config.env(), "PARLEY_USER_PASSWORD": PASSWORD}
+    for name, role in USERS.items():
+        subprocess.run(
+            [*PARLEY, "users", "create", name, "--role", role],
+            env=env, cwd=config.tmp, check=True, capture_output=True, timeout=60,
+        )  # fmt: skip
+    wait_for(lambda: _api_up(config), "the API answering", 30)
+    yield running
+    assert running.stop(timeout=30) == 0, running.log()[-3000:]
+
+
+def _api_up(config: PlatformConfig) -> bool:
+    try:
+        return httpx.get(f"{_base(config)}/healthz", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _base(config: PlatformConfig) -> str:
+    return f"http://127.0.0.1:{config.http_port}"
+
+
+@pytest.fixture
+def page(browser: Browser, platform: Running, config: PlatformConfig) -> Iterator[Page]:
+    opened = new_page(browser, _base(config))
+    yield opened
+    opened.close()
+
+
+def _answered_at(config: PlatformConfig, call_id: str) -> float:
+    [answered] = [
+        e for e in config.events() if e.call_id == call_id and e.kind is CallEventKind.ANSWERED
+    ]
+    return answered.t_wall
+
+
+def _bearer(page: Page) -> dict[str, str]:
+    token = page.evaluate("sessionStorage.getItem('parley.token')")
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_a_call_appears_within_a_second_of_answer_and_its_transcript_grows_live(
+    page: Page, config: PlatformConfig, tmp: Path
+) -> None:
+    log_in(page, "alice", PASSWORD)
+    expect(page.locator("#who")).to_have_text("alice (supervisor)")
+    since = time.monotonic_ns()
+    question = speak("How much does shipping cost?")
+    play = np.concatenate([silence(7000), question, silence(9000)]).astype(np.float64)
+    caller = dial(
+        f"sip:100@127.0.0.1:{config.sip_port}", tmp, play=write_wav(tmp / "ask.wav", play),
+        hold=0.5, max_s=40, background=True,
+    )  # fmt: skip
+    call_id = answered_since(config, since)
+    row = page.locator(f'tr[data-call="{call_id}"]')
+    expect(row).to_be_visible()
+    first_seen = page.evaluate(f"window.parley.firstSeen['{call_id}']")
+    assert first_seen - _answered_at(config, call_id) < 1.0
+    expect(row).to_contain_text("main")
+    expect(row).to_contain_text("AI agent")
+    screenshot(page, "board")
+
+    row.get_by_role("link").click()
+    transcript = page.locator(".transcript ol li.line")
+    expect(transcript.first).to_be_visible(timeout=20_000)  # the greeting
+    greeting_lines = transcript.count()
+    caller_line = page.locator(".transcript li.line.caller")
+    expect(caller_line.first).to_contain_text(re.compile("shipping", re.I), timeout=30_000)
+    expect(page.locator(".transcript li.line.agent")).to_have_count(
+        greeting_lines + 1, timeout=20_000
+    )  # the answer, after the question: the same page, never reloaded
+    expect(page.locator("#call-state")).to_have_text("AI agent")
+    expect(page.locator(".timeline li").first).to_contain_text("call on line main")
+    screenshot(page, "call-view")
+    finish_dial(caller, tmp / "dial.json", timeout=60)
+    expect(page.locator(".current-mode")).to_have_text("The call has ended.", timeout=10_000)
+
+
+def test_an_escalation_is_accepted_taken_over_and_handed_back_from_the_page(
+    page: Page, config: PlatformConfig, tmp: Path
+) -> None:
+    phone = start_phone(
+        config, tmp, "alice", "--password", PHONE_PASSWORD, "--answer-after", "0.3",
+        "--hangup-after", "40", "--max", "60",
+    )  # fmt: skip
+    phone_registered(tmp)
+    log_in(page, "alice", PASSWORD)
+    # Away: the call waits in the queue for alice to take it from the page.
+    page.get_by_label("Presence").select_option("away")
+    expect(page.locator("#toast")).to_contain_text("away")
+    since = time.monotonic_ns()
+    caller = dial(
+        f"sip:101@127.0.0.1:{config.sip_port}", tmp, dtmf="0", dtmf_at=1.0, hold=30,
+        max_s=45, background=True,
+    )  # fmt: skip
+    call_id = answered_since(config, since)
+    page.get_by_role("link", name="Queue").click()
+    waiting = page.locator(f'article.waiting[data-call="{call_id}"]')
+    expect(waiting).to_contain_text("dtmf zero", timeout=10_000)
+    expect(waiting).to_contain_text("Queued")
+    screenshot(page, "queue")
+
+    waiting.get_by_role("button", name="Accept").click()
+    state = page.locator("#call-state")
+    expect(state).to_contain_text("alice", timeout=15_000)  # her phone rang and answered
+    page.get_by_role("button", name="Take over").click()
+    expect(page.get_by_role("button", name="Take over")).to_have_attribute("aria-pressed", "true")
+    expect(state).to_have_text("alice · takeover")
+    screenshot(page, "takeover")
+
+    page.get_by_label("Hand back to the AI").fill("refund agreed")
+    page.get_by_role("button", name="Hand back").click()
+    expect(state).to_have_text("AI agent", timeout=10_000)
+    commands = [
+        (e.data["command"], e.data["actor"])
+        for e in config.events()
+        if e.call_id == call_id and e.kind is CallEventKind.COMMAND
+    ]
+    assert ("set_mode", "user:alice") in commands
+    assert ("reattach_agent", "user:alice") in commands  # the hand-back
+    finish_dial(caller, tmp / "dial.json", timeout=60)
+    phone.wait(60)
+
+
+def test_role_limits_hold_in_the_page_and_in_the_api_behind_it(
+    browser: Browser, page: Page, config: PlatformConfig, tmp: Path
+) -> None:
+    since = time.monotonic_ns()
+    caller = dial(
+        f"sip:300@127.0.0.1:{config.sip_port}", tmp, hold=25, max_s=40, background=True
+    )  # the sales line: not one of alice's queues
+    call_id = answered_since(config, since)
+    api = httpx.Client(base_url=_base(config), timeout=10)
+
+    # A supervisor watches a call of another queue but may not act on it.
+    log_in(page, "alice", PASSWORD)
+    page.goto(f"/#/call/{call_id}")
+    expect(page.locator(".not-yours")).to_contain_text("queue sales, not one of yours")
+    expect(page.get_by_role("button", name="Hold")).to_be_disabled()
+    assert api.post(f"/calls/{call_id}/hold", headers=_bearer(page)).status_code == 403
+
+    # An auditor sees the board and the call, and no controls at all.
+    auditor = new_page(browser, _base(config))
+    log_in(auditor, "audrey", PASSWORD)
+    expect(auditor.locator(f'tr[data-call="{call_id}"]')).to_be_visible()
+    expect(auditor.locator("#presence-box")).to_be_hidden()
+    auditor.goto(f"/#/call/{call_id}")
+    expect(auditor.locator("#call-state")).to_have_text("AI agent")
+    expect(auditor.locator(".controls")).to_be_hidden()
+    assert api.post(f"/calls/{call_id}/hangup", headers=_bearer(auditor)).status_code == 403
+    auditor.close()
+
+    # The admin may act on it: hold, then resume, from the page.
+    admin = new_page(browser, _base(config))
+    log_in(admin, "root", PASSWORD)
+    admin.goto(f"/#/call/{call_id}")
+    admin.get_by_role("button", name="Hold").click()
+    expect(admin.locator("#call-state")).to_have_text("On hold")
+    admin.get_by_role("button", name="Resume").click()
+    expect(admin.locator("#call-state")).to_have_text("AI agent")
+    admin.close()
+
+    # A wrong password is refused with a message, and nothing else opens.
+    page.get_by_role("button", name="Log out").click()
+    page.get_by_label("Username").fill("alice")
+    page.get_by_label("Password").fill("not her password")
+    page.get_by_role("button", name="Log in").click()
+    expect(page.locator("#login-error")).not_to_be_empty()
+    expect(page.locator("header.top")).to_be_hidden()
+    finish_dial(caller, tmp / "dial.json", timeout=60)
+
+
+def test_history_opens_a_past_call_with_its_audit_trail_and_the_charts_draw_it(
+    browser: Browser, page: Page, config: PlatformConfig, tmp: Path
+) -> None:
+    since = time.monotonic_ns()
+    caller = dial(f"sip:300@127.0.0.1:{config.sip_port}", tmp, hold=4, max_s=20, background=True)
+    call_id = answered_since(config, since)
+    log_in(page, "root", PASSWORD)
+    api = httpx.Client(base_url=_base(config), timeout=10)
+    assert api.post(f"/calls/{call_id}/hold", headers=_bearer(page)).status_code == 200
+    assert api.post(f"/calls/{call_id}/unhold", headers=_bearer(page)).status_code == 200
+    finish_dial(caller, tmp / "dial.json", timeout=40)
+    wait_for(
+        lambda: api.get(f"/calls/{call_id}", headers=_bearer(page)).json().get("ended_at"),
+        "the call stored as ended",
+        20,
+    )
+
+    auditor = new_page(browser, _base(config))
+    log_in(auditor, "audrey", PASSWORD)
+    auditor.get_by_role("link", name="History").click()
+    auditor.get_by_label("Outcome").select_option("")
+    row = auditor.locator(f'table.history tr[data-call="{call_id}"]')
+    expect(row).to_contain_text("sales")
+    screenshot(auditor, "history")
+    row.get_by_role("link").click()
+    trail = auditor.locator("section.audit li")
+    expect(trail.filter(has_text="call.hold by user:root")).to_have_count(1)
+    expect(trail.filter(has_text="call.unhold by user:root")).to_have_count(1)
+    expect(auditor.locator("section[aria-label=Events] li").first).to_contain_text("call.started")
+    screenshot(auditor, "past-call")
+
+    auditor.get_by_role("link", name="Charts").click()
+    calls = auditor.locator("#chart-calls")
+    expect(calls.locator("svg rect:not([height='0'])").first).to_be_visible()
+    label = calls.locator("svg").get_attribute("aria-label") or ""
+    assert int(re.search(r"(\d+) calls in all", label).group(1)) >= 1, label  # type: ignore[union-attr]
+    for chart in ("containment", "reasons", "latency", "queues"):
+        expect(auditor.locator(f"#chart-{chart} svg")).to_be_visible()
+    screenshot(auditor, "charts")
+    auditor.close()
