@@ -50,7 +50,8 @@ def ready_line(settings: Any) -> str:
     return (
         f"Parley is ready: SIP on {sip.host}:{sip.port} (UDP+TCP), {sip.workers} media "
         f"workers x {sip.callers_per_worker} calls. Try: parley dial sip:{_number(settings)}@"
-        f"{local_address(sip.host)}:{sip.port}. Ctrl-C stops."
+        f"{local_address(sip.host)}:{sip.port}. Dashboard: "
+        f"http://{local_address(settings.http_host)}:{settings.http_port}/ . Ctrl-C stops."
     )
 
 

@@ -44,6 +44,7 @@ def test_the_ready_line_offers_a_number_of_the_default_line(
     line = ready_line(settings)
     assert line.startswith("Parley is ready: SIP on 0.0.0.0:5090")
     assert "Try: parley dial sip:100@127.0.0.1:5090" in line
+    assert f"Dashboard: http://127.0.0.1:{settings.http_port}/ " in line
 
 
 def test_the_report_repeats_progress_until_ready(
