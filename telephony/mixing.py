@@ -104,26 +104,16 @@ def hears(mix: Mix, listener: Leg) -> frozenset[Leg]:
 
 
 def changes(
-    current: Iterable[Connection],
-    mix: Mix,
-    present: Iterable[Leg],
-    *,
-    prompts_idle: bool = False,
+    current: Iterable[Connection], mix: Mix, present: Iterable[Leg]
 ) -> tuple[list[Connection], list[Connection]]:
     """(to stop, to start): what turns the connections in place into the mix's, among the legs
     present (a leg not yet joined, or gone, takes part in no connection).
-
-    With `prompts_idle` (the prompt player has nothing to play) nobody is connected to hear
-    the player: each such connection is a Python callback per 20 ms frame on the media clock,
-    for silence. It still listens where it drains a leg.
 
     Stops come first in the worker: a leg switched from one party to another is never heard
     by both at once.
     """
     here = set(present)
-    wanted = {
-        (s, t) for s, t in _TABLE[mix] if s in here and t in here and not (prompts_idle and s is _P)
-    }
+    wanted = {(s, t) for s, t in _TABLE[mix] if s in here and t in here}
     have = set(current)
     order = list(Leg)
     key = lambda c: (order.index(c[0]), order.index(c[1]))  # noqa: E731

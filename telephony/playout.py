@@ -11,7 +11,6 @@ import asyncio
 import collections
 import contextlib
 import enum
-from collections.abc import Callable
 
 from agent.session import FRAME_BYTES, FRAME_MS
 from telephony.mediaport import MediaPort
@@ -52,20 +51,9 @@ class Playout:
     """Paces one port's outgoing audio. `run()` is its task; everything else is non-blocking
     except `play`, which returns when its audio has gone out (or was cut)."""
 
-    def __init__(
-        self,
-        port: MediaPort,
-        *,
-        ahead_frames: int = AHEAD_FRAMES,
-        on_busy: Callable[[bool], None] | None = None,
-    ) -> None:
-        """`on_busy(True)` is called when audio is queued on an idle playout, `on_busy(False)`
-        once the port has played (or dropped) its last frame: who listens to the port need
-        only be connected in between."""
+    def __init__(self, port: MediaPort, *, ahead_frames: int = AHEAD_FRAMES) -> None:
         self.port = port
         self.ahead_frames = ahead_frames
-        self._on_busy = on_busy
-        self._busy = False
         self.sound = Sound.SPEECH  # what the queued audio is, for the interruption rule
         self._pending: collections.deque[tuple[str, bytes]] = collections.deque()
         self._partial = b""
@@ -75,7 +63,6 @@ class Playout:
     def push(self, utterance_id: str, pcm: bytes, sound: Sound = Sound.SPEECH) -> None:
         """Queues audio of any length; a trailing partial frame waits for the next push."""
         self.sound = sound
-        self._mark_busy()
         data = self._partial + pcm
         whole = len(data) - len(data) % FRAME_BYTES
         for offset in range(0, whole, FRAME_BYTES):
@@ -89,15 +76,8 @@ class Playout:
         if self._partial:
             self._pending.append((utterance_id, self._partial.ljust(FRAME_BYTES, b"\0")))
             self._partial = b""
-        self._mark_busy()
         self._pending.append((utterance_id, b""))
         self._ready.set()
-
-    def _mark_busy(self) -> None:
-        if not self._busy:
-            self._busy = True
-            if self._on_busy is not None:
-                self._on_busy(True)
 
     def busy(self) -> bool:
         return bool(self._pending) or self.port.playout_depth() > 0
@@ -142,14 +122,8 @@ class Playout:
                     port.end_utterance(utterance_id)
             ready.clear()
             if not pending:
-                if self._busy and port.playout_depth() == 0:
-                    self._busy = False
-                    if self._on_busy is not None:
-                        self._on_busy(False)
-                if not self._busy:
-                    await ready.wait()
-                    continue
-                # The port still holds its last frames: look again when half have played.
+                await ready.wait()
+                continue
             # The port is full: top it up when half has played, or at once when audio
             # arrives (after a flush emptied both queues, a resumed or new reply must not
             # wait out this pause).

@@ -123,7 +123,6 @@ class ActiveCall:
     port: MediaPort | None = None  # the agent's leg
     prompt_port: MediaPort | None = None  # the prompt player's leg
     prompts: Playout | None = None
-    prompting: bool = False  # the prompt player has audio to play (the loop's to change)
     rx_ready: asyncio.Event | None = None
     bridge: CallBridge | None = None
     stats: StreamStats = field(default_factory=StreamStats)
@@ -379,13 +378,12 @@ class MediaWorker:
         )
         self.loop.call_soon_threadsafe(self._media_up, record)
 
-    def _pj_apply_mix(self, record: ActiveCall, mix: Mix, prompting: bool) -> None:
+    def _pj_apply_mix(self, record: ActiveCall, mix: Mix) -> None:
         """Makes the call's conference-bridge connections those of `mix`: stops first, so no
-        leg is ever heard by both its old and its new listener. The prompt player is heard
-        only while `prompting` (telephony.mixing.changes)."""
+        leg is ever heard by both its old and its new listener."""
         if record.ended or record.pj_call is None:
             return
-        stop, start = changes(record.links, mix, record.legs, prompts_idle=not prompting)
+        stop, start = changes(record.links, mix, record.legs)
         for source, listener in stop:
             try:
                 record.legs[source].stopTransmit(record.legs[listener])
@@ -694,9 +692,7 @@ class MediaWorker:
     def _media_up(self, record: ActiveCall) -> None:
         if record.ended or record.port is None or record.prompt_port is None:
             return
-        record.prompts = Playout(
-            record.prompt_port, on_busy=lambda busy: self._prompts_busy(record, busy)
-        )
+        record.prompts = Playout(record.prompt_port)
         self._background(record, record.prompts.run(), "prompts")
         plan = self.disclosures(record.line)
         if plan is not None:
@@ -757,8 +753,7 @@ class MediaWorker:
         match action:
             case phases.ApplyMix(mix):
                 assert self.pj is not None
-                prompting = record.prompting
-                self.pj.post(lambda: self._pj_apply_mix(record, mix, prompting))
+                self.pj.post(lambda: self._pj_apply_mix(record, mix))
             case phases.StartDisclosure():
                 assert record.disclosure is not None and record.prompts is not None
                 record.disclosure.task = asyncio.get_running_loop().create_task(
@@ -1014,15 +1009,9 @@ class MediaWorker:
 
     def _remix(self, record: ActiveCall) -> None:
         if record.state.live:
-            mix, prompting = record.state.mix, record.prompting
+            mix = record.state.mix
             assert self.pj is not None
-            self.pj.post(lambda: self._pj_apply_mix(record, mix, prompting))
-
-    def _prompts_busy(self, record: ActiveCall, busy: bool) -> None:
-        """The prompt player starts or stops having audio: it is connected to its listeners
-        only meanwhile, not for every silent frame of the call."""
-        record.prompting = busy
-        self._remix(record)
+            self.pj.post(lambda: self._pj_apply_mix(record, mix))
 
     def _supervisor_joined(self, record: ActiveCall) -> None:
         try:

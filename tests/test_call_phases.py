@@ -284,17 +284,3 @@ def test_one_phone_rings_at_a_time_and_a_ringing_phone_can_be_called_off() -> No
 def test_a_model_failure_calls_off_a_ringing_phone() -> None:
     state, actions = phases.session_failed(_rung(_with_agent()), transfer_to=None)
     assert DropSupervisor() in actions and not state.ringing
-
-
-def test_an_idle_prompt_player_is_heard_by_nobody_but_still_drains() -> None:
-    # With the agent: the player is connected to the caller only while it has audio.
-    stop, start = changes(connections(Mix.AGENT), Mix.AGENT, [C, A, P], prompts_idle=True)
-    assert (stop, start) == ([(P, C)], [])
-    idle_agent = set(connections(Mix.AGENT)) - {(P, C)}
-    assert changes(idle_agent, Mix.AGENT, [C, A, P]) == ([], [(P, C)])
-    # On hold: the caller's audio still drains into the player between announcements.
-    stop, start = changes(set(), Mix.PROMPTS, [C, A, P], prompts_idle=True)
-    assert (stop, start) == ([], [(C, P)])
-    # Monitoring: the supervisor hears the caller and the agent; the player only when it plays.
-    stop, start = changes(set(), Mix.MONITOR, [C, A, P, S], prompts_idle=True)
-    assert stop == [] and not any(source is P for source, _ in start)

@@ -93,34 +93,3 @@ def test_a_reused_port_starts_its_next_call_clean() -> None:
     assert port.counters() == port.counters().__class__(0, 0, 0, 0, 0)
     assert _pull(port, 1) == [bytes(FRAME_BYTES)]  # silence, not the last call's audio
     assert port.underruns == 0  # and no utterance in progress to count an underrun for
-
-
-def test_the_playout_says_when_it_has_audio_and_when_its_port_has_played_it() -> None:
-    async def scenario() -> None:
-        port = MediaPort()
-        seen: list[bool] = []
-        player = Playout(port, on_busy=seen.append)
-        runner = asyncio.create_task(player.run())
-        try:
-            await asyncio.sleep(0.01)
-            assert seen == []  # nothing queued: nobody needs to listen
-            player.push("p1", bytes(FRAME_BYTES * 3), Sound.PROMPT)
-            player.end("p1")
-            assert seen == [True]
-            await asyncio.sleep(0.05)
-            assert seen == [True]  # queued in the port, not yet played
-            _pull(port, 5)  # the port plays its three frames and the end marker
-            while len(seen) < 2:
-                await asyncio.sleep(0.01)
-            assert seen == [True, False]
-            # A flush ends it too, and a new prompt starts it again.
-            player.push("p2", bytes(FRAME_BYTES * 50), Sound.HOLD)
-            await asyncio.sleep(0.01)
-            assert player.flush(Cause.CONTROL) is not None
-            while len(seen) < 4:
-                await asyncio.sleep(0.01)
-            assert seen == [True, False, True, False]
-        finally:
-            runner.cancel()
-
-    asyncio.run(asyncio.wait_for(scenario(), 5))
