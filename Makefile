@@ -28,7 +28,7 @@ run: deps
 
 test: deps lint
 	@.ci/test-services.sh
-	$(BIN)/python -m pytest $(ARGS)
+	.ci/run-tests.sh $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -50,7 +50,15 @@ from admin.models import (
 )
 from admin.settings import Settings
 
-REDIS_URL = os.environ.get("PARLEY_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+
+def _redis_db() -> int:
+    """Database 13, and one more for each further pytest-xdist worker (gw1: 14…): job queues
+    and keys of tests running side by side never mix."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    return 13 + (int(worker) if worker.isdigit() else 0)
+
+
+REDIS_URL = os.environ.get("PARLEY_TEST_REDIS_URL", f"redis://127.0.0.1:6379/{_redis_db()}")
 ROOT = Path(__file__).resolve().parent.parent
 AUDIT_KEY = "audit-key-for-the-job-tests-0123456789"
 NUMBER_KEY = "number-key-for-the-job-tests-0123456789"

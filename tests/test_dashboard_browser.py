@@ -34,7 +34,7 @@ from tests.support import (
 )
 
 __all__ = ["browser"]  # the fixture
-pytestmark = [pytest.mark.sip, pytest.mark.slow]
+pytestmark = [pytest.mark.sip, pytest.mark.slow, pytest.mark.serial]
 
 PHONE_PASSWORD = "alice-phone-secret-1"
 PASSWORD = "dashboard-secret-1"

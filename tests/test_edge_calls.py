@@ -34,7 +34,7 @@ from tests.support import (
     write_wav,
 )
 
-pytestmark = [pytest.mark.sip, pytest.mark.slow]
+pytestmark = [pytest.mark.sip, pytest.mark.slow, pytest.mark.serial]
 
 CAPACITY = 20  # five workers
 
