@@ -24,7 +24,7 @@ from escalation.commands import escalation_inbox_path
 from telephony.delivery import WorkerInboxes
 from telephony.events import CallEvent, CallEventKind
 from telephony.fanout import FanoutOutlet
-from tests.api_data import KEYS, Api, serve
+from tests.api_data import KEYS, Api, make_actor, serve
 
 pytest_plugins = ["tests.db_support", "tests.api_support"]
 
@@ -51,6 +51,7 @@ def board(api: Api, tmp_path: Path) -> Iterator[Board]:
         WorkerInboxes(1, run_dir),
         escalation_inbox_path(run_dir),
         supervisors={"supervisor": frozenset({"default"})},
+        phones={"desk-1": "sip:desk-1@127.0.0.1:5060", "desk-2": "sip:desk-2@127.0.0.1:5060"},
         supervisor_phones={"supervisor": "desk-1"},
     )
     context = ApiContext(sessions=api.sessions, keys=KEYS, control=plane, live_source=run_dir)
@@ -121,6 +122,36 @@ def test_an_admin_may_join_with_any_phone(board: Board, api: Api) -> None:
     ws, hello = _hello(board, api, "admin")
     with ws:
         assert hello["commands_all"] and hello["may_command"]
+        assert (hello["phone"], hello["phones"]) == (None, ["desk-1", "desk-2"])
+    ws, hello = _hello(board, api, "supervisor")
+    with ws:
+        assert (hello["phone"], hello["phones"]) == ("desk-1", [])  # their own phone only
+
+
+def test_a_watcher_whose_user_is_deactivated_is_closed_out(
+    board: Board, api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from admin.dashboard import routes
+    from admin.models import Role, User
+
+    monkeypatch.setattr(routes, "RECHECK_S", 0.2)
+    with api.sessions() as session:
+        actor = make_actor(session, f"leaver-{uuid.uuid4().hex[:8]}", Role.SUPERVISOR)
+        session.commit()
+    ws = connect(board.url, open_timeout=5)
+    ws.send(json.dumps({"type": "hello", "token": actor.token}))
+    with ws:
+        assert _next(ws, "board")["calls"] == []
+        with api.sessions() as session:
+            user = session.get(User, actor.user_id)
+            assert user is not None
+            user.active = False
+            session.commit()
+        error = _next(ws, "error")
+        assert error["status"] == 401
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=5)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
 
 
 @pytest.mark.parametrize(

@@ -114,21 +114,17 @@ class BoardFeed:
     def _publish(self, change: Change, t_event: float) -> None:
         if change.card is not None:
             self._broadcast({"type": "call", "call": change.card, "t_event": t_event})
-        if change.lines or change.timeline:
-            lines = _dumps(
-                {"type": "lines", "call_id": change.call_id, "lines": change.lines,
-                 "t_event": t_event}
-            )  # fmt: skip
-            items = _dumps(
-                {"type": "timeline", "call_id": change.call_id, "items": change.timeline,
-                 "t_event": t_event}
-            )  # fmt: skip
-            for watcher in list(self._watchers):
-                if watcher.watching == change.call_id:
-                    if change.lines:
-                        self._send(watcher, lines)
-                    if change.timeline:
-                        self._send(watcher, items)
+        watching = [w for w in self._watchers if w.watching == change.call_id]
+        for kind, key, content in (
+            ("lines", "lines", change.lines),
+            ("timeline", "items", change.timeline),
+        ):
+            if content and watching:
+                text = _dumps(
+                    {"type": kind, "call_id": change.call_id, key: content, "t_event": t_event}
+                )
+                for watcher in watching:
+                    self._send(watcher, text)
         if change.ended:
             self._broadcast({"type": "ended", "call_id": change.call_id, "t_event": t_event})
 

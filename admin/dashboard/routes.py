@@ -170,21 +170,17 @@ async def _recheck(websocket: WebSocket, context: ApiContext, principal: Princip
     while True:
         await asyncio.sleep(RECHECK_S)
         try:
-            refused = await run_in_threadpool(_refusal, context, principal)
+            await run_in_threadpool(_still_allowed, context, principal)
         except (sa_exc.OperationalError, sa_exc.InterfaceError):
             continue  # the database is down: the board goes on, checked again later
-        if refused is not None:
+        except ApiError as refused:
             await _error_close(websocket, refused.status, refused.message)
             return
 
 
-def _refusal(context: ApiContext, principal: Principal) -> ApiError | None:
+def _still_allowed(context: ApiContext, principal: Principal) -> None:
     with context.sessions() as session:
-        try:
-            auth.recheck(session, principal, Permission.WATCH_BOARD)
-        except ApiError as error:
-            return error
-    return None
+        auth.recheck(session, principal, Permission.WATCH_BOARD)
 
 
 def _parse(raw: str) -> dict[str, Any]:
