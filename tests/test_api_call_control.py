@@ -221,9 +221,9 @@ def test_whisper_text_and_notes_stay_out_of_the_audit(
     entry = _last_audit(api)
     assert entry.action == "call.whisper" and "refund" not in str(entry.details)
     back = client.post(
-        f"/calls/{call}/hand-back", json={"note": "Refund 555 approved"}, headers=headers
+        f"/calls/{call}/hand-back", json={"note": "Refund approved"}, headers=headers
     )
-    assert back.status_code == 200 and "555" not in str(_last_audit(api).details)
+    assert back.status_code == 200 and "refund" not in str(_last_audit(api).details).lower()
     mode = client.post(f"/calls/{call}/mode", json={"mode": "takeover"}, headers=headers)
     assert mode.status_code == 200 and _last_audit(api).details["mode"] == "takeover"
 

@@ -27,6 +27,7 @@ from tests.support import (
     best_correlation,
     chirp_noise,
     dial,
+    echo_match,
     finish_dial,
     heard_in,
     phone_registered,
@@ -136,7 +137,8 @@ def test_dtmf_zero_reaches_the_supervisor_who_hears_the_summary(
     spoken = read_wav(config.tmp / "var" / "speech" / f"{brief.data['speech']}.wav")
     assert len(spoken) > 3 * 16000  # reason, mood and the keypad's map take a while to say
     opening = spoken[:32000]
-    assert best_correlation(opening, read_wav(tmp / "phone.wav"))[0] > 0.7
+    # Piece by piece: a busy machine may slip a frame, which breaks one long correlation.
+    assert echo_match(opening, read_wav(tmp / "phone.wav"))[0] > 0.7
     assert best_correlation(opening, read_wav(Path(heard_by_caller["recording"])))[0] < 0.3
 
     # The whole timeline in the admin API, as stored by the platform's own ingester.

@@ -125,7 +125,9 @@ def test_caller_vanishing_without_bye_times_out(
             for e in worker_config.events()
             if e.kind is CallEventKind.ENDED and e.call_id == call_id
         ]
-    assert ended, "the abandoned call was never torn down"
+    assert ended, "the abandoned call was never torn down:\n" + "\n".join(
+        [str(e) for e in worker_config.events() if e.call_id == call_id] + [worker.log()[-4000:]]
+    )
     assert ended[0].data["reason"] == "rtp_timeout"
 
 
