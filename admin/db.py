@@ -37,7 +37,11 @@ def _sqlite_connect(dbapi_connection: Any, _record: object) -> None:
 
 
 def _sqlite_begin(connection: sqlalchemy.Connection) -> None:
-    connection.exec_driver_sql("BEGIN")
+    # IMMEDIATE: the write lock is taken at the start, waiting up to busy_timeout for it. A
+    # deferred transaction that reads and then writes (a login, an audit entry after the chain's
+    # head) fails at once with "database is locked" when another process committed meanwhile;
+    # SQLite cannot wait that out. Readers outside a transaction are never blocked (WAL).
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

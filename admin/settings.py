@@ -25,6 +25,8 @@ from admin.keyfile import Keys, load_keys
 from agent.profiles import PROFILES, SessionTarget
 from escalation.acd import QueuePolicy
 from escalation.triggers import policy_from_settings
+from telephony.browserleg import audio_path
+from telephony.commands import BROWSER_PHONE, browser_uri
 from telephony.edge import EdgeConfig, FloodLimits, TlsListener, WorkerAddress
 from telephony.inbox import inbox_path
 from telephony.lines import Line, LineRouter
@@ -282,10 +284,11 @@ class LineSettings(Section):
 
 
 class SupervisorSettings(Section):
-    """A person calls are offered to: rung on their phone (a `sip.phones` name)."""
+    """A person calls are offered to: rung on their phone (a `sip.phones` name), or in their
+    dashboard tab (`browser`: its microphone and speaker; telephony/browserleg.py)."""
 
     name: str = Field(min_length=1)
-    phone: str = Field(description="a name from sip.phones")
+    phone: str = Field(description="a name from sip.phones, or browser (their dashboard tab)")
     queues: list[str] = Field(default_factory=lambda: ["default"])
     skills: list[str] = Field(default_factory=list)
 
@@ -435,10 +438,15 @@ class Settings(BaseSettings):
         for line in self.lines:
             if line.queue is not None and line.queue not in queues:
                 raise ValueError(f"line {line.name}: queue {line.queue!r} is not in queues")
+        if BROWSER_PHONE in phones:
+            raise ValueError(f"sip.phones: {BROWSER_PHONE!r} is kept for supervisors' browsers")
         for supervisor in self.supervisors:
-            if supervisor.phone not in phones:
+            if supervisor.phone == BROWSER_PHONE:
+                browser_uri(supervisor.name)  # a name the leg can carry, or a clear error
+            elif supervisor.phone not in phones:
                 raise ValueError(
-                    f"supervisor {supervisor.name}: phone {supervisor.phone!r} is not in sip.phones"
+                    f"supervisor {supervisor.name}: phone {supervisor.phone!r} is not in "
+                    f"sip.phones (nor {BROWSER_PHONE!r}, their dashboard tab)"
                 )
             if unknown := sorted(set(supervisor.queues) - queues):
                 raise ValueError(
@@ -500,7 +508,11 @@ class Settings(BaseSettings):
 
     def escalation_needed(self) -> bool:
         """Whether `parley run` must start the escalation service."""
-        return bool(self.sip.phones) or any(line.queue for line in self.lines)
+        return (
+            bool(self.sip.phones)
+            or bool(self.supervisors)
+            or any(line.queue for line in self.lines)
+        )
 
     def escalation_config(self) -> ServiceConfig:
         from escalation.service import ServiceConfig, SupervisorSpec
@@ -508,7 +520,10 @@ class Settings(BaseSettings):
         queues = self.queue_policies()
         supervisors = [
             SupervisorSpec(
-                s.name, self.phone_uri(s.phone), frozenset(s.queues), frozenset(s.skills)
+                s.name,
+                browser_uri(s.name) if s.phone == BROWSER_PHONE else self.phone_uri(s.phone),
+                frozenset(s.queues),
+                frozenset(s.skills),
             )
             for s in self.supervisors
         ] or [
@@ -568,6 +583,7 @@ class Settings(BaseSettings):
             stats_interval_s=sip.stats_interval_s,
             pj_log_level=sip.pj_log_level,
             inbox_path=str(inbox_path(self.run_dir(), index)),
+            audio_path=str(audio_path(self.run_dir(), index)),
             edge_uri=_sip_uri(sip.host, sip.port),
             redis_url=self.redis_url,
             speech_dir=str(self.speech_dir()),

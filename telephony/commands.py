@@ -87,7 +87,9 @@ class Unhold(_Base):
 class AttachLeg(_Base):
     TYPE: ClassVar[str] = "attach_leg"
     leg: Leg = Leg.SUPERVISOR  # the only leg that comes and goes
-    uri: str | None = None  # a SIP URI the worker dials; None for a leg that calls in
+    # A SIP URI the worker dials, or browser:<supervisor> for a supervisor's dashboard tab
+    # (telephony/browserleg.py); None for a leg that calls in.
+    uri: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -228,8 +230,36 @@ def _sip_uri(name: str, value: object) -> str:
     return value
 
 
-def _optional_sip_uri(name: str, value: object) -> str | None:
-    return None if value is None else _sip_uri(name, value)
+BROWSER = "browser:"  # a supervisor's "phone" that is their browser tab: browser:<name>
+BROWSER_PHONE = "browser"  # the phone name that means it (settings, the API's `phone`)
+_BROWSER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
+
+
+def browser_uri(name: str) -> str:
+    """The leg URI of supervisor `name`'s browser tab (telephony/browserleg.py)."""
+    if not _BROWSER_NAME.fullmatch(name):
+        raise ValueError(f"not a supervisor name a browser leg can carry: {name!r}")
+    return f"{BROWSER}{name}"
+
+
+def browser_name(uri: str) -> str | None:
+    """The supervisor of a `browser:<name>` leg; None for any other URI."""
+    if not uri.startswith(BROWSER):
+        return None
+    name = uri[len(BROWSER) :]
+    return name if _BROWSER_NAME.fullmatch(name) else None
+
+
+def is_browser_uri(uri: str) -> bool:
+    return browser_name(uri) is not None
+
+
+def _leg_uri(name: str, value: object) -> str | None:
+    if value is None or (isinstance(value, str) and is_browser_uri(value)):
+        return value
+    if isinstance(value, str) and value.startswith(BROWSER):
+        raise CommandError(f"{name}: a browser leg is browser:<supervisor name>", field=name)
+    return _sip_uri(name, value)
 
 
 def _enum(kind: type[enum.StrEnum], *allowed: enum.StrEnum) -> _Check:
@@ -257,7 +287,7 @@ _FIELDS: dict[type[Command], dict[str, _Check]] = {
     Hold: {},
     Unhold: {},
     # Only a supervisor's leg comes and goes; the caller's is the call itself.
-    AttachLeg: {"leg": _enum(Leg, Leg.SUPERVISOR), "uri": _optional_sip_uri},
+    AttachLeg: {"leg": _enum(Leg, Leg.SUPERVISOR), "uri": _leg_uri},
     DetachLeg: {"leg": _enum(Leg, Leg.SUPERVISOR)},
     SetMode: {"mode": _enum(Mode)},
     DetachAgent: {},

@@ -49,6 +49,7 @@ class MediaPort(pj.AudioMediaPort):  # type: ignore[misc]
         tx_capacity: int = 1500,
         on_rx: Callable[[], None] | None = None,
         kind: str = "agent",
+        jitter_frames: int = 0,
     ) -> None:
         super().__init__()
         self.kind = kind  # what the worker uses it for (its spares are kept by kind)
@@ -59,6 +60,10 @@ class MediaPort(pj.AudioMediaPort):  # type: ignore[misc]
         self.tx: collections.deque[tuple[str, bytes]] = collections.deque()
         self._tx_capacity = tx_capacity
         self._on_rx = on_rx
+        # A jitter buffer for audio that arrives over a network (a browser's): once the queue
+        # has run dry, nothing plays until this many frames are queued again.
+        self._jitter_frames = jitter_frames
+        self._primed = jitter_frames == 0
         self._lock = threading.Lock()
         self._playing: _Playing | None = None
         self._played: dict[str, int] = {}
@@ -77,6 +82,7 @@ class MediaPort(pj.AudioMediaPort):  # type: ignore[misc]
             self.tx.clear()
             self._playing = None
             self._played = {}
+            self._primed = self._jitter_frames == 0
             self.frames_in = self.frames_out = self.underruns = 0
             self.rx_overflow_drops = self.tx_overflow_drops = 0
             self.last_tx_mono_ns = 0
@@ -113,6 +119,10 @@ class MediaPort(pj.AudioMediaPort):  # type: ignore[misc]
         frame.size = FRAME_BYTES
 
     def _next_frame(self) -> bytes:
+        if not self._primed:
+            if len(self.tx) < self._jitter_frames:
+                return SILENCE
+            self._primed = True
         while self.tx:
             utterance_id, pcm = self.tx.popleft()
             if not pcm:  # the utterance's end: it has been heard in full
@@ -131,6 +141,7 @@ class MediaPort(pj.AudioMediaPort):  # type: ignore[misc]
             return pcm
         if self._playing is not None:
             self.underruns += 1
+        self._primed = self._jitter_frames == 0
         return SILENCE
 
     # --- any thread ----------------------------------------------------------------------

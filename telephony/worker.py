@@ -35,9 +35,18 @@ from typing import Any
 import pjsua2 as pj
 
 from agent.session import DuplexSession, SessionError
-from telephony import control, phases
+from telephony import browserleg, control, phases
 from telephony.bridge import CallBridge
-from telephony.commands import AttachLeg, Command, PlayPrompt, Reply, Status
+from telephony.browserleg import BrowserLeg, LegRefused
+from telephony.commands import (
+    AttachLeg,
+    Command,
+    PlayPrompt,
+    Reply,
+    Status,
+    browser_name,
+    is_browser_uri,
+)
 from telephony.consent import (
     ConsentRun,
     Decision,
@@ -49,7 +58,7 @@ from telephony.consent import (
 from telephony.consent import Phase as ConsentPhase
 from telephony.delivery import NOT_HELD
 from telephony.events import CallEvent, CallEventKind, EventOutlet
-from telephony.inbox import Inbox, RedisInbox, UnixInbox
+from telephony.inbox import Inbox, RedisInbox, UnixInbox, UnixListener, bind_unix
 from telephony.lines import Line, LineRouter, request_uri_user
 from telephony.mediaport import MediaPort, wake_on
 from telephony.metrics import metered
@@ -131,7 +140,8 @@ class ActiveCall:
     ended: bool = False  # the pjsua2 thread saw it disconnect
     disclosure: Disclosure | None = None
     control: asyncio.Task[None] | None = None  # the call's actions, carried out in order
-    supervisor_call: Any = None  # pjsua2 thread: the call to a supervisor's phone
+    # pjsua2 thread: the supervisor's leg, a call to their phone or their browser tab
+    supervisor_call: Any = None
     briefing: Path | None = None  # pjsua2 thread: the supervisor's summary, until it plays
     tasks: set[asyncio.Task[None]] = field(default_factory=set)  # playout, hold audio
 
@@ -241,7 +251,11 @@ class MediaWorker:
         self._released = asyncio.Event()
         self._retired_ports: list[tuple[float, Any]] = []  # (free after, port or player)
         # Ports of ended calls, kept registered in the bridge for the next calls (by kind).
-        self._spare_ports: dict[str, list[MediaPort]] = {"agent": [], "prompt": []}
+        self._spare_ports: dict[str, list[MediaPort]] = {
+            "agent": [],
+            "prompt": [],
+            "browser": [],
+        }
 
     # --- pjsua2 thread -------------------------------------------------------------------
 
@@ -430,6 +444,18 @@ class MediaWorker:
             old.record = None
             record.supervisor_call = None
             self._pj_release_later(old)
+        supervisor = browser_name(uri)
+        if supervisor is not None:
+            # Rung by waiting for their browser's audio (browserleg.py); no call slot.
+            record.supervisor_call = BrowserLeg(supervisor, time.monotonic(), record)
+            self._emit(
+                CallEvent(
+                    record.call_id,
+                    CallEventKind.SUPERVISOR,
+                    {"event": "ringing", "browser": supervisor},
+                )
+            )
+            return
         call = _SupervisorCall(self, self._account, record)
         try:
             call.makeCall(uri, pj.CallOpParam(True))
@@ -457,27 +483,61 @@ class MediaWorker:
             self._emit(CallEvent(record.call_id, CallEventKind.SUPERVISOR, {"event": "answered"}))
             self.loop.call_soon_threadsafe(self._supervisor_joined, record)
         elif info.state == pj.PJSIP_INV_STATE_DISCONNECTED:
-            if record.supervisor_call is call:
-                record.supervisor_call = None
-            record.legs.pop(Leg.SUPERVISOR, None)
-            record.briefing = None  # it was for this supervisor
-            self._pj_end_briefing(record)
-            record.links = {link for link in record.links if Leg.SUPERVISOR not in link}
-            call.record = None
-            self._emit(
-                CallEvent(
-                    record.call_id,
-                    CallEventKind.SUPERVISOR,
-                    {
-                        "event": "ended",
-                        "status": int(info.lastStatusCode),
-                        "by": "parley" if call.dropped else "supervisor",
-                    },
-                )
-            )
-            if not record.ended:
-                self.loop.call_soon_threadsafe(self._supervisor_gone, record, call.dropped)
+            self._pj_supervisor_ended(record, call, int(info.lastStatusCode))
             self._pj_release_later(call)
+
+    def _pj_supervisor_ended(self, record: ActiveCall, leg: Any, status: int) -> None:
+        """The supervisor's leg (a phone's call or a browser leg) is over."""
+        assert self.loop is not None
+        if record.supervisor_call is leg:
+            record.supervisor_call = None
+        record.legs.pop(Leg.SUPERVISOR, None)
+        record.briefing = None  # it was for this supervisor
+        self._pj_end_briefing(record)
+        record.links = {link for link in record.links if Leg.SUPERVISOR not in link}
+        leg.record = None
+        if isinstance(leg, BrowserLeg):
+            leg.ended = True
+            if leg.port is not None:
+                # Out of the bridge first; the port is buried like a call's (_pj_release).
+                self._retired_ports.append((time.monotonic() + PORT_RETIRE_S, leg.port))
+                leg.port = None
+            self.loop.call_soon_threadsafe(leg.close)
+        self._emit(
+            CallEvent(
+                record.call_id,
+                CallEventKind.SUPERVISOR,
+                {
+                    "event": "ended",
+                    "status": status,
+                    "by": "parley" if leg.dropped else "supervisor",
+                },
+            )
+        )
+        if not record.ended:
+            self.loop.call_soon_threadsafe(self._supervisor_gone, record, leg.dropped)
+
+    def _pj_browser_answered(self, record: ActiveCall, leg: BrowserLeg) -> None:
+        """The supervisor's browser connected its audio: the leg joins like an answered phone
+        (telephony/browserleg.py)."""
+        assert self.loop is not None
+        if record.ended or record.supervisor_call is not leg or leg.ended:
+            self.loop.call_soon_threadsafe(leg.close)
+            return
+        port = self._pj_port("browser", on_rx=wake_on(self.loop, leg.rx_ready))
+        leg.port = port
+        record.legs[Leg.SUPERVISOR] = port
+        self.loop.call_soon_threadsafe(leg.ready.set)
+        self._emit(
+            CallEvent(
+                record.call_id,
+                CallEventKind.SUPERVISOR,
+                {"event": "answered", "browser": leg.supervisor},
+            )
+        )
+        self.loop.call_soon_threadsafe(self._supervisor_joined, record)
+        self._pj_start_briefing(record)
+        self.loop.call_soon_threadsafe(self._remix, record)
 
     def _pj_supervisor_media(self, record: ActiveCall, call: Any) -> None:
         if record.ended or Leg.SUPERVISOR in record.legs:
@@ -533,6 +593,9 @@ class MediaWorker:
         if call is None:
             return
         call.dropped = True
+        if isinstance(call, BrowserLeg):
+            self._pj_supervisor_ended(record, call, 200 if call.port is not None else 487)
+            return
         try:
             call.hangup(pj.CallOpParam(True))
         except pj.Error as error:
@@ -551,6 +614,14 @@ class MediaWorker:
         for record in list(self.calls.values()):
             if record.ended:
                 continue
+            leg = record.supervisor_call
+            if (
+                isinstance(leg, BrowserLeg)
+                and leg.port is None
+                and now - leg.rung_mono > browserleg.RING_S
+            ):
+                log.info("browser leg not answered", extra={"call_id": record.call_id})
+                self._pj_supervisor_ended(record, leg, 408)
             if record.answered_mono is None:
                 # Answered (200 OK) but never ACKed: a half-open call holding a slot. pjsip
                 # would wait 32 s for the ACK; a real caller's ACK takes one round trip.
@@ -589,8 +660,16 @@ class MediaWorker:
             port = spares.pop()
             port.reset(on_rx=on_rx)
             return port
-        capacity = 1 if kind == "prompt" else 50  # the prompt player drops what it hears
-        port = MediaPort(rx_capacity=capacity, on_rx=on_rx, kind=kind)
+        if kind == "browser":  # a supervisor's browser: its audio arrives over a network
+            port = MediaPort(
+                on_rx=on_rx,
+                kind=kind,
+                tx_capacity=browserleg.PLAYOUT_FRAMES,
+                jitter_frames=browserleg.JITTER_FRAMES,
+            )
+        else:
+            capacity = 1 if kind == "prompt" else 50  # the prompt player drops what it hears
+            port = MediaPort(rx_capacity=capacity, on_rx=on_rx, kind=kind)
         port.create(f"{kind}-{id(port):x}")
         return port
 
@@ -655,6 +734,9 @@ class MediaWorker:
         record.briefing = None
         record.legs = {}
         record.links = set()
+        if isinstance(record.supervisor_call, BrowserLeg):
+            record.supervisor_call.dropped = True
+            self._pj_supervisor_ended(record, record.supervisor_call, 200)
         if record.supervisor_call is not None:
             record.supervisor_call.record = None
             self._pj_release_later(record.supervisor_call)
@@ -670,6 +752,9 @@ class MediaWorker:
         for record in list(self.calls.values()):
             record.port = record.prompt_port = None
             record.legs = {}
+            if isinstance(record.supervisor_call, BrowserLeg):
+                assert self.loop is not None
+                self.loop.call_soon_threadsafe(record.supervisor_call.close)
             record.supervisor_call = None
             if record.pj_call is not None:
                 record.pj_call.record = None
@@ -1109,8 +1194,14 @@ class MediaWorker:
 
     async def handle_command(self, command: Command) -> Reply:
         """Carries out a command from another process on one of this worker's calls."""
-        if isinstance(command, AttachLeg) and command.call_id in self.calls:
-            legs = len(self.calls) + sum(1 for r in self.calls.values() if r.supervisor_call)
+        if (
+            isinstance(command, AttachLeg)
+            and command.call_id in self.calls
+            and not (command.uri and is_browser_uri(command.uri))
+        ):
+            legs = len(self.calls) + sum(
+                1 for r in self.calls.values() if isinstance(r.supervisor_call, _SupervisorCall)
+            )
             if legs >= self.config.max_calls:
                 return Reply.failure(
                     command.command_id,
@@ -1203,6 +1294,64 @@ class MediaWorker:
             return UnixInbox(Path(self.config.inbox_path))
         return None
 
+    async def _audio_door(self) -> tuple[asyncio.Server, UnixListener] | None:
+        """Listens for supervisors' browser audio (telephony/browserleg.py), if configured."""
+        if not self.config.audio_path:
+            return None
+        try:
+            listener = bind_unix(Path(self.config.audio_path))
+            server = await asyncio.start_unix_server(self._audio_connection, sock=listener.sock)
+        except OSError as error:
+            log.error(
+                "browser audio socket could not start; supervisors must use phones",
+                extra={"worker": self.config.index, "error": str(error)},
+            )
+            return None
+        return server, listener
+
+    async def _audio_connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        await browserleg.serve_connection(
+            reader, writer, self._claim_browser_leg, self._browser_left
+        )
+
+    async def _claim_browser_leg(self, call_id: str, supervisor: str) -> BrowserLeg:
+        """The browser leg ringing for `supervisor` on `call_id`, now connected; it may start
+        ringing a moment after its audio arrives (the command and the audio race)."""
+        assert self.pj is not None and self.loop is not None
+        record = self.calls.get(call_id)
+        if record is None or not record.state.live:
+            raise LegRefused(f"media worker {self.config.index} {NOT_HELD} {call_id}", held=False)
+        deadline = self.loop.time() + browserleg.CLAIM_WAIT_S
+        while True:
+            leg = record.supervisor_call
+            if isinstance(leg, BrowserLeg) and leg.supervisor == supervisor and not leg.ended:
+                break
+            if self.loop.time() > deadline or not record.state.live:
+                raise LegRefused(
+                    f"no browser leg is ringing for {supervisor} on this call: join it first "
+                    '(POST /calls/{id}/supervise with phone "browser")',
+                    held=True,
+                )
+            await asyncio.sleep(0.05)
+        if leg.connected:
+            raise LegRefused(f"{supervisor}'s browser is already on this call", held=True)
+        leg.connected = True
+        self.pj.post(lambda: self._pj_browser_answered(record, leg))
+        return leg
+
+    def _browser_left(self, leg: BrowserLeg) -> None:
+        """The supervisor's browser hung up (or its connection broke)."""
+        assert self.pj is not None
+
+        def end() -> None:
+            record = leg.record
+            if record is not None and not leg.ended:
+                self._pj_supervisor_ended(record, leg, 200)
+
+        self.pj.post(end)
+
     def command(
         self, call_id: str, step: Callable[[CallState], tuple[CallState, list[Action]]]
     ) -> None:
@@ -1273,6 +1422,7 @@ class MediaWorker:
                     extra={"worker": self.config.index, "error": str(error)},
                 )
                 inbox = None
+        audio = await self._audio_door()
         log.info(
             "media worker ready", extra={"worker": self.config.index, "port": self.pj.bound_port}
         )
@@ -1281,6 +1431,10 @@ class MediaWorker:
         finally:
             if inbox is not None:
                 await inbox.close()
+            if audio is not None:
+                server, listener = audio
+                server.close()
+                listener.close()
         log.info(
             "media worker stopping", extra={"worker": self.config.index, "calls": len(self.calls)}
         )

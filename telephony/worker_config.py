@@ -42,6 +42,9 @@ class WorkerConfig:
     # Where commands for this worker's calls arrive: a Unix socket (the embedded default), or
     # Redis when redis_url is set (telephony/inbox.py). None: no inbox (tests, benchmarks).
     inbox_path: str | None = None
+    # Where supervisors' browser audio connects (telephony/browserleg.py): a Unix socket the
+    # API on this host relays to. None: supervisors join calls by phone only.
+    audio_path: str | None = None
     redis_url: str | None = None
     # Supervisors' phones are rung through the edge, never directly (sip:127.0.0.1:5060).
     edge_uri: str | None = None

@@ -4,6 +4,7 @@ registered SIP phone. Screenshots land in var/test-artifacts/dashboard."""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import time
@@ -14,8 +15,9 @@ import httpx
 import numpy as np
 import pytest
 from playwright.sync_api import Browser, Page, expect
+from websockets.sync.client import connect
 
-from telephony.events import CallEventKind
+from telephony.events import CallEvent, CallEventKind
 from tests.browser_support import browser, log_in, new_page, screenshot
 from tests.engine_harness import silence, speak
 from tests.support import (
@@ -24,9 +26,12 @@ from tests.support import (
     PlatformConfig,
     Running,
     answered_since,
+    chirp_noise,
     dial,
+    echo_match,
     finish_dial,
     phone_registered,
+    read_wav,
     start_phone,
     start_platform,
     wait_for,
@@ -283,3 +288,91 @@ def test_history_opens_a_past_call_with_its_audit_trail_and_the_charts_draw_it(
         expect(auditor.locator(f"#chart-{chart} svg")).to_be_visible()
     screenshot(auditor, "charts")
     auditor.close()
+
+
+def _token(config: PlatformConfig, username: str) -> str:
+    response = httpx.post(
+        f"{_base(config)}/auth/token",
+        data={"username": username, "password": PASSWORD},
+        timeout=10,
+    )
+    assert response.status_code == 200, response.text
+    return str(response.json()["access_token"])
+
+
+def test_a_browser_leg_over_the_audio_socket_hears_the_caller_and_is_heard_on_takeover(
+    config: PlatformConfig, platform: Running, tmp: Path
+) -> None:
+    """The audio socket the page uses, driven without a browser: what it sends reaches the
+    caller once the supervisor takes over, and what the caller says reaches it."""
+    caller_says = chirp_noise(20.0, seed=11)
+    supervisor_says = chirp_noise(8.0, seed=12)
+    since = time.monotonic_ns()
+    caller = dial(
+        f"sip:300@127.0.0.1:{config.sip_port}", tmp, play=write_wav(tmp / "says.wav", caller_says),
+        hold=1, max_s=40, background=True,
+    )  # fmt: skip
+    call_id = answered_since(config, since)
+    token = _token(config, "root")
+    headers = {"Authorization": f"Bearer {token}"}
+    api = httpx.Client(base_url=_base(config), timeout=10)
+    url = f"ws://127.0.0.1:{config.http_port}/calls/{call_id}/audio"
+
+    # Nothing rings for root yet: the socket says so and closes.
+    with connect(url, open_timeout=5) as ws:
+        ws.send(json.dumps({"type": "hello", "token": token}))
+        refused = json.loads(ws.recv(timeout=10))
+        assert refused["type"] == "error" and refused["status"] == 409, refused
+        assert "no browser leg is ringing for root" in refused["message"]
+
+    joined = api.post(f"/calls/{call_id}/supervise", json={"phone": "browser"}, headers=headers)
+    assert joined.status_code == 200, joined.text
+    heard = bytearray()
+    with connect(url, open_timeout=5) as ws:
+        ws.send(json.dumps({"type": "hello", "token": token}))
+        assert json.loads(ws.recv(timeout=10)) == {
+            "type": "joined", "rate": 16000, "frame_bytes": 640,
+        }  # fmt: skip
+        wait_for(
+            lambda: (
+                {"event": "answered", "browser": "root"}
+                in [e.data for e in _supervisor_events(config, call_id)]
+            ),
+            "the browser leg answered",
+            10,
+        )
+        mode = api.post(f"/calls/{call_id}/mode", json={"mode": "takeover"}, headers=headers)
+        assert mode.status_code == 200, mode.text
+        pcm = supervisor_says.astype("<i2").tobytes()
+        start = time.monotonic()
+        for index in range(0, len(pcm), 640):
+            ws.send(pcm[index : index + 640])
+            while True:  # what the supervisor hears meanwhile, without blocking the pace
+                try:
+                    message = ws.recv(timeout=0)
+                except TimeoutError:
+                    break
+                if isinstance(message, bytes):
+                    heard += message
+            time.sleep(max(0.0, start + (index // 640 + 1) * 0.02 - time.monotonic()))
+        ws.send(json.dumps({"type": "bye"}))
+    back = api.post(f"/calls/{call_id}/hand-back", json={}, headers=headers)
+    ended = [e.data for e in _supervisor_events(config, call_id) if e.data.get("event") == "ended"]
+    [result] = finish_dial(caller, tmp / "dial.json", timeout=60)
+
+    received = np.frombuffer(bytes(heard), dtype="<i2").astype(np.float64)
+    assert len(received) > 6 * 16000  # 20 ms frames, all the while
+    score, _ = echo_match(caller_says[16000 * 6 : 16000 * 10], received)
+    assert score > 0.6, score  # the page hears the caller
+    recording = read_wav(Path(result["recording"]))
+    score, _ = echo_match(supervisor_says[16000 : 16000 * 7], recording)
+    assert score > 0.6, score  # the caller hears the page on takeover
+    assert ended and ended[0]["by"] == "supervisor", ended  # the page hung up its leg
+    # Closing the socket ended the leg, so the AI had the call again before the hand-back.
+    assert back.status_code in (200, 409), back.text
+
+
+def _supervisor_events(config: PlatformConfig, call_id: str) -> list[CallEvent]:
+    return [
+        e for e in config.events() if e.call_id == call_id and e.kind is CallEventKind.SUPERVISOR
+    ]

@@ -70,9 +70,11 @@ def create_app(context: ApiContext) -> FastAPI:
         app.include_router(module.router)
     app.add_api_route("/healthz", healthz, methods=["GET"], tags=["health"])
     # Imported here: the dashboard builds on admin.api (its masking, auth and roles).
+    from admin.dashboard import audio as dashboard_audio
     from admin.dashboard import routes as dashboard
 
     app.include_router(dashboard.router)
+    app.include_router(dashboard_audio.router)
     app.mount("/static", StaticFiles(directory=dashboard.STATIC), name="static")
     errors.install(app)
     app.add_middleware(AccessLog)

@@ -156,7 +156,12 @@ async def _data_error(_request: Request, _error: Exception) -> JSONResponse:
 
 
 async def _database_unavailable(_request: Request, error: Exception) -> JSONResponse:
-    log.warning("the database is unavailable", extra={"error": type(error).__name__})
+    # The driver's own first line ("database is locked", "connection refused"), never the
+    # statement or its parameters.
+    reason = str(getattr(error, "orig", None) or type(error).__name__).splitlines()[0][:200]
+    log.warning(
+        "the database is unavailable", extra={"error": type(error).__name__, "reason": reason}
+    )
     return error_response(
         ApiError(
             503,

@@ -435,7 +435,9 @@ class HandBackIn(Input):
 
 
 class SuperviseIn(Input):
-    phone: Slug = Field(description="a phone's name from the sip.phones settings")
+    phone: Slug = Field(
+        description="a phone's name from the sip.phones settings, or browser (your dashboard tab)"
+    )
 
 
 class CallCommandOut(BaseModel):

@@ -45,7 +45,7 @@ HELLO_TIMEOUT_S = 10.0
 RECHECK_S = 30.0  # how often a watcher's user is checked again (deactivated: closed)
 MESSAGE_LIMIT = 4096  # bytes of one message from a page
 _CALL_ID = re.compile(r"[0-9a-f]{32}")
-_CLOSE = {401: 4401, 403: 4403, 503: 1013}
+_CLOSE = {401: 4401, 403: 4403, 404: 4404, 409: 4409, 503: 1013}
 
 # The page loads nothing from elsewhere and runs no inline script.
 _PAGE_HEADERS = {
@@ -71,12 +71,13 @@ async def board(websocket: WebSocket) -> None:
     context = cast(ApiContext, websocket.app.state.context)
     await websocket.accept()
     if feed is None:
-        await _error_close(websocket, 503, "the live board is not running in this API process")
+        await error_close(websocket, 503, "the live board is not running in this API process")
         return
     try:
-        principal = await _hello(websocket, context)
+        principal = await log_in(websocket, context, Permission.WATCH_BOARD)
+        await websocket.send_json(_introduction(context, principal))
     except ApiError as error:
-        await _error_close(websocket, error.status, error.message)
+        await error_close(websocket, error.status, error.message)
         return
     except WebSocketDisconnect:
         return
@@ -85,7 +86,7 @@ async def board(websocket: WebSocket) -> None:
     tasks = {
         asyncio.create_task(_send(websocket, watcher)),
         asyncio.create_task(_receive(websocket, feed, watcher)),
-        asyncio.create_task(_recheck(websocket, context, principal)),
+        asyncio.create_task(recheck(websocket, context, principal)),
     }
     try:
         done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -101,21 +102,21 @@ async def board(websocket: WebSocket) -> None:
         log.info("dashboard watcher left", extra={"user_id": principal.user_id})
 
 
-async def _hello(websocket: WebSocket, context: ApiContext) -> Principal:
+async def log_in(websocket: WebSocket, context: ApiContext, permission: Permission) -> Principal:
+    """The user behind the socket's first message, `{"type": "hello", "token"}`; raises
+    ApiError (401, 403, 503) when there is none or they lack `permission`."""
     try:
         raw = await asyncio.wait_for(websocket.receive_text(), HELLO_TIMEOUT_S)
     except TimeoutError:
         raise ApiError(401, 'log in first: send {"type": "hello", "token": …}') from None
-    message = _parse(raw)
+    message = parse(raw)
     token = message.get("token") if message.get("type") == "hello" else None
     if not isinstance(token, str) or not token:
         raise ApiError(401, 'log in first: send {"type": "hello", "token": …}')
     try:
-        principal = await run_in_threadpool(_authorize, context, token)
+        return await run_in_threadpool(_authorize, context, token, permission)
     except (sa_exc.OperationalError, sa_exc.InterfaceError):
         raise ApiError(503, "the database cannot be reached; try again shortly") from None
-    await websocket.send_json(_introduction(context, principal))
-    return principal
 
 
 def _introduction(context: ApiContext, principal: Principal) -> dict[str, Any]:
@@ -136,10 +137,10 @@ def _introduction(context: ApiContext, principal: Principal) -> dict[str, Any]:
     }
 
 
-def _authorize(context: ApiContext, token: str) -> Principal:
+def _authorize(context: ApiContext, token: str, permission: Permission) -> Principal:
     with context.sessions() as session:
         principal = auth.authenticate(session, keys=context.keys, bearer=token, api_key=None)
-    return auth.require(principal, Permission.WATCH_BOARD)
+    return auth.require(principal, permission)
 
 
 async def _send(websocket: WebSocket, watcher: Watcher) -> None:
@@ -151,7 +152,7 @@ async def _receive(websocket: WebSocket, feed: BoardFeed, watcher: Watcher) -> N
     while True:
         raw = await websocket.receive_text()
         try:
-            message = _parse(raw)
+            message = parse(raw)
             if message.get("type") != "watch":
                 raise ApiError(422, 'a page may only send {"type": "watch", "call_id"}')
             call_id = message.get("call_id")
@@ -165,25 +166,30 @@ async def _receive(websocket: WebSocket, feed: BoardFeed, watcher: Watcher) -> N
         feed.watch(watcher, call_id)
 
 
-async def _recheck(websocket: WebSocket, context: ApiContext, principal: Principal) -> None:
-    """Closes the socket once the user is deactivated or loses the right to watch."""
+async def recheck(
+    websocket: WebSocket,
+    context: ApiContext,
+    principal: Principal,
+    permission: Permission = Permission.WATCH_BOARD,
+) -> None:
+    """Closes the socket once the user is deactivated or loses `permission`."""
     while True:
         await asyncio.sleep(RECHECK_S)
         try:
-            await run_in_threadpool(_still_allowed, context, principal)
+            await run_in_threadpool(_still_allowed, context, principal, permission)
         except (sa_exc.OperationalError, sa_exc.InterfaceError):
-            continue  # the database is down: the board goes on, checked again later
+            continue  # the database is down: the socket goes on, checked again later
         except ApiError as refused:
-            await _error_close(websocket, refused.status, refused.message)
+            await error_close(websocket, refused.status, refused.message)
             return
 
 
-def _still_allowed(context: ApiContext, principal: Principal) -> None:
+def _still_allowed(context: ApiContext, principal: Principal, permission: Permission) -> None:
     with context.sessions() as session:
-        auth.recheck(session, principal, Permission.WATCH_BOARD)
+        auth.recheck(session, principal, permission)
 
 
-def _parse(raw: str) -> dict[str, Any]:
+def parse(raw: str) -> dict[str, Any]:
     if len(raw.encode()) > MESSAGE_LIMIT:
         raise ApiError(422, f"a message is at most {MESSAGE_LIMIT} bytes")
     try:
@@ -195,7 +201,7 @@ def _parse(raw: str) -> dict[str, Any]:
     return message
 
 
-async def _error_close(websocket: WebSocket, status: int, message: str) -> None:
+async def error_close(websocket: WebSocket, status: int, message: str) -> None:
     with contextlib.suppress(Exception):
         await websocket.send_json({"type": "error", "message": message, "status": status})
         await websocket.close(code=_CLOSE.get(status, 1008), reason=message[:120])

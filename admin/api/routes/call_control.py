@@ -164,12 +164,24 @@ def supervise(
     call_id: CallId,
     body: SuperviseIn,
 ) -> CallCommandOut:
-    """Rings a supervisor's phone (a name from `sip.phones`) into the call."""
+    """Rings a supervisor's phone (a name from `sip.phones`) into the call, or, with phone
+    `browser`, the caller's own dashboard tab (its audio joins at /calls/{id}/audio)."""
 
     def build(actor: str) -> Command:
-        uri = access.control_plane(context).phones.get(body.phone)
+        uri: str | None
+        if body.phone == commands.BROWSER_PHONE:
+            try:
+                uri = commands.browser_uri(principal.username)
+            except ValueError as error:
+                raise CommandError(str(error), field="phone") from None
+        else:
+            uri = access.control_plane(context).phones.get(body.phone)
         if uri is None:
-            raise CommandError(f"no phone named {body.phone!r} in sip.phones", field="phone")
+            raise CommandError(
+                f"no phone named {body.phone!r} in sip.phones (or {commands.BROWSER_PHONE!r}, "
+                "your dashboard tab)",
+                field="phone",
+            )
         return commands.AttachLeg(call_id=call_id, actor=actor, uri=uri)
 
     details = {"phone": body.phone}
