@@ -495,6 +495,7 @@ def cmd_phone(args: argparse.Namespace) -> int:
             port=args.port,
             answer_after_s=args.answer_after,
             decline=args.decline,
+            echo=args.echo,
             play_pcm=load_wav_16k(Path(args.play)) if args.play else b"",
             keys=parse_keys(args.keys or ""),
             hangup_after_s=args.hangup_after,
@@ -678,6 +679,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--answer-after", type=float, default=0.0, metavar="S", help="ring this long first"
     )
     phone.add_argument("--decline", action="store_true", help="answer 486 Busy Here instead")
+    phone.add_argument(
+        "--echo", action="store_true", help="send back what it hears (to measure round trips)"
+    )
     phone.add_argument("--play", metavar="WAV", help="what the supervisor says on answering")
     phone.add_argument("--record", metavar="WAV", help="write what the first call sent (16 kHz)")
     phone.add_argument(

@@ -39,8 +39,9 @@ def _sqlite_connect(dbapi_connection: Any, _record: object) -> None:
 def _sqlite_begin(connection: sqlalchemy.Connection) -> None:
     # IMMEDIATE: the write lock is taken at the start, waiting up to busy_timeout for it. A
     # deferred transaction that reads and then writes (a login, an audit entry after the chain's
-    # head) fails at once with "database is locked" when another process committed meanwhile;
-    # SQLite cannot wait that out. Readers outside a transaction are never blocked (WAL).
+    # head, an API key's last use on a GET) fails at once with "database is locked" when another
+    # process committed meanwhile; SQLite cannot wait that out. So sessions take turns (short
+    # ones: this is the embedded default; PostgreSQL has no such limit).
     connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 

@@ -24,7 +24,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -37,71 +36,35 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench import running
 from bench.machine import describe
+from bench.running import PARLEY
 from telephony.commands import ReattachAgent, SetMode
-from telephony.events import CallEvent, CallEventKind, read_events
+from telephony.events import CallEventKind
 from telephony.inbox import inbox_path, send_command
 from telephony.phases import Mode
-from telephony.sipprobe import wait_answering
-from tests.support import chirp_noise, read_wav, wait_for, write_wav
+from tests.support import chirp_noise, read_wav, write_wav
 
-ROOT = Path(__file__).resolve().parent.parent
-PARLEY = [sys.executable, "-m", "admin.cli"]
 BASE_PORT = 43000
 PASSWORD = "bench-super-1"
 MODES = ("monitor", "takeover", "monitor", "barge", "takeover", "barge", "monitor", "takeover")
 
 
-def _env(config: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PARLEY_")}
-    env["PYTHONPATH"] = str(ROOT)
-    env["PARLEY_CONFIG"] = str(config)
-    return env
-
-
 @contextlib.contextmanager
 def platform(tmp: Path) -> Iterator[Path]:
-    config = tmp / "parley.yaml"
-    config.write_text(
-        json.dumps(
-            {
-                "data_dir": str(tmp / "var"),
-                "log_level": "WARNING",
-                "sip": {
-                    "host": "127.0.0.1",
-                    "port": BASE_PORT,
-                    "call_capacity": 4,
-                    "worker_base_port": BASE_PORT + 2,
-                    "rtp_base_port": BASE_PORT + 10,
-                    "tls": {"enabled": False},
-                    "phones": [{"name": "alice", "password": PASSWORD}],
-                },
-                "lines": [{"name": "echo", "numbers": ["199"], "agent": "echo"}],
-                "default_line": None,
-            }
-        )
-    )
-    log = (tmp / "platform.log").open("wb")
-    proc = subprocess.Popen([*PARLEY, "run"], env=_env(config), stdout=log, stderr=log)
-    try:
-        wait_answering("127.0.0.1", BASE_PORT, timeout_s=60)
-        wait_answering("127.0.0.1", BASE_PORT + 2, timeout_s=60)
+    with running.platform(
+        tmp,
+        BASE_PORT,
+        sip={"phones": [{"name": "alice", "password": PASSWORD}]},
+        lines=[{"name": "echo", "numbers": ["199"], "agent": "echo"}],
+        default_line=None,
+    ) as config:
         yield config
-    finally:
-        proc.terminate()
-        proc.wait(30)
-
-
-def _events(tmp: Path) -> list[CallEvent]:
-    found: list[CallEvent] = []
-    for path in sorted((tmp / "var" / "events").glob("worker-*.jsonl")):
-        found.extend(read_events(path))
-    return sorted(found, key=lambda e: e.t_mono_ns)
 
 
 def answered_worker(tmp: Path, call_id: str) -> int:
     started = next(
-        e for e in _events(tmp) if e.call_id == call_id and e.kind is CallEventKind.STARTED
+        e for e in running.events(tmp) if e.call_id == call_id and e.kind is CallEventKind.STARTED
     )
     return int(str(started.data["worker"]))
 
@@ -110,7 +73,7 @@ def one_call(tmp: Path, config: Path, n: int) -> tuple[float, list[tuple[str, fl
     """(ms from the command to the phone ringing, [(switch, gap ms)]) for one call."""
     work = tmp / f"call{n}"
     work.mkdir()
-    env = _env(config)
+    env = running.env(config)
     phone = subprocess.Popen(
         [*PARLEY, "phone", "--registrar", f"sip:127.0.0.1:{BASE_PORT}", "--user", "alice",
          "--password", PASSWORD, "--answer-after", "0.2",
@@ -126,30 +89,14 @@ def one_call(tmp: Path, config: Path, n: int) -> tuple[float, list[tuple[str, fl
          "--record", str(work / "caller.wav"), "--json", str(work / "caller.json"), "-q"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
-    answered = wait_for(
-        lambda: [
-            e for e in _events(tmp) if e.kind is CallEventKind.ANSWERED and e.t_mono_ns > since
-        ],
-        "the call answered",
-        20.0,
-    )[-1]
+    answered = running.answered_since(tmp, since)
     sent_ns = time.monotonic_ns()
     subprocess.run(
         [*PARLEY, "call", "supervise", answered.call_id, "alice"], env=env, check=True,
         capture_output=True,
     )  # fmt: skip
     inbox = inbox_path(tmp / "var" / "run", answered_worker(tmp, answered.call_id))
-    wait_for(
-        lambda: [
-            e
-            for e in _events(tmp)
-            if e.call_id == answered.call_id
-            and e.kind is CallEventKind.SUPERVISOR
-            and e.data["event"] == "answered"
-        ],
-        "the supervisor answered",
-        20.0,
-    )
+    running.supervisor_answered(tmp, answered.call_id)
     for mode in MODES:
         time.sleep(1.5)
         asyncio.run(
@@ -162,7 +109,7 @@ def one_call(tmp: Path, config: Path, n: int) -> tuple[float, list[tuple[str, fl
     rung = json.loads((work / "phone.json").read_text())["calls"][0]["ringing_mono_ns"]
     # The CLI's own start (a Python process importing Parley) is not the platform's time:
     # count from the command's arrival, the worker's call.command event.
-    events = [e for e in _events(tmp) if e.call_id == answered.call_id]
+    events = [e for e in running.events(tmp) if e.call_id == answered.call_id]
     commanded = next(e for e in events if e.kind is CallEventKind.COMMAND).t_mono_ns
     phases = [e for e in events if e.kind is CallEventKind.PHASE][2:]  # after the briefing
     ring_ms = (rung - max(commanded, sent_ns)) / 1e6

@@ -26,6 +26,7 @@ from telephony.phonemedia import (
     check_keys,
     collect_received,
     connect_audio,
+    loop_back,
     read_stream_info,
     read_stream_stat,
 )
@@ -79,6 +80,7 @@ class DeskPlan:
     port: int = 0  # the SIP port to listen on; 0: any free port
     answer_after_s: float = 0.0  # how long it rings before answering (or declining)
     decline: bool = False  # answer 486 Busy Here instead
+    echo: bool = False  # send back what it hears (a loop, to measure a leg's round trip)
     play_pcm: bytes = b""  # 16 kHz PCM16 the supervisor says, from the answer on
     keys: tuple[tuple[float, str], ...] = ()  # (seconds after answering, digits)
     hangup_after_s: float | None = None  # None: stay on until the far end hangs up
@@ -523,6 +525,8 @@ class DeskPhone:
         )
         if leg.port is not None:
             read_stream_info(leg.call, leg.result)
+            if self.plan.echo:
+                loop_back(leg.call)
 
     def _state(self, leg: _Leg, info: Any) -> None:
         if info.state != pj.PJSIP_INV_STATE_DISCONNECTED or leg.phase is CallPhase.ENDED:

@@ -95,6 +95,17 @@ def connect_audio(call: Any, *, name: str, source: str, pcm: bytes) -> MediaPort
     return port
 
 
+def loop_back(call: Any) -> None:
+    """Sends the call's audio back to where it came from, through the conference bridge (one
+    clock tick): an echo, for measuring the far end's round trip."""
+    info = call.getInfo()
+    for index, media in enumerate(info.media):
+        if media.type == pj.PJMEDIA_TYPE_AUDIO and media.status == pj.PJSUA_CALL_MEDIA_ACTIVE:
+            audio = call.getAudioMedia(index)
+            audio.startTransmit(audio)
+            return
+
+
 def read_stream_info(call: Any, media: LegMedia) -> Any | None:
     """Notes the stream's codec and whether it is SRTP; returns pjsua2's StreamInfo."""
     try:

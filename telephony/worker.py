@@ -503,17 +503,14 @@ class MediaWorker:
                 self._retired_ports.append((time.monotonic() + PORT_RETIRE_S, leg.port))
                 leg.port = None
             self.loop.call_soon_threadsafe(leg.close)
-        self._emit(
-            CallEvent(
-                record.call_id,
-                CallEventKind.SUPERVISOR,
-                {
-                    "event": "ended",
-                    "status": status,
-                    "by": "parley" if leg.dropped else "supervisor",
-                },
-            )
-        )
+        data: dict[str, object] = {
+            "event": "ended",
+            "status": status,
+            "by": "parley" if leg.dropped else "supervisor",
+        }
+        if isinstance(leg, BrowserLeg):
+            data["browser"] = leg.supervisor
+        self._emit(CallEvent(record.call_id, CallEventKind.SUPERVISOR, data))
         if not record.ended:
             self.loop.call_soon_threadsafe(self._supervisor_gone, record, leg.dropped)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from tests.support import ROOT
+from tests.support import ROOT, chirp_noise, write_wav
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = ROOT / "var" / "test-artifacts" / "dashboard"  # screenshots, to look at
@@ -30,11 +30,15 @@ def chromium_path() -> str:
 
 
 @pytest.fixture(scope="module")
-def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
-    microphone = tmp_path_factory.mktemp("microphone") / "mic.wav"
-    from tests.support import chirp_noise, write_wav
+def microphone(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """What the browser's fake microphone says, over and over (a 16 kHz WAV)."""
+    path = tmp_path_factory.mktemp("microphone") / "mic.wav"
+    write_wav(path, chirp_noise(4.0))
+    return path
 
-    write_wav(microphone, chirp_noise(4.0))
+
+@pytest.fixture(scope="module")
+def browser(microphone: Path) -> Iterator[Browser]:
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(
             executable_path=chromium_path(),

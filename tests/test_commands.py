@@ -25,6 +25,8 @@ from telephony.commands import (
     Transfer,
     Unhold,
     Whisper,
+    browser_name,
+    browser_uri,
     decode,
     decode_reply,
     encode,
@@ -43,6 +45,7 @@ EVERY_KIND: list[Command] = [
     Unhold(call_id=CALL, actor=WHO),
     AttachLeg(call_id=CALL, actor=WHO, uri="sip:7@pbx.example.com;transport=tcp"),
     AttachLeg(call_id=CALL, actor=WHO, uri=None),
+    AttachLeg(call_id=CALL, actor=WHO, uri="browser:alice"),
     DetachLeg(call_id=CALL, actor=WHO),
     SetMode(call_id=CALL, actor=WHO, mode=Mode.WHISPER),
     DetachAgent(call_id=CALL, actor="api:admin"),
@@ -241,3 +244,28 @@ def test_malformed_replies_are_refused(raw: dict[str, object], message: str) -> 
 def test_a_reply_that_is_not_json_is_refused_at_encode() -> None:
     with pytest.raises(CommandError, match="not JSON-serializable"):
         encode_reply(Reply.success("c", {"when": object()}))
+
+
+@pytest.mark.parametrize(
+    ("uri", "message"),
+    [
+        ("browser:", "a browser leg is browser:<supervisor name>"),
+        ("browser:al ice", "a browser leg is browser:<supervisor name>"),
+        ("browser:../../etc", "a browser leg is browser:<supervisor name>"),
+        ("browser:" + "a" * 65, "a browser leg is browser:<supervisor name>"),
+        ("http://example.com/", "must be a sip: or sips: URI"),
+    ],
+)
+def test_a_leg_uri_is_a_sip_uri_or_a_named_browser(uri: str, message: str) -> None:
+    raw = {"type": "attach_leg", "call_id": CALL, "actor": WHO, "command_id": "c"}
+    raw.update(leg="supervisor", uri=uri)
+    with pytest.raises(CommandError, match=message):
+        decode(json.dumps(raw).encode())
+
+
+def test_browser_uris_name_their_supervisor() -> None:
+    assert browser_uri("alice.b@example") == "browser:alice.b@example"
+    assert browser_name("browser:alice") == "alice"
+    assert browser_name("sip:alice@example.com") is None
+    with pytest.raises(ValueError, match="not a supervisor name"):
+        browser_uri("alice smith")

@@ -228,3 +228,38 @@ def test_a_long_call_keeps_its_latest_lines() -> None:
         board.apply(_agent("caller_transcript", text=f"line {n}"))
     lines = _transcript(board)
     assert len(lines) == TRANSCRIPT_KEPT and lines[-1]["text"] == f"line {TRANSCRIPT_KEPT + 49}"
+
+
+def test_a_browser_leg_names_its_supervisor_while_it_rings_and_once_joined() -> None:
+    board = Board()
+    _started(board)
+    sup = CallEventKind.SUPERVISOR
+    board.apply(_event(sup, {"event": "ringing", "browser": "alice"}))
+    card = _card(board)
+    assert (card["browser"], card["browser_joined"], card["supervisor"]) == (
+        "alice",
+        False,
+        "alice",
+    )
+    board.apply(_event(sup, {"event": "answered", "browser": "alice"}))
+    board.apply(_event(CallEventKind.PHASE, {"phase": "with_human", "supervisor": True}))
+    card = _card(board)
+    assert (card["browser_joined"], card["state"], card["supervisor"]) == (
+        True,
+        "supervisor",
+        "alice",
+    )
+    board.apply(
+        _event(sup, {"event": "ended", "status": 200, "by": "supervisor", "browser": "alice"})
+    )
+    card = _card(board)
+    assert (card["browser"], card["browser_joined"]) == (None, False)
+    timeline = board.detail(CALL)["timeline"]  # type: ignore[index]
+    assert [item["text"] for item in timeline if item["kind"] == "supervisor"] == [
+        "alice's browser: ringing",
+        "alice's browser: answered",
+        "alice's browser: ended",
+    ]
+    # A phone rung afterwards is a phone again, not the browser.
+    board.apply(_event(sup, {"event": "ringing"}))
+    assert _card(board)["browser"] is None

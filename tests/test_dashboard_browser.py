@@ -18,13 +18,14 @@ from playwright.sync_api import Browser, Page, expect
 from websockets.sync.client import connect
 
 from telephony.events import CallEvent, CallEventKind
-from tests.browser_support import browser, log_in, new_page, screenshot
+from tests.browser_support import browser, log_in, microphone, new_page, screenshot
 from tests.engine_harness import silence, speak
 from tests.support import (
     PARLEY,
     EngineProcess,
     PlatformConfig,
     Running,
+    agent_events,
     answered_since,
     chirp_noise,
     dial,
@@ -38,7 +39,7 @@ from tests.support import (
     write_wav,
 )
 
-__all__ = ["browser"]  # the fixture
+__all__ = ["browser", "microphone"]  # the fixtures
 pytestmark = [pytest.mark.sip, pytest.mark.slow, pytest.mark.serial]
 
 PHONE_PASSWORD = "alice-phone-secret-1"
@@ -376,3 +377,77 @@ def _supervisor_events(config: PlatformConfig, call_id: str) -> list[CallEvent]:
     return [
         e for e in config.events() if e.call_id == call_id and e.kind is CallEventKind.SUPERVISOR
     ]
+
+
+def test_a_call_is_taken_over_from_the_browser_and_handed_back(
+    page: Page, config: PlatformConfig, microphone: Path, tmp: Path
+) -> None:
+    """The browser as the supervisor's phone: its fake microphone reaches the caller on
+    takeover, the caller's voice reaches the page, and after the hand-back the AI speaks."""
+    question = speak("What are your opening hours?")
+    gap = silence(3000)
+    caller_says = np.concatenate([silence(5000), *[np.concatenate([question, gap])] * 5])
+    since = time.monotonic_ns()
+    caller = dial(
+        f"sip:100@127.0.0.1:{config.sip_port}", tmp,
+        play=write_wav(tmp / "says.wav", caller_says.astype(np.float64)),
+        hold=6, max_s=60, background=True,
+    )  # fmt: skip
+    call_id = answered_since(config, since)
+    log_in(page, "root", PASSWORD)
+    page.goto(f"/#/call/{call_id}")
+    page.get_by_label("Join with").select_option("browser")
+    page.get_by_role("button", name="Join", exact=True).click()
+    expect(page.locator(".browser-leg .leg-state")).to_have_text(
+        "This browser is on the call.", timeout=15_000
+    )
+    state = page.locator("#call-state")
+    expect(state).to_have_text("root · joined", timeout=10_000)
+    page.get_by_role("button", name="Take over").click()
+    expect(state).to_have_text("root · takeover")
+    wait_for(
+        lambda: page.evaluate("window.parley.audio.level") > 0.01, "the microphone's level", 10
+    )
+    screenshot(page, "browser-takeover")
+    time.sleep(6)  # the supervisor talks (the fake microphone); the caller asks on
+    heard = np.array(page.evaluate("window.parley.heard(10)"), dtype=np.float64)
+    frames = page.evaluate("[window.parley.audio.framesIn, window.parley.audio.framesOut]")
+    assert frames[0] > 300 and frames[1] > 300, frames  # 20 ms frames both ways for > 6 s
+
+    handed_back_ns = time.monotonic_ns()
+    page.get_by_label("Hand back to the AI").fill("opening hours given")
+    page.get_by_role("button", name="Hand back").click()
+    expect(state).to_have_text("AI agent", timeout=10_000)
+    wait_for(
+        lambda: agent_events(config, call_id, "agent_utterance_started", handed_back_ns),
+        "the AI speaking again after the hand-back",
+        20,
+    )
+    # Handing back ended the browser's leg (as it hangs up a phone).
+    expect(page.locator("#on-call")).to_be_hidden()
+    assert page.evaluate("window.parley.audio.state") == "ended"
+
+    # Joined again, the supervisor leaves from the header: the call stays with the AI.
+    page.get_by_role("button", name="Join", exact=True).click()
+    expect(page.locator("#on-call")).to_be_visible(timeout=15_000)
+    page.locator("#leave-browser").click()
+    expect(page.locator("#on-call")).to_be_hidden()
+    wait_for(
+        lambda: [
+            e
+            for e in _supervisor_events(config, call_id)
+            if e.data == {"event": "ended", "status": 200, "by": "supervisor", "browser": "root"}
+        ],
+        "the browser's leg ended by the supervisor",
+        10,
+    )
+    expect(state).to_have_text("AI agent")
+    [result] = finish_dial(caller, tmp / "dial.json", timeout=90)
+
+    # The page heard the caller's question…
+    score, _ = echo_match(question, heard)
+    assert score > 0.5, score
+    # …and the caller heard the page's microphone while the supervisor had the call.
+    mic = read_wav(microphone)
+    score, _ = echo_match(mic[: 2 * 16000], read_wav(Path(result["recording"])))
+    assert score > 0.5, score

@@ -35,7 +35,7 @@ from admin.api.context import ApiContext
 from admin.api.control_plane import ControlPlane
 from admin.api.errors import ApiError
 from admin.api.roles import Permission
-from admin.dashboard.routes import error_close, log_in, parse, recheck
+from admin.dashboard.routes import error_close, log_in, parse, recheck, until_one_ends
 from agent.session import FRAME_BYTES, SAMPLE_RATE
 from telephony import browserleg
 from telephony.commands import BROWSER, browser_name, browser_uri
@@ -82,16 +82,7 @@ async def audio(websocket: WebSocket, call_id: str) -> None:
             asyncio.create_task(_to_page(websocket, connection.reader)),
             asyncio.create_task(recheck(websocket, context, principal, Permission.COMMAND_CALLS)),
         }
-        done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
-        for task in done:
-            failure = None if task.cancelled() else task.exception()
-            if failure is not None and not isinstance(
-                failure, WebSocketDisconnect | ConnectionError | OSError
-            ):
-                log.error("browser leg failed", exc_info=failure)
+        await until_one_ends(tasks, "browser leg failed")
     finally:
         await connection.close()
         log.info("browser leg left", extra={"call_id": call_id, "user_id": principal.user_id})

@@ -78,6 +78,10 @@ class Card:
     mode: str | None = None
     agent: str = "none"
     supervisor_on: bool = False  # a supervisor's leg is joined (with or without a mode yet)
+    # The user whose dashboard tab is the supervisor's leg (telephony/browserleg.py): being
+    # rung until browser_joined, then on the call.
+    browser: str | None = None
+    browser_joined: bool = False
     escalation: Escalation | None = None
     last_speaker: str | None = None
     last_text: str | None = None
@@ -88,8 +92,10 @@ class Card:
 
     @property
     def supervisor(self) -> str | None:
-        """Who the supervisor is (or is being rung), as the escalation service named them."""
-        return self.escalation.supervisor if self.escalation is not None else None
+        """Who the supervisor is (or is being rung), as the escalation service named them, or
+        as their browser leg does."""
+        named = self.escalation.supervisor if self.escalation is not None else None
+        return named or self.browser
 
     @property
     def queue(self) -> str | None:
@@ -255,8 +261,18 @@ class Board:
                 detail = f": {escalation.reason}" if data.get("event") == "request" else ""
                 note("escalation", f"escalation {_str(data.get('event'))}{detail}")
         elif kind is CallEventKind.SUPERVISOR:
-            who = _shown(data.get("supervisor")) or "supervisor"
-            note("supervisor", f"{who}'s phone: {_str(data.get('event'))}")
+            what = _str(data.get("event"))
+            browser = _shown(data.get("browser"))
+            if browser:
+                card.browser, card.browser_joined = browser, what == "answered"
+                note("supervisor", f"{browser}'s browser: {what}")
+            else:
+                if what in ("ringing", "ended"):
+                    card.browser, card.browser_joined = None, False
+                who = _shown(data.get("supervisor")) or "supervisor"
+                note("supervisor", f"{who}'s phone: {what}")
+            if what == "ended":
+                card.browser, card.browser_joined = None, False
         elif kind is CallEventKind.COMMAND:
             actor = _shown(data.get("actor")) or "someone"
             note("command", f"{_str(data.get('command'))} by {actor}")

@@ -89,17 +89,25 @@ async def board(websocket: WebSocket) -> None:
         asyncio.create_task(recheck(websocket, context, principal)),
     }
     try:
-        done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
-        for task in done:
-            failure = None if task.cancelled() else task.exception()
-            if failure is not None and not isinstance(failure, WebSocketDisconnect):
-                log.error("dashboard socket failed", exc_info=failure)
+        await until_one_ends(tasks, "dashboard socket failed")
     finally:
         feed.leave(watcher)
         log.info("dashboard watcher left", extra={"user_id": principal.user_id})
+
+
+async def until_one_ends(tasks: set[asyncio.Task[None]], failed: str) -> None:
+    """Runs a socket's tasks until one ends (the page left, the feed closed…), then stops the
+    others; a task that failed for another reason than the connection is logged as `failed`."""
+    done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    for task in done:
+        failure = None if task.cancelled() else task.exception()
+        if failure is not None and not isinstance(
+            failure, WebSocketDisconnect | ConnectionError | OSError
+        ):
+            log.error(failed, exc_info=failure)
 
 
 async def log_in(websocket: WebSocket, context: ApiContext, permission: Permission) -> Principal:

@@ -4,7 +4,8 @@
 
 import * as api from "./api.js";
 import { h, clear, duration, ago, toast, stateLabel, moodMeter, reasonText } from "./ui.js";
-import { renderCall } from "./call.js";
+import { renderCall, fillBrowserLeg } from "./call.js";
+import * as phone from "./browserphone.js";
 import { renderHistory, renderPastCall } from "./history.js";
 import { renderCharts } from "./charts.js";
 
@@ -19,13 +20,26 @@ const state = {
 
 // Event -> board latency as this page sees it (seconds), for the benchmark and the tests.
 // firstSeen: when each call first reached this page (seconds, wall clock).
-window.parley = { latencies: [], messages: 0, firstSeen: {}, state };
+// audio: the browser leg (browserphone.js); heard(seconds): what it heard, as 16 kHz samples.
+window.parley = { latencies: [], messages: 0, firstSeen: {}, state, audio: phone.leg, heard: phone.heard };
 
 function seen(callId) {
   if (!(callId in window.parley.firstSeen)) window.parley.firstSeen[callId] = Date.now() / 1000;
 }
 
 const $ = (id) => document.getElementById(id);
+
+// The browser leg's meter and state follow it without redrawing the call view.
+phone.onChange(() => {
+  const view = $("view");
+  const card = state.calls.get(view.dataset.call || "");
+  if (card && state.me) fillBrowserLeg(view, card, state.me);
+  const badge = $("on-call");
+  const leg = phone.leg;
+  badge.hidden = leg.state !== "on";
+  badge.querySelector("a").href = `#/call/${leg.callId}`;
+});
+$("leave-browser").addEventListener("click", () => phone.hangUp());
 
 // --- logging in and out ------------------------------------------------------------------
 
@@ -45,6 +59,7 @@ $("login-form").addEventListener("submit", async (event) => {
 $("logout").addEventListener("click", () => logout("Logged out."));
 
 function logout(message) {
+  phone.hangUp();
   api.forget();
   if (state.socket) state.socket.close(1000);
   state.socket = null;
@@ -356,9 +371,11 @@ function refreshQueues() {
 async function offer(ref, answer) {
   try {
     const result = await api.call("POST", `/escalations/${ref}/${answer}`);
-    toast(answer === "accept" ? "Accepted: your phone rings into the call." : "Declined.", "info");
+    const here = answer === "accept" && state.me.phone === "browser";
+    toast(answer === "accept" ? (here ? "Accepted: joining from this browser." : "Accepted: your phone rings into the call.") : "Declined.", "info");
     refreshQueues();
     if (answer === "accept") location.hash = `#/call/${result.call_id}`;
+    if (here) await phone.join(result.call_id, { ringing: true });
   } catch (error) {
     toast(error.message);
   }

@@ -2,7 +2,10 @@
 // controls a supervisor works it with. Built once per call, then updated in place, so what a
 // supervisor is typing (a whisper, a note) survives every update.
 
-import { h, clear, duration, timeOfDay, stateLabel, moodMeter, reasonText } from "./ui.js";
+import { h, clear, duration, timeOfDay, stateLabel, moodMeter, reasonText, toast } from "./ui.js";
+import * as phone from "./browserphone.js";
+
+const BROWSER = "browser"; // the phone that is this tab: its microphone and speaker
 
 export function renderCall(view, state, id, act) {
   if (view.dataset.call !== id) build(view, state, id, act);
@@ -16,6 +19,7 @@ export function renderCall(view, state, id, act) {
   if (!card) return;
   fillStatus(view.querySelector(".status"), card);
   fillControls(view, state, card);
+  fillBrowserLeg(view, card, state.me);
   if (open && open.transcript) {
     fillTranscript(view.querySelector(".transcript ol"), open.transcript);
     fillTimeline(view.querySelector(".timeline ol"), open.timeline);
@@ -32,10 +36,16 @@ function build(view, state, id, act) {
     h("h2", {}, "Controls"),
     h("p", { class: "current-mode", role: "status", "aria-live": "polite" }),
     h("div", { class: "join" },
-      h("label", {}, "Join with phone ", phoneChoice),
+      h("label", {}, "Join with ", phoneChoice),
       h("button", { type: "button", "data-action": "listen", onclick: () => {
-        if (phoneChoice.value) act(id, "supervise", { phone: phoneChoice.value }, "Your phone rings into the call: answer it to listen.");
-      } }, "Listen")),
+        if (phoneChoice.value === BROWSER) joinHere(id);
+        else if (phoneChoice.value) act(id, "supervise", { phone: phoneChoice.value }, "Your phone rings into the call: answer it to listen.");
+      } }, "Join")),
+    h("div", { class: "browser-leg", hidden: true },
+      h("p", { class: "leg-state", role: "status", "aria-live": "polite" }),
+      h("label", { class: "level" }, "Microphone ", h("meter", { id: "mic-level", min: "0", max: "1", low: "0.05", high: "0.5", value: "0" })),
+      h("p", { class: "mic-refused error", role: "alert" }),
+      h("button", { type: "button", "data-action": "answer-here", hidden: true, onclick: () => joinHere(id, { ringing: true }) }, "Answer in this browser")),
     h("div", { class: "modes", role: "group", "aria-label": "Supervisor mode" },
       ...[["monitor", "Listen only"], ["whisper", "Whisper"], ["barge", "Barge in"], ["takeover", "Take over"]].map(([mode, label]) =>
         h("button", { type: "button", "data-mode": mode, "aria-pressed": "false", onclick: () => act(id, "mode", { mode }) }, label))),
@@ -73,8 +83,33 @@ function build(view, state, id, act) {
         h("section", { class: "timeline", "aria-label": "Timeline" }, h("h2", {}, "Timeline"), h("ol", {})))),
   );
   const me = state.me;
-  const phones = me.phone ? [me.phone] : me.phones || [];
-  phoneChoice.replaceChildren(...phones.map((p) => h("option", { value: p }, p)));
+  const phones = me.phone ? [me.phone] : [BROWSER, ...(me.phones || [])];
+  phoneChoice.replaceChildren(...phones.map((p) => h("option", { value: p }, p === BROWSER ? "this browser (microphone)" : `phone ${p}`)));
+}
+
+async function joinHere(id, options) {
+  try {
+    await phone.join(id, options);
+    toast(phone.leg.micRefused || "Joined from this browser: you hear the call.", phone.leg.micRefused ? "error" : "info");
+  } catch (error) {
+    toast(`Could not join from this browser: ${error.message}`);
+  }
+}
+
+// The browser leg's panel: what it is doing, the microphone's level, why it is silent.
+export function fillBrowserLeg(view, card, me) {
+  const panel = view.querySelector(".browser-leg");
+  if (!panel || view.dataset.call !== card.call_id) return;
+  const leg = phone.leg;
+  const here = leg.callId === card.call_id && (leg.state === "on" || leg.state === "joining");
+  const ringingHere = card.browser === me.user && !card.browser_joined && card.state !== "ended";
+  panel.hidden = !here && !ringingHere;
+  panel.querySelector("[data-action=answer-here]").hidden = here || !ringingHere;
+  panel.querySelector(".leg-state").textContent = here
+    ? leg.state === "joining" ? "Joining from this browser…" : "This browser is on the call."
+    : ringingHere ? "The call is ringing this browser." : "";
+  panel.querySelector("#mic-level").value = here ? Math.min(1, leg.level * 4) : 0;
+  panel.querySelector(".mic-refused").textContent = here && leg.micRefused ? leg.micRefused : "";
 }
 
 function fillStatus(box, card) {
@@ -114,7 +149,7 @@ function fillControls(view, state, card) {
   const enable = (selector, on) => {
     for (const node of controls.querySelectorAll(selector)) node.disabled = !(mine && live && on);
   };
-  enable(".join button, .join select", !withHuman && card.state !== "ringing" && (me.phone || (me.phones || []).length));
+  enable(".join button, .join select", !withHuman && card.state !== "ringing");
   controls.querySelector(".join").hidden = withHuman;
   for (const button of controls.querySelectorAll("[data-mode]")) {
     button.setAttribute("aria-pressed", String(withHuman && card.mode === button.dataset.mode));
