@@ -175,13 +175,63 @@ def _echo_client(call_id: str, token: str, stop: threading.Event) -> None:
                 ws.send(message)
 
 
+def in_chromium(tmp: Path, config: Path) -> tuple[dict[str, float], list[float], int]:
+    """One call joined from Debian's Chromium (fake microphone) for 10 s in takeover: what the
+    page's own buffering was (its jitter buffer, once a second) and the sound card's latency
+    as the browser reports it."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.browser_support import chromium_path
+
+    work = tmp / "chromium"
+    work.mkdir()
+    mic = write_wav(work / "mic.wav", chirp_noise(4.0, seed=3))
+    since = time.monotonic_ns()
+    caller = subprocess.Popen(
+        [*PARLEY, "dial", f"sip:199@127.0.0.1:{BASE_PORT}", "--play",
+         str(write_wav(work / "said.wav", chirp_noise(CALL_S + 4, seed=4))), "--hold", "0.3",
+         "--json", str(work / "caller.json"), "-q"],
+        env=running.env(config), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    call_id = running.answered_since(tmp, since).call_id
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=chromium_path(),
+            args=["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+                  f"--use-file-for-fake-audio-capture={mic}",
+                  "--autoplay-policy=no-user-gesture-required"],
+        )  # fmt: skip
+        page = browser.new_page(base_url=f"http://127.0.0.1:{HTTP_PORT}")
+        page.goto("/")
+        page.get_by_label("Username").fill("root")
+        page.get_by_label("Password").fill(USER_PASSWORD)
+        page.get_by_role("button", name="Log in").click()
+        page.wait_for_selector("#connection[data-level=up]")
+        page.goto(f"/#/call/{call_id}")
+        page.get_by_label("Join with").select_option("browser")
+        page.get_by_role("button", name="Join", exact=True).click()
+        page.wait_for_function("window.parley.audio.state === 'on'", timeout=20_000)
+        page.get_by_role("button", name="Take over").click()
+        time.sleep(10)
+        card = page.evaluate("window.parley.audio.soundCard")
+        buffered = page.evaluate("window.parley.audio.buffered")
+        underruns = page.evaluate("window.parley.audio.buffer.underruns")
+        browser.close()
+    caller.wait(60)
+    return card, [float(b) for b in buffered], int(underruns)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=5)
+    parser.add_argument(
+        "--no-chromium", action="store_true", help="skip the call joined from a real Chromium"
+    )
     args = parser.parse_args()
     print(describe())
     with tempfile.TemporaryDirectory(prefix="parley-bench-") as name, platform(Path(name)) as cfg:
         tmp = Path(name)
+        page = None if args.no_chromium else in_chromium(tmp, cfg)
         results: dict[str, list[tuple[float, float]]] = {"sip": [], "browser": []}
         for n in range(args.calls):
             for leg in ("sip", "browser"):
@@ -204,10 +254,17 @@ def main() -> int:
     added = (medians["browser"] - medians["sip"]) / 2
     print(f"the browser leg's added mouth-to-ear latency, one way: {added:+.0f} ms")
     print(
-        "plus, in the browser itself: up to 20 ms capture framing (20 ms frames), a 60 ms "
-        "playback jitter buffer target, and the sound card's latency (AudioContext.baseLatency"
-        " + outputLatency)"
+        "plus, in the browser itself: up to 20 ms capture framing (20 ms frames), the page's "
+        "playback jitter buffer (it starts at 60 ms) and the sound card's latency"
     )
+    if page is not None:
+        card, buffered, underruns = page
+        print(
+            f"measured in Chromium (headless, fake devices): AudioContext at {card['rate']:.0f} "
+            f"Hz, baseLatency {card['base_ms']:.1f} ms, outputLatency {card['output_ms']:.1f} ms;"
+            f" playback buffer once a second: median {statistics.median(buffered):.0f} ms, "
+            f"max {max(buffered):.0f} ms; underruns {underruns}"
+        )
     return 0
 
 

@@ -18,8 +18,9 @@ from playwright.sync_api import Browser, Page, expect
 from websockets.sync.client import connect
 
 from telephony.events import CallEvent, CallEventKind
-from tests.browser_support import browser, log_in, microphone, new_page, screenshot
+from tests.browser_support import ARTIFACTS, browser, log_in, microphone, new_page, screenshot
 from tests.engine_harness import silence, speak
+from tests.firefox_support import firefox
 from tests.support import (
     PARLEY,
     EngineProcess,
@@ -451,3 +452,75 @@ def test_a_call_is_taken_over_from_the_browser_and_handed_back(
     mic = read_wav(microphone)
     score, _ = echo_match(mic[: 2 * 16000], read_wav(Path(result["recording"])))
     assert score > 0.5, score
+
+
+def test_the_dashboard_and_its_browser_leg_work_in_firefox(
+    config: PlatformConfig, platform: Running, tmp: Path
+) -> None:
+    """Firefox (Debian's firefox-esr over Marionette): log in, see a call on the board, open
+    it, join it from the browser and take it over; the caller hears Firefox's fake
+    microphone (a tone) and the page hears the caller."""
+    caller_says = chirp_noise(20.0, seed=5) * 0.5
+    since = time.monotonic_ns()
+    caller = dial(
+        f"sip:101@127.0.0.1:{config.sip_port}", tmp,
+        play=write_wav(tmp / "says.wav", np.concatenate([silence(3000), caller_says])),
+        hold=1, max_s=40, background=True,
+    )  # fmt: skip
+    call_id = answered_since(config, since)
+    with firefox(tmp / "firefox") as ff:
+        ff.navigate(_base(config) + "/")
+        ff.wait("return document.querySelector('#login-form') !== null", "the login form")
+        ff.script(
+            """const form = document.querySelector('#login-form');
+            form.username.value = arguments[0]; form.password.value = arguments[1];
+            form.requestSubmit();""",
+            "root", PASSWORD,
+        )  # fmt: skip
+        ff.wait("return document.querySelector('#connection').dataset.level === 'up'", "login")
+        row = f"tr[data-call='{call_id}']"
+        ff.wait(f'return document.querySelector("{row}") !== null', "the call on the board", 10)
+        ff.navigate(f"{_base(config)}/#/call/{call_id}")
+        ff.wait("return document.querySelector('#call-state') !== null", "the call view")
+        ff.script(
+            """document.querySelector('#join-phone').value = 'browser';
+            document.querySelector('[data-action=listen]').click();"""
+        )
+        ff.wait(
+            "return window.parley.audio.state === 'on'",
+            "the browser leg in Firefox",
+            20,
+            explain="return [window.parley.audio, document.querySelector('#toast').textContent]",
+        )
+        ff.script("document.querySelector('[data-mode=takeover]').click();")
+        ff.wait(
+            "return document.querySelector('#call-state').textContent === 'root · takeover'",
+            "takeover",
+        )
+        took_over_ns = time.monotonic_ns()
+        time.sleep(5)
+        audio = ff.script(
+            "const a = window.parley.audio;return [a.framesIn, a.framesOut, a.level, a.micRefused];"
+        )
+        heard = np.array(ff.script("return window.parley.heard(4);"), dtype=np.float64)
+        screenshot_path = ff.screenshot(ARTIFACTS / "firefox-call.png")
+        ff.script("document.querySelector('#leave-browser').click();")
+        ff.wait("return window.parley.audio.state === 'ended'", "leaving in Firefox")
+    [result] = finish_dial(caller, tmp / "dial.json", timeout=60)
+
+    frames_in, frames_out, level, refused = audio
+    assert refused is None and level > 0.001, audio
+    assert frames_in > 200 and frames_out > 200, audio  # 20 ms frames both ways
+    score, _ = echo_match(caller_says[16000 * 2 : 16000 * 6], heard)
+    assert score > 0.5, score  # the page heard the caller
+    recording = read_wav(Path(result["recording"]))
+    times = np.array(result["frame_times_ns"], dtype=np.int64)
+    during = recording[: len(times) * 320].reshape(-1, 320)[
+        (times > took_over_ns + 1_000_000_000) & (times < took_over_ns + 4_000_000_000)
+    ]
+    assert len(during) > 100
+    spectrum = np.abs(np.fft.rfft(during.reshape(-1)))
+    peak_hz = float(np.argmax(spectrum[1:]) + 1) * 16000 / len(during.reshape(-1))
+    assert np.sqrt(np.mean(during**2)) > 300, "the caller heard no tone from Firefox"
+    assert 900 < peak_hz < 1100, peak_hz  # Firefox's fake microphone plays 1 kHz
+    assert screenshot_path.stat().st_size > 10_000

@@ -11,10 +11,13 @@ export const leg = {
   state: "idle",
   callId: null,
   micRefused: null, // why the microphone is not in use, when it is not
+  soundBlocked: null, // why nothing is heard: the browser has not started its audio
   level: 0,
   framesIn: 0,
   framesOut: 0,
   buffer: null, // the speaker's jitter buffer: buffered_ms, underruns, dropped_ms
+  buffered: [], // its buffered_ms, once a second (the last ten minutes)
+  soundCard: null, // the AudioContext's rate and latencies (ms), as the browser reports them
   heard: new Int16Array(16000 * HEARD_SECONDS),
   heardAt: 0, // samples written into `heard` in all
 };
@@ -34,7 +37,7 @@ function changed() {
 // rings: an offer the escalation service made), then connects the microphone and speaker.
 export async function join(callId, { ringing = false } = {}) {
   if (current) await hangUp();
-  Object.assign(leg, { state: "joining", callId, micRefused: null, level: 0, framesIn: 0, framesOut: 0, buffer: null });
+  Object.assign(leg, { state: "joining", callId, micRefused: null, soundBlocked: null, level: 0, framesIn: 0, framesOut: 0, buffer: null, buffered: [] });
   changed();
   const here = { callId, socket: null, context: null, stream: null, nodes: [] };
   current = here;
@@ -52,7 +55,20 @@ export async function join(callId, { ringing = false } = {}) {
   }
   if (current !== here) return;
   wire(here);
-  await here.context.resume();
+  // A browser with no sound device (or one that blocks audio until a click) keeps the context
+  // suspended: the leg is on, and the page says why nothing is heard.
+  const started = await Promise.race([
+    here.context.resume().then(() => true),
+    new Promise((resolve) => setTimeout(() => resolve(false), 3000)),
+  ]);
+  leg.soundBlocked = started ? null : "This browser has not started its sound: check the speaker or headset, or click anywhere on the page.";
+  if (!started) document.addEventListener("click", () => here.context.resume().catch(() => {}), { once: true });
+  here.context.onstatechange = () => {
+    if (here.context.state === "running" && leg.soundBlocked) {
+      leg.soundBlocked = null;
+      changed();
+    }
+  };
   leg.state = "on";
   changed();
 }
@@ -111,6 +127,13 @@ function wire(here) {
   playback.connect(context.destination);
   playback.port.onmessage = (event) => {
     leg.buffer = event.data;
+    leg.buffered.push(event.data.buffered_ms);
+    if (leg.buffered.length > 600) leg.buffered.shift();
+  };
+  leg.soundCard = {
+    rate: context.sampleRate,
+    base_ms: (context.baseLatency || 0) * 1000,
+    output_ms: (context.outputLatency || 0) * 1000,
   };
   here.nodes.push(playback);
   if (stream) {

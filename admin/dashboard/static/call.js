@@ -109,7 +109,7 @@ export function fillBrowserLeg(view, card, me) {
     ? leg.state === "joining" ? "Joining from this browser…" : "This browser is on the call."
     : ringingHere ? "The call is ringing this browser." : "";
   panel.querySelector("#mic-level").value = here ? Math.min(1, leg.level * 4) : 0;
-  panel.querySelector(".mic-refused").textContent = here && leg.micRefused ? leg.micRefused : "";
+  panel.querySelector(".mic-refused").textContent = here ? [leg.micRefused, leg.soundBlocked].filter(Boolean).join(" ") : "";
 }
 
 function fillStatus(box, card) {
