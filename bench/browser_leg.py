@@ -210,7 +210,7 @@ def in_chromium(tmp: Path, config: Path) -> tuple[dict[str, float], list[float],
         page.goto(f"/#/call/{call_id}")
         page.get_by_label("Join with").select_option("browser")
         page.get_by_role("button", name="Join", exact=True).click()
-        page.wait_for_function("window.parley.audio.state === 'on'", timeout=20_000)
+        wait_for(lambda: page.evaluate("window.parley.audio.state") == "on", "joined", 20)
         page.get_by_role("button", name="Take over").click()
         time.sleep(10)
         card = page.evaluate("window.parley.audio.soundCard")
