@@ -17,7 +17,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 from websockets.sync.client import connect
 
-from telephony.events import CallEvent, CallEventKind
+from telephony.events import CallEvent, CallEventKind, read_events
 from tests.browser_support import ARTIFACTS, browser, log_in, microphone, new_page, screenshot
 from tests.engine_harness import silence, speak
 from tests.firefox_support import firefox
@@ -45,7 +45,7 @@ pytestmark = [pytest.mark.sip, pytest.mark.slow, pytest.mark.serial]
 
 PHONE_PASSWORD = "alice-phone-secret-1"
 PASSWORD = "dashboard-secret-1"
-USERS = {"alice": "supervisor", "root": "admin", "audrey": "auditor"}
+USERS = {"alice": "supervisor", "bob": "supervisor", "root": "admin", "audrey": "auditor"}
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +65,10 @@ def config(tmp_path_factory: pytest.TempPathFactory, engine: EngineProcess) -> P
                 {"name": "default", "max_wait_s": 120, "offer_timeout_s": 15, "fallback": "ai"},
                 {"name": "sales", "max_wait_s": 120, "fallback": "ai"},
             ],
-            "supervisors": [{"name": "alice", "phone": "alice", "queues": ["default"]}],
+            "supervisors": [
+                {"name": "alice", "phone": "alice", "queues": ["default"]},
+                {"name": "bob", "phone": "browser", "queues": ["sales"]},
+            ],
         },
     )
 
@@ -524,3 +527,45 @@ def test_the_dashboard_and_its_browser_leg_work_in_firefox(
     assert np.sqrt(np.mean(during**2)) > 300, "the caller heard no tone from Firefox"
     assert 900 < peak_hz < 1100, peak_hz  # Firefox's fake microphone plays 1 kHz
     assert screenshot_path.stat().st_size > 10_000
+
+
+def test_a_supervisor_whose_phone_is_the_browser_answers_an_escalation_in_the_page(
+    page: Page, config: PlatformConfig, tmp: Path
+) -> None:
+    """bob's phone is his dashboard tab: a caller who presses 0 on his queue's line rings it
+    (a banner on any view), he answers there, takes over and hands back."""
+    log_in(page, "bob", PASSWORD)
+    since = time.monotonic_ns()
+    caller = dial(
+        f"sip:300@127.0.0.1:{config.sip_port}", tmp, dtmf="0", dtmf_at=1.0,
+        play=write_wav(tmp / "says.wav", chirp_noise(30.0, seed=9) * 0.3),
+        hold=1, max_s=45, background=True,
+    )  # fmt: skip
+    call_id = answered_since(config, since)
+    ringing = page.locator("#ringing")
+    expect(ringing).to_contain_text("dtmf zero", timeout=15_000)
+    expect(ringing).to_contain_text("sales")
+    screenshot(page, "ringing-browser")
+    ringing.get_by_role("button", name="Answer").click()
+    expect(page.locator("#on-call")).to_be_visible(timeout=15_000)
+    expect(ringing).to_be_hidden()
+    state = page.locator("#call-state")
+    expect(state).to_have_text(re.compile("^bob · "), timeout=10_000)
+    page.get_by_role("button", name="Take over").click()
+    expect(state).to_have_text("bob · takeover")
+    time.sleep(3)
+    frames = page.evaluate("[window.parley.audio.framesIn, window.parley.audio.framesOut]")
+    assert frames[0] > 100 and frames[1] > 100, frames
+    page.get_by_role("button", name="Hand back").click()
+    expect(state).to_have_text("AI agent", timeout=10_000)
+    expect(page.locator("#on-call")).to_be_hidden()
+    finish_dial(caller, tmp / "dial.json", timeout=60)
+    supervisor = [e.data for e in _supervisor_events(config, call_id)]
+    assert {"event": "answered", "browser": "bob"} in supervisor, supervisor
+    steps = [
+        e.data["event"]
+        for path in sorted((config.tmp / "var" / "events").glob("escalation*.jsonl"))
+        for e in read_events(path)
+        if e.call_id == call_id
+    ]
+    assert "offer" in steps and "connect" in steps, steps  # the escalation service's own

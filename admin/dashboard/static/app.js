@@ -38,6 +38,7 @@ phone.onChange(() => {
   const leg = phone.leg;
   badge.hidden = leg.state !== "on";
   badge.querySelector("a").href = `#/call/${leg.callId}`;
+  updateRinging();
 });
 $("leave-browser").addEventListener("click", () => phone.hangUp());
 
@@ -60,6 +61,7 @@ $("logout").addEventListener("click", () => logout("Logged out."));
 
 function logout(message) {
   phone.hangUp();
+  $("ringing").hidden = true;
   api.forget();
   if (state.socket) state.socket.close(1000);
   state.socket = null;
@@ -120,6 +122,45 @@ function setConnection(text, level) {
 
 const CAUSED_BY_EVENTS = new Set(["call", "ended", "lines", "timeline"]);
 
+// A call ringing this browser (offered to a supervisor whose phone is the browser): a banner,
+// whatever view is open, to answer it here or decline it.
+function updateRinging() {
+  const banner = $("ringing");
+  const me = state.me;
+  const leg = phone.leg;
+  const card = me && [...state.calls.values()].find((c) =>
+    c.browser === me.user && !c.browser_joined && c.state !== "ended"
+    && !(leg.callId === c.call_id && leg.state === "joining"));
+  banner.hidden = !card;
+  if (!card) return;
+  banner.dataset.call = card.call_id;
+  const why = card.escalation ? ` · ${reasonText(card.escalation.reason)}` : "";
+  banner.querySelector(".what").textContent = `${card.line || "a call"} · ${card.caller}${why}`;
+}
+
+$("answer-ringing").addEventListener("click", async () => {
+  const callId = $("ringing").dataset.call;
+  location.hash = `#/call/${callId}`;
+  try {
+    await phone.join(callId, { ringing: true });
+  } catch (error) {
+    toast(`Could not answer from this browser: ${error.message}`);
+  }
+  updateRinging();
+});
+
+$("decline-ringing").addEventListener("click", async () => {
+  const card = state.calls.get($("ringing").dataset.call);
+  if (!card) return;
+  try {
+    if (card.escalation) await api.call("POST", `/escalations/${card.escalation.ref}/decline`);
+    else await api.call("POST", `/calls/${card.call_id}/dismiss`);
+    toast("Declined.", "info");
+  } catch (error) {
+    toast(error.message);
+  }
+});
+
 function receive(message) {
   window.parley.messages += 1;
   // Snapshots (board, detail) are stamped when sent, not by an event: left out.
@@ -140,6 +181,7 @@ function receive(message) {
       state.calls = new Map(message.calls.map((card) => [card.call_id, card]));
       message.calls.forEach((card) => seen(card.call_id));
       refresh();
+      updateRinging();
       break;
     case "call":
       seen(message.call.call_id);
@@ -148,12 +190,14 @@ function receive(message) {
         state.open.call = message.call;
       }
       refresh(message.call.call_id);
+      updateRinging();
       break;
     case "ended": {
       const card = state.calls.get(message.call_id);
       state.calls.delete(message.call_id);
       if (card && card.escalation) refreshQueues();
       refresh(message.call_id);
+      updateRinging();
       break;
     }
     case "detail":
@@ -390,6 +434,12 @@ async function act(callId, path, body, done) {
     toast(error.message);
   }
 }
+
+// The queue view's supervisors (their presence) come from the escalation service's snapshot,
+// not from call events: while it is open, it is asked again every 5 s.
+setInterval(() => {
+  if (location.hash === "#/queue" && state.me) refreshQueues();
+}, 5000);
 
 // Durations and waits tick every second without redrawing anything else.
 setInterval(() => {

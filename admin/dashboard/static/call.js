@@ -83,7 +83,7 @@ function build(view, state, id, act) {
         h("section", { class: "timeline", "aria-label": "Timeline" }, h("h2", {}, "Timeline"), h("ol", {})))),
   );
   const me = state.me;
-  const phones = me.phone ? [me.phone] : [BROWSER, ...(me.phones || [])];
+  const phones = [...new Set(me.phone ? [me.phone, BROWSER] : [BROWSER, ...(me.phones || [])])];
   phoneChoice.replaceChildren(...phones.map((p) => h("option", { value: p }, p === BROWSER ? "this browser (microphone)" : `phone ${p}`)));
 }
 
