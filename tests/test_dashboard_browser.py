@@ -346,6 +346,18 @@ def test_a_browser_leg_over_the_audio_socket_hears_the_caller_and_is_heard_on_ta
             "the browser leg answered",
             10,
         )
+        # What a page may not send gets a clear error, and the leg goes on.
+        ws.send(b"\x01\x02\x03")  # half a sample
+        ws.send(bytes(640 * 17))  # over 320 ms in one message
+        ws.send("not json")
+        ws.send(json.dumps({"type": "dance"}))
+        errors = []
+        while len(errors) < 4:
+            message = ws.recv(timeout=5)
+            if isinstance(message, str):
+                errors.append(json.loads(message)["message"])
+        assert "whole 16-bit samples" in errors[0] and "whole 16-bit samples" in errors[1]
+        assert "JSON object" in errors[2] and "binary messages" in errors[3], errors
         mode = api.post(f"/calls/{call_id}/mode", json={"mode": "takeover"}, headers=headers)
         assert mode.status_code == 200, mode.text
         pcm = supervisor_says.astype("<i2").tobytes()

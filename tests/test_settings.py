@@ -50,6 +50,31 @@ def test_supervisor_phones_and_slots(monkeypatch: pytest.MonkeyPatch) -> None:
         Settings.model_validate({"sip": {"phones": [{"name": "eve", "password": "short"}]}})
 
 
+def test_a_supervisors_phone_may_be_their_browser(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PARLEY_CONFIG", raising=False)
+    settings = Settings.model_validate(
+        {
+            "sip": {"phones": [{"name": "alice", "password": "alice-secret-1"}]},
+            "supervisors": [
+                {"name": "alice", "phone": "alice"},
+                {"name": "bob", "phone": "browser", "queues": ["default"]},
+            ],
+        }
+    )
+    uris = {s.name: s.phone_uri for s in settings.escalation_config().supervisors}
+    assert uris == {"alice": "sip:alice@127.0.0.1:5060", "bob": "browser:bob"}
+    assert settings.worker_config(0).audio_path == str(settings.run_dir() / "worker-0.audio.sock")
+    assert settings.escalation_needed()
+    with pytest.raises(ValidationError, match="'browser' is kept for supervisors' browsers"):
+        Settings.model_validate({"sip": {"phones": [{"name": "browser", "password": "x" * 10}]}})
+    with pytest.raises(ValidationError, match="not a supervisor name a browser leg can carry"):
+        Settings.model_validate({"supervisors": [{"name": "bob smith", "phone": "browser"}]})
+    with pytest.raises(
+        ValidationError, match=r"phone 'carol' is not in sip.phones \(nor 'browser'"
+    ):
+        Settings.model_validate({"supervisors": [{"name": "carol", "phone": "carol"}]})
+
+
 def test_yaml_file_then_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     config = tmp_path / "parley.yaml"
     config.write_text(
