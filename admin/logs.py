@@ -63,3 +63,6 @@ def configure(process_name: str, *, level: str = "INFO", fmt: str = "text") -> N
     root.handlers[:] = [handler]
     root.setLevel(level)
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # one line per plugin
+    # Two lines for every connection and health check (each worker asks the engine every few
+    # seconds): the engine's own log says what matters about its sessions.
+    logging.getLogger("websockets.server").setLevel(logging.WARNING)
