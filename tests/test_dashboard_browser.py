@@ -351,7 +351,7 @@ def test_a_browser_leg_over_the_audio_socket_hears_the_caller_and_is_heard_on_ta
         ws.send(bytes(640 * 17))  # over 320 ms in one message
         ws.send("not json")
         ws.send(json.dumps({"type": "dance"}))
-        errors = []
+        errors: list[str] = []
         while len(errors) < 4:
             message = ws.recv(timeout=5)
             if isinstance(message, str):
