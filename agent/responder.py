@@ -61,6 +61,7 @@ class ReplyKind(StrEnum):
     GREETING = "greeting"
     GOODBYE = "goodbye"
     REPROMPT = "reprompt"
+    INVITE = "invite"  # the caller has another question: "Sure, go ahead."
     RESUME = "resume"  # back on the call after a supervisor's takeover
     NOTE = "note"  # answered from a supervisor's hand-back note
 
@@ -341,6 +342,25 @@ _CANCEL = re.compile(
     r"i changed my mind|don't bother|skip (?:it|that))\b"
 )
 _GOODBYE_MAX_WORDS = 8
+# The caller turns to another question: "sorry, wait, I have a different question", "can I ask
+# about something else", "I have a question". What follows the phrase, if anything, is the
+# question itself.
+_SWITCH = re.compile(
+    r"\b(?:(?:i have|i've got|i got|there's|got) (?:a|an|one|another|one more|a different|"
+    r"a quick|a second|a separate|some other|other|different)(?: quick| other| different)? "
+    r"(?:question|thing|query)s?"
+    r"|(?:a|another|one more|some) (?:different|other|separate|new) (?:question|thing|topic|"
+    r"matter|issue)"
+    r"|(?:ask|asking|talk|talking)(?: you)? about something else|something else"
+    r"|change (?:the|of) subject|different subject)\b"
+)
+# A short follow-up on the last answer: "and on Sunday?", "what about returns in store?".
+_FOLLOW_UP = re.compile(r"^(?:and|also|what about|how about|and what about|plus)\b")
+_FOLLOW_UP_MAX_WORDS = 6
+# Words that start or soften a turn without saying what it is about.
+_DISCOURSE = frozenset(
+    ["sorry", "wait", "actually", "hold", "hang", "hey", "excuse", "well", "right", "just"]
+)
 
 
 def _normalise(text: str) -> str:
@@ -433,6 +453,7 @@ class Conversation:
         self._active: _ActiveProcedure | None = None
         self._offered: tuple[Entry | Procedure, ...] = ()
         self._last_question = _ANYTHING_ELSE
+        self._last_answered = ""  # the caller's words the last knowledge-base answer answered
         self.history: list[HistoryItem] = []
         self._whispers: list[str] = []  # said to the caller in the next answer, then dropped
         self._notes: list[tuple[str, Vectors]] = []  # (the note as said, its embedding)
@@ -501,6 +522,14 @@ class Conversation:
             return self._handoff("caller_asked", 1.0)
         if says_goodbye(caller_text, expecting_answer=bool(self._active or self._offered)):
             return self._goodbye()
+        switch = _SWITCH.search(_normalise(caller_text))
+        if switch is not None:
+            rest = _after(switch.group(0), caller_text)
+            if len(_content_words(rest)) < 2:
+                # "Where's my order? I have a question": the question came first.
+                before = _content_words(caller_text) - _content_words(switch.group(0))
+                rest = caller_text if before - _DISCOURSE else ""
+            return self._switch(rest)
         if self._active:
             return self._continue_procedure(caller_text)
         offered, self._offered = self._offered, ()
@@ -514,7 +543,45 @@ class Conversation:
                 )
         if _THANKS.match(_normalise(caller_text)):
             return self._say(Reply(ReplyKind.ANSWER, f"You're welcome. {_ANYTHING_ELSE}", 1.0))
+        follow_up = self._follow_up(caller_text)
+        if follow_up is not None:
+            return follow_up
         return self._search(caller_text)
+
+    def _switch(self, rest: str) -> Reply:
+        """The caller has another question: it is answered at once when they said it, else
+        they are invited to ask it. A procedure under way is left (never a "didn't get that")."""
+        left = self._active
+        self._active = None
+        self._offered = ()
+        self.misses = 0
+        if len(_content_words(rest)) >= 2:
+            return self._search(rest)
+        lead = "Sure, we can leave that for now." if left else "Sure."
+        return self._say(Reply(ReplyKind.INVITE, f"{lead} Go ahead, what's your question?", 1.0))
+
+    def _follow_up(self, caller_text: str) -> Reply | None:
+        """A short "and …?" after an answer, asked about the same thing: the previous question
+        and this one are searched together when this one alone is not understood."""
+        clean = _normalise(caller_text)
+        if (
+            not self._last_answered
+            or not _FOLLOW_UP.match(clean)
+            or len(clean.split()) > _FOLLOW_UP_MAX_WORDS
+        ):
+            return None
+        alone = self._best(caller_text)
+        if alone is not None and alone[1] >= self._answer_threshold:
+            return None
+        together = self._best(f"{self._last_answered} {caller_text}")
+        if together is None or together[1] < self._answer_threshold:
+            return None
+        return self._serve(together[0], together[1], caller_text=self._last_answered)
+
+    def _best(self, text: str) -> tuple[Entry | Procedure, float] | None:
+        """The knowledge base's best entry or procedure for `text`, and its score."""
+        ranked = self._index.search(self._embedder.embed([_topic_text(text)])[0])
+        return next(((i, s) for i, s in ranked if not isinstance(i, Intent)), None)
 
     def dtmf(self, digit: str) -> Reply | None:
         reply = self._keyed(digit)
@@ -577,6 +644,7 @@ class Conversation:
     def _serve(self, item: Entry | Procedure, score: float, *, caller_text: str = "") -> Reply:
         self.misses = 0
         if isinstance(item, Entry):
+            self._last_answered = caller_text
             return self._say(Reply(ReplyKind.ANSWER, item.answer, score, entry_id=item.id))
         self._active = active = _ActiveProcedure(item)
         # "Where's my order, it's one two three four five": don't ask for what was just said.
@@ -605,8 +673,14 @@ class Conversation:
     def _continue_procedure(self, caller_text: str) -> Reply:
         active = self._active
         assert active is not None
-        if _CANCEL.search(_normalise(caller_text)):
+        cancel = _CANCEL.search(_normalise(caller_text))
+        if cancel is not None:
             self._active = None
+            rest = _after(cancel.group(0), caller_text)
+            if len(_content_words(rest)) >= 2:
+                # "Never mind, what are your store hours?": cancelled, and answered.
+                answer = self._search(rest)
+                return replace(answer, text=f"Okay, I've cancelled that. {answer.text}")
             return self._say(
                 Reply(
                     ReplyKind.PROCEDURE_CANCELLED,
@@ -820,6 +894,23 @@ _FUNCTION_WORDS_TEXT = """
     when where which who whom whose why how not no yes please just any some all get got
     they them their he him his she her hi hello thanks thank okay ok well also"""
 _FUNCTION_WORDS = frozenset(_FUNCTION_WORDS_TEXT.split())
+
+
+def _after(phrase: str, caller_text: str) -> str:
+    """What the caller said after `phrase` (as `_normalise` wrote it): the words of
+    `caller_text` from the end of its first run of the phrase's words on."""
+    said = caller_text.split()
+    wanted = phrase.split()
+    bare = [_normalise(word) for word in said]
+    for start in range(len(bare)):
+        got = " ".join(w for w in bare[start:] if w).split()
+        if got[: len(wanted)] == wanted:
+            taken, at = 0, start
+            while taken < len(wanted) and at < len(said):
+                taken += len(bare[at].split())
+                at += 1
+            return " ".join(said[at:]).lstrip(" ,.;:-")
+    return ""
 
 
 def _content_words(text: str) -> set[str]:

@@ -597,3 +597,59 @@ def test_a_supervisors_note_answers_the_callers_own_question_over_the_policy(cal
     assert note.text == "Refund approved; it will arrive in 3 days."
     # The line's general answers still answer general questions.
     assert call.say("How much does shipping cost?").entry_id == "shipping_cost"
+
+
+# --- another question, a follow-up -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Sorry, wait, I have a different question.",
+        "Actually, can I ask about something else?",
+        "I have a question.",
+        "hold on, I've got another question",
+    ],
+)
+def test_another_question_is_invited(call: Call, text: str) -> None:
+    reply = call.say(text)
+    assert reply.kind is ReplyKind.INVITE and reply.understood
+    assert reply.text == "Sure. Go ahead, what's your question?"
+
+
+def test_another_question_leaves_a_procedure_without_a_miss(call: Call) -> None:
+    assert call.say("Where is my order?").kind is ReplyKind.PROCEDURE_PROMPT
+    reply = call.say("Sorry, wait, I have a different question.")
+    assert reply.kind is ReplyKind.INVITE
+    assert reply.text.startswith("Sure, we can leave that for now.")
+    assert call.conversation.active_procedure is None and call.conversation.misses == 0
+    assert call.say("What are your store hours?").kind is ReplyKind.ANSWER
+
+
+def test_another_question_said_at_once_is_answered(call: Call) -> None:
+    reply = call.say("I have a question about returns, how do I send a jacket back?")
+    assert reply.kind is ReplyKind.ANSWER and "return" in reply.text.lower()
+    reply = call.say("Where is my order? I have another question")
+    assert reply.kind is ReplyKind.PROCEDURE_PROMPT  # the question came first
+
+
+def test_never_mind_with_a_new_question_cancels_and_answers(call: Call) -> None:
+    call.say("Where is my order?")
+    reply = call.say("Actually never mind, what are your store hours?")
+    assert reply.kind is ReplyKind.ANSWER
+    assert reply.text.startswith("Okay, I've cancelled that. Our stores are open")
+    assert call.conversation.active_procedure is None
+
+
+def test_a_follow_up_uses_the_previous_question(call: Call) -> None:
+    first = call.say("What are your store hours?")
+    assert first.kind is ReplyKind.ANSWER
+    again = call.say("And on Sunday?")
+    assert again.kind is ReplyKind.ANSWER and again.entry_id == first.entry_id
+    # A follow-up that is a question of its own is answered as itself.
+    other = call.say("what about returns?")
+    assert other.kind is ReplyKind.ANSWER and other.entry_id != first.entry_id
+
+
+def test_a_follow_up_with_nothing_before_is_an_ordinary_miss(call: Call) -> None:
+    assert call.say("And on Sunday?").kind is ReplyKind.CLARIFY
