@@ -7,6 +7,9 @@ here waits according to how the transcript so far *ends*:
 - a complete sentence or a question ends the turn after a short silence;
 - a hesitation (a filled pause, a trailing conjunction, preposition or article, an unfinished
   phrase) gets a long wait, so a mid-sentence pause of up to 1.5 s is not taken as the end;
+- digits still coming (people read long numbers in groups, "four one one one, one one one
+  one, …") get a wait longer than the pause between groups, unless the agent already has the
+  number it asked for;
 - the agent's own reading of the words adjusts that: words with no cue either way wait less
   when the reply prepared for them answers a request, and words the agent could not make
   sense of wait as long as no words at all, whatever their punctuation (ASR adds a full stop
@@ -32,6 +35,7 @@ class Ending(enum.StrEnum):
     COMPLETE = "complete"
     QUESTION = "question"
     HESITATION = "hesitation"
+    DIGITS = "digits"  # a run of digits: a number being read, perhaps in groups
     UNKNOWN = "unknown"
 
 
@@ -41,6 +45,7 @@ class EndReason(enum.StrEnum):
     COMPLETE = "complete"
     QUESTION = "question"
     HESITATION = "hesitation"
+    DIGITS = "digits"
     UNKNOWN = "unknown"
     UNDERSTOOD = "understood"
     NOT_UNDERSTOOD = "not_understood"
@@ -85,6 +90,10 @@ class TurnConfig:
     # Must exceed the 1.5 s hesitation target with margin for VAD timestamp jitter and a
     # `speech_stopped` that lands a frame or two early.
     hesitation_wait_ms: int = 2000
+    # A number read in groups: the pause between groups runs 0.5-1 s ("four one one one,
+    # one one one one"), so wait past it — unless the agent has the whole number it asked for
+    # (the responder's reading says so), which then waits as any understood request.
+    digits_wait_ms: int = 1300
     # Beyond this, the caller is not coming back without a prompt; the agent should speak (for
     # example "take your time"). It also bounds any wait a line profile configures.
     hard_cap_ms: int = 2500
@@ -98,6 +107,7 @@ class TurnConfig:
             "not_understood_wait_ms",
             "no_transcript_wait_ms",
             "hesitation_wait_ms",
+            "digits_wait_ms",
             "hard_cap_ms",
         ):
             if getattr(self, name) <= 0:
@@ -112,7 +122,7 @@ class TurnConfig:
         known yet). It shortens the wait for an ending with no cue either way, and lengthens
         any but a hesitation's when the agent could not make sense of the words.
         """
-        if ending is Ending.UNKNOWN and understood is True:
+        if ending in (Ending.UNKNOWN, Ending.DIGITS) and understood is True:
             return EndReason.UNDERSTOOD, min(self.understood_wait_ms, self.hard_cap_ms)
         if ending in (Ending.COMPLETE, Ending.QUESTION, Ending.UNKNOWN) and understood is False:
             return EndReason.NOT_UNDERSTOOD, min(self.not_understood_wait_ms, self.hard_cap_ms)
@@ -120,6 +130,7 @@ class TurnConfig:
             Ending.COMPLETE: (EndReason.COMPLETE, self.complete_wait_ms),
             Ending.QUESTION: (EndReason.QUESTION, self.question_wait_ms),
             Ending.HESITATION: (EndReason.HESITATION, self.hesitation_wait_ms),
+            Ending.DIGITS: (EndReason.DIGITS, self.digits_wait_ms),
             Ending.UNKNOWN: (EndReason.UNKNOWN, self.unknown_wait_ms),
             None: (EndReason.NO_TRANSCRIPT, self.no_transcript_wait_ms),
         }[ending]
@@ -364,6 +375,8 @@ def classify_ending(text: str) -> Ending:
     last = words[-1]
     if _REPEATS.sub(r"\1", last) in _FILLERS:
         return Ending.HESITATION
+    if _trailing_digits(words):
+        return Ending.DIGITS
     if _ends_with(words, _UNFINISHED_PHRASES) or last in _STRONG_CONTINUATIONS:
         return Ending.HESITATION
     if terminal == "?":
@@ -375,6 +388,30 @@ def classify_ending(text: str) -> Ending:
     if _first_content_word(words) in _QUESTION_OPENERS:
         return Ending.QUESTION
     return Ending.UNKNOWN
+
+
+# Words a number is read in: digits ("oh" for zero), pairs ("forty one eleven"), repeats.
+_NUMBER_WORDS = frozenset(
+    {
+        "zero", "oh", "o", "one", "two", "three", "four", "five", "six", "seven", "eight",
+        "nine", "ten", "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen",
+        "seventeen", "eighteen", "nineteen", "twenty", "thirty", "forty", "fifty", "sixty",
+        "seventy", "eighty", "ninety", "hundred", "double", "triple",
+    }
+)  # fmt: skip
+
+
+def _trailing_digits(words: list[str]) -> bool:
+    """Whether the words end in a number being read: two or more number words or numerals in
+    a run, or one numeral of two or more digits ("4111", "4-1 one one"); a lone "one" or
+    "two" ends many a finished sentence ("I'd like two.")."""
+    run = 0
+    for word in reversed(words):
+        if word.isdigit() or word in _NUMBER_WORDS:
+            run += 1
+        else:
+            break
+    return run >= 2 or (run == 1 and words[-1].isdigit() and len(words[-1]) >= 2)
 
 
 def _words(text: str) -> list[str]:

@@ -92,9 +92,14 @@ def test_filled_pause_is_not_the_end_and_resumed_speech_continues_the_turn() -> 
         Stop(4000),
     ]
     assert play(events, until_ms=3900) == []
-    (decision,) = play(events, until_ms=4400)
-    assert decision.reason is EndReason.COMPLETE
-    assert decision.at_ms == 4260
+    # Ending in digits, the turn waits in case more are coming (numbers are read in groups).
+    (decision,) = play(events, until_ms=5400)
+    assert decision.reason is EndReason.DIGITS
+    assert decision.at_ms == 5300
+    # The agent has the number it wanted: the turn ends as for any request it understood.
+    said = "my order number is um 4 5 6 7."
+    (decision,) = play([*events, Judged(3900, said)], until_ms=4400)
+    assert (decision.reason, decision.at_ms) == (EndReason.UNDERSTOOD, 4300)
 
 
 @pytest.mark.parametrize(
@@ -324,6 +329,12 @@ def test_config_rejects_non_positive_waits() -> None:
         ("uh-huh", Ending.COMPLETE),
         ("Mm-hmm?", Ending.QUESTION),
         ("and uh", Ending.HESITATION),
+        ("My card number is 4-1 one one", Ending.DIGITS),  # Whisper's spelling of a group
+        ("four one one one.", Ending.DIGITS),  # ASR's full stop is the pause between groups
+        ("it's 4111", Ending.DIGITS),
+        ("forty one eleven", Ending.DIGITS),
+        ("I'd like two.", Ending.COMPLETE),  # one number word ends many a sentence
+        ("I have one question", Ending.UNKNOWN),
         ("", Ending.UNKNOWN),
         ("   ", Ending.UNKNOWN),
         ("?", Ending.UNKNOWN),
@@ -337,4 +348,30 @@ def test_default_waits_meet_the_targets() -> None:
     config = TurnConfig()
     assert config.question_wait_ms <= config.complete_wait_ms <= 350
     assert config.hesitation_wait_ms > 1500
+    assert 1000 < config.digits_wait_ms < config.hard_cap_ms  # past a pause between groups
     assert config.hard_cap_ms >= config.hesitation_wait_ms
+
+
+def test_a_number_read_in_groups_is_not_cut_between_groups() -> None:
+    """A 16-digit card number in groups of four with 900 ms between them: one turn, ended
+    after the last group."""
+    events: list[Event] = []
+    text = "My card number is"
+    groups = ["four one one one", "one one one one", "two two two two", "three three three three"]
+    t = 0
+    for group in groups:
+        text = f"{text} {group}"
+        events += [Start(t), Text(t + 1400, f"{text}."), Stop(t + 1500)]
+        t += 1500 + 900
+    decisions = play(events, until_ms=t + 2000)
+    assert len(decisions) == 1, decisions
+    [decision] = decisions
+    assert decision.reason is EndReason.DIGITS and decision.at_ms > t - 900
+
+
+def test_a_number_the_agent_has_in_full_ends_the_turn_at_once() -> None:
+    said = "my order number is one two three four five"
+    (decision,) = play([Start(0), Text(1900, said), Stop(2000), Judged(1950, said)], 3000)
+    assert (decision.reason, decision.silence_ms) == (EndReason.UNDERSTOOD, 300)
+    (waiting,) = play([Start(0), Text(1900, said), Stop(2000)], 4000)
+    assert (waiting.reason, waiting.silence_ms) == (EndReason.DIGITS, 1300)
