@@ -91,7 +91,7 @@ class Turns(Protocol):
 
     def partial_transcript(self, text: str, t_ms: int) -> None: ...
 
-    def judged(self, text: str, *, understood: bool) -> None: ...
+    def judged(self, text: str, *, understood: bool, number_taken: bool = False) -> None: ...
 
     def tick(self, t_ms: int) -> Any: ...
 
@@ -157,6 +157,7 @@ class _Prepared:
     task: asyncio.Task[tuple[Any, float]]  # (reply, responder ms)
     # Whether the responder took the words as a request it can answer (None: not answered yet).
     understood: bool | None = None
+    number_taken: bool = False  # and whether they ended in the whole number it asked for
 
 
 Send = Callable[[str, dict[str, Any]], Awaitable[None]]
@@ -534,6 +535,7 @@ class EngineSession:
         prepared = self._prepared
         if prepared is not None and prepared.fork is fork:
             prepared.understood = bool(getattr(reply, "understood", True))
+            prepared.number_taken = bool(getattr(reply, "number_taken", False))
             self._tell_judged()
         sentences = self.models.sentences(str(getattr(reply, "text", "") or ""))
         if sentences:
@@ -558,7 +560,9 @@ class EngineSession:
         punctuation, and nonsense the best sign its punctuation is wrong."""
         prepared = self._prepared_for_turn()
         if prepared is not None and prepared.understood is not None:
-            self.turns.judged(prepared.text, understood=prepared.understood)
+            self.turns.judged(
+                prepared.text, understood=prepared.understood, number_taken=prepared.number_taken
+            )
 
     def _drop_prepared(self) -> None:
         prepared, self._prepared = self._prepared, None

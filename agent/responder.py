@@ -86,6 +86,9 @@ class Reply:
     end_call: bool = False
     understood: bool = True
     whisper: str = ""
+    # The caller's words ended in the whole number a digits slot asked for: nothing more is
+    # coming (the turn detector need not wait for another group of digits).
+    number_taken: bool = False
 
 
 class Source(StrEnum):
@@ -650,7 +653,8 @@ class Conversation:
         # "Where's my order, it's one two three four five": don't ask for what was just said.
         value = _stated_value(active.slot, caller_text)
         if value is not None:
-            return self._fill(active, value)
+            digits = active.slot.kind == "digits"
+            return replace(self._fill(active, value), number_taken=digits)
         return self._next_step(active, score)
 
     def _miss(self, known: list[tuple[Entry | Procedure, float]], best_score: float) -> Reply:
@@ -705,7 +709,7 @@ class Conversation:
     def _fill_digits(self, active: _ActiveProcedure, digits: str) -> Reply:
         slot = active.slot
         if slot.min_digits <= len(digits) <= slot.max_digits:
-            return self._fill(active, digits)
+            return replace(self._fill(active, digits), number_taken=True)
         expected = (
             str(slot.min_digits)
             if slot.min_digits == slot.max_digits

@@ -114,15 +114,21 @@ class TurnConfig:
                 raise ValueError(f"TurnConfig.{name} must be a positive number of milliseconds")
 
     def wait_for(
-        self, ending: Ending | None, *, understood: bool | None = None
+        self, ending: Ending | None, *, understood: bool | None = None, number_taken: bool = False
     ) -> tuple[EndReason, int]:
         """The reason a turn would end for this ending, and the silence it needs (capped).
 
         `understood`: whether the words so far make a request the agent can answer (None: not
         known yet). It shortens the wait for an ending with no cue either way, and lengthens
-        any but a hesitation's when the agent could not make sense of the words.
+        any but a hesitation's when the agent could not make sense of the words. A number is
+        over only when the agent took it whole into the slot that asked for it (`number_taken`);
+        understood otherwise, it may still be one group of several.
         """
-        if ending in (Ending.UNKNOWN, Ending.DIGITS) and understood is True:
+        if ending is Ending.DIGITS:
+            if number_taken:
+                return EndReason.UNDERSTOOD, min(self.understood_wait_ms, self.hard_cap_ms)
+            return EndReason.DIGITS, min(self.digits_wait_ms, self.hard_cap_ms)
+        if ending is Ending.UNKNOWN and understood is True:
             return EndReason.UNDERSTOOD, min(self.understood_wait_ms, self.hard_cap_ms)
         if ending in (Ending.COMPLETE, Ending.QUESTION, Ending.UNKNOWN) and understood is False:
             return EndReason.NOT_UNDERSTOOD, min(self.not_understood_wait_ms, self.hard_cap_ms)
@@ -165,8 +171,9 @@ class TurnDetector(Protocol):
 
     def partial_transcript(self, text: str, t_ms: int) -> None: ...
 
-    def judged(self, text: str, *, understood: bool) -> None:
-        """Whether the agent understood `text` as a request it can answer (a hint)."""
+    def judged(self, text: str, *, understood: bool, number_taken: bool = False) -> None:
+        """Whether the agent understood `text` as a request it can answer (a hint), and
+        whether it ended in the whole number the agent asked for."""
         ...
 
     def tick(self, t_ms: int) -> TurnDecision | None:
@@ -198,6 +205,7 @@ class HesitationAwareTurns:
         self._ending: Ending | None = None
         self._text = ""
         self._understood: bool | None = None
+        self._number_taken = False
         # False once speech resumes: the transcript then describes only the earlier segment.
         self._fresh = True
         self._last_t = 0
@@ -212,6 +220,7 @@ class HesitationAwareTurns:
             self._ending = None
         self._fresh = False
         self._understood = None
+        self._number_taken = False
         self._state = _State.SPEAKING
 
     def speech_stopped(self, t_ms: int) -> None:
@@ -226,14 +235,16 @@ class HesitationAwareTurns:
         self._ending = classify_ending(text) if text.strip() else None
         if text != self._text:
             self._understood = None
+            self._number_taken = False
         self._text = text
         self._fresh = True
 
-    def judged(self, text: str, *, understood: bool) -> None:
+    def judged(self, text: str, *, understood: bool, number_taken: bool = False) -> None:
         # Only for the words the turn is judged on now: a hint about older or newer words
         # (the caller spoke on meanwhile) says nothing about this ending.
         if self._state is not _State.IDLE and self._fresh and text == self._text:
             self._understood = understood
+            self._number_taken = number_taken
 
     def tick(self, t_ms: int) -> TurnDecision | None:
         self._advance(t_ms)
@@ -247,7 +258,9 @@ class HesitationAwareTurns:
         return TurnDecision(reason=reason, wait_ms=wait_ms, silence_ms=silence_ms, at_ms=t_ms)
 
     def _pending_wait(self) -> tuple[EndReason, int]:
-        known = self._config.wait_for(self._ending, understood=self._understood)
+        known = self._config.wait_for(
+            self._ending, understood=self._understood, number_taken=self._number_taken
+        )
         if self._fresh:
             return known
         # Speech resumed and the ASR has not caught up. The new segment may have been a breath or
@@ -261,6 +274,7 @@ class HesitationAwareTurns:
         self._ending = None
         self._text = ""
         self._understood = None
+        self._number_taken = False
         self._fresh = True
 
     def _advance(self, t_ms: int) -> None:

@@ -653,3 +653,17 @@ def test_a_follow_up_uses_the_previous_question(call: Call) -> None:
 
 def test_a_follow_up_with_nothing_before_is_an_ordinary_miss(call: Call) -> None:
     assert call.say("And on Sunday?").kind is ReplyKind.CLARIFY
+
+
+def test_a_whole_number_for_a_digits_slot_is_marked_taken(call: Call) -> None:
+    call.say("Where is my order?")
+    partial = call.say("one two three")
+    assert not partial.number_taken  # 3 of 5 digits: more may be coming
+    whole = call.say("one two three four five")
+    assert whole.number_taken and whole.understood
+    assert not call.say("What are your store hours?").number_taken
+
+
+def test_a_number_stated_with_the_request_is_marked_taken(call: Call) -> None:
+    reply = call.say("Where is my order, it's one two three four five")
+    assert reply.number_taken, reply

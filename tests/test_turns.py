@@ -40,6 +40,7 @@ class Judged:
     t_ms: int
     text: str
     understood: bool = True
+    number_taken: bool = False  # and took the whole number it asked for
 
 
 Event = Start | Stop | Text | Judged
@@ -62,8 +63,8 @@ def play(
                     turns.speech_stopped(t_ms)
                 case Text(t_ms, text):
                     turns.partial_transcript(text, t_ms)
-                case Judged(_, text, understood):
-                    turns.judged(text, understood=understood)
+                case Judged(_, text, understood, number_taken):
+                    turns.judged(text, understood=understood, number_taken=number_taken)
         decision = turns.tick(now)
         if decision is not None:
             decisions.append(decision)
@@ -98,7 +99,7 @@ def test_filled_pause_is_not_the_end_and_resumed_speech_continues_the_turn() -> 
     assert decision.at_ms == 5300
     # The agent has the number it wanted: the turn ends as for any request it understood.
     said = "my order number is um 4 5 6 7."
-    (decision,) = play([*events, Judged(3900, said)], until_ms=4400)
+    (decision,) = play([*events, Judged(3900, said, number_taken=True)], until_ms=4400)
     assert (decision.reason, decision.at_ms) == (EndReason.UNDERSTOOD, 4300)
 
 
@@ -371,7 +372,14 @@ def test_a_number_read_in_groups_is_not_cut_between_groups() -> None:
 
 def test_a_number_the_agent_has_in_full_ends_the_turn_at_once() -> None:
     said = "my order number is one two three four five"
-    (decision,) = play([Start(0), Text(1900, said), Stop(2000), Judged(1950, said)], 3000)
+    taken = Judged(1950, said, number_taken=True)
+    (decision,) = play([Start(0), Text(1900, said), Stop(2000), taken], 3000)
     assert (decision.reason, decision.silence_ms) == (EndReason.UNDERSTOOD, 300)
     (waiting,) = play([Start(0), Text(1900, said), Stop(2000)], 4000)
     assert (waiting.reason, waiting.silence_ms) == (EndReason.DIGITS, 1300)
+    # Understood as a question about cards, but not a number the agent asked for: more
+    # groups may follow.
+    card = "my card number is 4111"
+    hint = Judged(1950, card)
+    (still,) = play([Start(0), Text(1900, card), Stop(2000), hint], 4000)
+    assert (still.reason, still.silence_ms) == (EndReason.DIGITS, 1300)
