@@ -525,9 +525,10 @@ class Conversation:
             return self._handoff("caller_asked", 1.0)
         if says_goodbye(caller_text, expecting_answer=bool(self._active or self._offered)):
             return self._goodbye()
-        switch = _SWITCH.search(_normalise(caller_text))
+        clean = _normalise(caller_text)
+        switch = _SWITCH.search(clean)
         if switch is not None:
-            rest = _after(switch.group(0), caller_text)
+            rest = clean[switch.end() :]  # what they said after it (searched as words)
             if len(_content_words(rest)) < 2:
                 # "Where's my order? I have a question": the question came first.
                 before = _content_words(caller_text) - _content_words(switch.group(0))
@@ -677,10 +678,11 @@ class Conversation:
     def _continue_procedure(self, caller_text: str) -> Reply:
         active = self._active
         assert active is not None
-        cancel = _CANCEL.search(_normalise(caller_text))
+        clean = _normalise(caller_text)
+        cancel = _CANCEL.search(clean)
         if cancel is not None:
             self._active = None
-            rest = _after(cancel.group(0), caller_text)
+            rest = clean[cancel.end() :]
             if len(_content_words(rest)) >= 2:
                 # "Never mind, what are your store hours?": cancelled, and answered.
                 answer = self._search(rest)
@@ -898,23 +900,6 @@ _FUNCTION_WORDS_TEXT = """
     when where which who whom whose why how not no yes please just any some all get got
     they them their he him his she her hi hello thanks thank okay ok well also"""
 _FUNCTION_WORDS = frozenset(_FUNCTION_WORDS_TEXT.split())
-
-
-def _after(phrase: str, caller_text: str) -> str:
-    """What the caller said after `phrase` (as `_normalise` wrote it): the words of
-    `caller_text` from the end of its first run of the phrase's words on."""
-    said = caller_text.split()
-    wanted = phrase.split()
-    bare = [_normalise(word) for word in said]
-    for start in range(len(bare)):
-        got = " ".join(w for w in bare[start:] if w).split()
-        if got[: len(wanted)] == wanted:
-            taken, at = 0, start
-            while taken < len(wanted) and at < len(said):
-                taken += len(bare[at].split())
-                at += 1
-            return " ".join(said[at:]).lstrip(" ,.;:-")
-    return ""
 
 
 def _content_words(text: str) -> set[str]:

@@ -181,7 +181,7 @@ def in_chromium(tmp: Path, config: Path) -> tuple[dict[str, float], list[float],
     as the browser reports it."""
     from playwright.sync_api import sync_playwright
 
-    from tests.browser_support import chromium_path
+    from tests.browser_support import chromium_path, log_in
 
     work = tmp / "chromium"
     work.mkdir()
@@ -202,11 +202,7 @@ def in_chromium(tmp: Path, config: Path) -> tuple[dict[str, float], list[float],
                   "--autoplay-policy=no-user-gesture-required"],
         )  # fmt: skip
         page = browser.new_page(base_url=f"http://127.0.0.1:{HTTP_PORT}")
-        page.goto("/")
-        page.get_by_label("Username").fill("root")
-        page.get_by_label("Password").fill(USER_PASSWORD)
-        page.get_by_role("button", name="Log in").click()
-        page.wait_for_selector("#connection[data-level=up]")
+        log_in(page, "root", USER_PASSWORD)
         page.goto(f"/#/call/{call_id}")
         page.get_by_label("Join with").select_option("browser")
         page.get_by_role("button", name="Join", exact=True).click()

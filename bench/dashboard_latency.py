@@ -29,7 +29,7 @@ from playwright.sync_api import sync_playwright
 
 from bench.machine import describe
 from telephony.events import CallEventKind
-from tests.browser_support import chromium_path
+from tests.browser_support import chromium_path, log_in
 from tests.support import PARLEY, PlatformConfig, dial, finish_dial, start_platform
 
 PASSWORD = "bench-dashboard-1"
@@ -60,11 +60,7 @@ def main() -> None:
             with sync_playwright() as playwright:
                 browser = playwright.chromium.launch(executable_path=chromium_path())
                 page = browser.new_page(base_url=f"http://127.0.0.1:{config.http_port}")
-                page.goto("/")
-                page.get_by_label("Username").fill("bench")
-                page.get_by_label("Password").fill(PASSWORD)
-                page.get_by_role("button", name="Log in").click()
-                page.wait_for_selector("#connection[data-level=up]")
+                log_in(page, "bench", PASSWORD)
                 page.evaluate("window.parley.latencies.length = 0")
                 keys = ",".join(f"{t}:1" for t in range(1, int(args.seconds) - 1))
                 print(f"{args.calls} calls of {args.seconds:.0f} s, a key a second…", flush=True)

@@ -141,7 +141,8 @@ class MediaPort(pj.AudioMediaPort):  # type: ignore[misc]
             return pcm
         if self._playing is not None:
             self.underruns += 1
-        self._primed = self._jitter_frames == 0
+        if self._jitter_frames:
+            self._primed = False  # ran dry: fill the jitter buffer again before playing
         return SILENCE
 
     # --- any thread ----------------------------------------------------------------------

@@ -74,12 +74,16 @@ def sound_card(folder: Path) -> Iterator[str]:
             time.sleep(0.1)
         yield f"unix:{sock}"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _stop(proc)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def firefox_path() -> str:
@@ -193,9 +197,4 @@ def _firefox(profile: Path, pulse: str) -> Iterator[Firefox]:
         finally:
             sock.close()
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _stop(proc)

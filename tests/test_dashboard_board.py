@@ -242,6 +242,7 @@ def test_a_browser_leg_names_its_supervisor_while_it_rings_and_once_joined() -> 
         "alice",
     )
     board.apply(_event(sup, {"event": "answered", "browser": "alice"}))
+    board.apply(_event(sup, {"event": "briefing"}))  # names no leg: still alice's browser
     board.apply(_event(CallEventKind.PHASE, {"phase": "with_human", "supervisor": True}))
     card = _card(board)
     assert (card["browser_joined"], card["state"], card["supervisor"]) == (
@@ -258,6 +259,7 @@ def test_a_browser_leg_names_its_supervisor_while_it_rings_and_once_joined() -> 
     assert [item["text"] for item in timeline if item["kind"] == "supervisor"] == [
         "alice's browser: ringing",
         "alice's browser: answered",
+        "alice's browser: briefing",
         "alice's browser: ended",
     ]
     # A phone rung afterwards is a phone again, not the browser.

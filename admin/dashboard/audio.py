@@ -38,7 +38,7 @@ from admin.api.roles import Permission
 from admin.dashboard.routes import error_close, log_in, parse, recheck, until_one_ends
 from agent.session import FRAME_BYTES, SAMPLE_RATE
 from telephony import browserleg
-from telephony.commands import BROWSER, browser_name, browser_uri
+from telephony.commands import browser_uri
 
 log = logging.getLogger("parley.dashboard.audio")
 router = APIRouter(include_in_schema=False)
@@ -56,22 +56,24 @@ async def audio(websocket: WebSocket, call_id: str) -> None:
         if not _CALL_ID.fullmatch(call_id):
             raise ApiError(404, "no such call: a call's id is 32 hex digits")
         principal = await log_in(websocket, context, Permission.COMMAND_CALLS)
-        if browser_name(f"{BROWSER}{principal.username}") is None:
-            raise ApiError(422, f"the username {principal.username!r} cannot carry a browser leg")
+        try:
+            leg_uri = browser_uri(principal.username)
+        except ValueError as error:
+            raise ApiError(422, str(error)) from None
         plane = await run_in_threadpool(_check, context, principal, call_id)
         try:
             connection = await browserleg.connect(
                 plane.workers.run_dir, plane.workers.workers, call_id, principal.username
             )
         except browserleg.NotConnected as refused:
-            await run_in_threadpool(_audit, context, principal, call_id, "refused")
+            await run_in_threadpool(_audit, context, principal, call_id, leg_uri, "refused")
             raise ApiError(409, str(refused)) from None
     except ApiError as error:
         await error_close(websocket, error.status, error.message)
         return
     except WebSocketDisconnect:
         return
-    await run_in_threadpool(_audit, context, principal, call_id, "done")
+    await run_in_threadpool(_audit, context, principal, call_id, leg_uri, "done")
     log.info("browser leg joined", extra={"call_id": call_id, "user_id": principal.user_id})
     try:
         await websocket.send_json(
@@ -101,7 +103,9 @@ def _check(context: ApiContext, principal: Principal, call_id: str) -> ControlPl
     return access.control_plane(context)
 
 
-def _audit(context: ApiContext, principal: Principal, call_id: str, outcome: str) -> None:
+def _audit(
+    context: ApiContext, principal: Principal, call_id: str, leg_uri: str, outcome: str
+) -> None:
     with context.sessions() as session:
         access.record(
             session,
@@ -110,7 +114,7 @@ def _audit(context: ApiContext, principal: Principal, call_id: str, outcome: str
             action=ACTION,
             target=f"call:{call_id}",
             outcome=outcome,
-            details={"leg": browser_uri(principal.username)},
+            details={"leg": leg_uri},
         )
 
 

@@ -262,17 +262,20 @@ class Board:
                 note("escalation", f"escalation {_str(data.get('event'))}{detail}")
         elif kind is CallEventKind.SUPERVISOR:
             what = _str(data.get("event"))
-            browser = _shown(data.get("browser"))
-            if browser:
-                card.browser, card.browser_joined = browser, what == "answered"
-                note("supervisor", f"{browser}'s browser: {what}")
-            else:
-                if what in ("ringing", "ended"):
-                    card.browser, card.browser_joined = None, False
-                who = _shown(data.get("supervisor")) or "supervisor"
-                note("supervisor", f"{who}'s phone: {what}")
-            if what == "ended":
+            browser = _shown(data.get("browser")) or None
+            # Which browser is on or ringing: none once a leg ends or a phone rings instead (a
+            # briefing playing says nothing of whose leg it is).
+            if what == "ended" or (what == "ringing" and browser is None):
                 card.browser, card.browser_joined = None, False
+            elif browser is not None:
+                card.browser, card.browser_joined = browser, what == "answered"
+            leg = browser or card.browser  # a briefing names no leg: the browser on, if any
+            who = (
+                f"{leg}'s browser"
+                if leg
+                else f"{_shown(data.get('supervisor')) or 'supervisor'}'s phone"
+            )
+            note("supervisor", f"{who}: {what}")
         elif kind is CallEventKind.COMMAND:
             actor = _shown(data.get("actor")) or "someone"
             note("command", f"{_str(data.get('command'))} by {actor}")
