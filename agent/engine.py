@@ -36,7 +36,9 @@ from typing import Any, Protocol
 import numpy as np
 
 from agent.backchannel import Overlap
+from agent.hesitation import final_island
 from agent.realtime import audio_b64, new_id
+from agent.turns import is_filled_pause
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +94,8 @@ class Turns(Protocol):
     def partial_transcript(self, text: str, t_ms: int) -> None: ...
 
     def judged(self, text: str, *, understood: bool, number_taken: bool = False) -> None: ...
+
+    def heard_filler(self, text: str) -> None: ...
 
     def tick(self, t_ms: int) -> Any: ...
 
@@ -160,6 +164,12 @@ class _Prepared:
     number_taken: bool = False  # and whether they ended in the whole number it asked for
 
 
+@dataclass(frozen=True)
+class _Heard:
+    text: str
+    filler: bool  # the audio ended in a filled pause (the text may have left it out)
+
+
 Send = Callable[[str, dict[str, Any]], Awaitable[None]]
 
 
@@ -199,7 +209,7 @@ class EngineSession:
         self._hold_text = ""  # the caller's words so far in this turn
         self._asr_ms = 0.0  # time the last transcription took
         self._asr_task: asyncio.Task[None] | None = None
-        self._lookahead: asyncio.Task[str] | None = None
+        self._lookahead: asyncio.Task[_Heard] | None = None
         self._prepared: _Prepared | None = None
         self._epoch = 0  # bumped whenever the real dialogue's state may have changed
         self._last_backchannel_ms = 0
@@ -346,7 +356,7 @@ class EngineSession:
                 and not self._barged  # is it a back-channel? Whisper needs the whole tail
             ):
                 audio = np.concatenate(self._utterance)
-                self._lookahead = asyncio.create_task(self.models.transcribe(audio))
+                self._lookahead = asyncio.create_task(self._hear(audio))
                 self._lookahead.add_done_callback(self._lookahead_done)
         if sum(len(w) for w in self._utterance) * 1000 // RATE > config.max_utterance_ms:
             self._roll_utterance()
@@ -494,28 +504,42 @@ class EngineSession:
         self,
         audio: np.ndarray,
         previous: asyncio.Task[None] | None,
-        lookahead: asyncio.Task[str] | None,
+        lookahead: asyncio.Task[_Heard] | None,
     ) -> None:
         # asr_ms: how long after the VAD's speech_stopped the text was there.
         started = time.perf_counter()
         if previous is not None:
             await previous  # segments join the turn's text in the order they were spoken
-        text = await (lookahead or self.models.transcribe(audio))
+        heard = await (lookahead or self._hear(audio))
         self._asr_ms = (time.perf_counter() - started) * 1000
-        self._hold_text = f"{self._hold_text} {text}".strip()
+        self._hold_text = f"{self._hold_text} {heard.text}".strip()
         self.turns.partial_transcript(self._hold_text, self.t_ms)
+        if heard.filler:
+            self.turns.heard_filler(self._hold_text)
         if self.config.speculate and not self._in_speech and self._hold_text:
             self._prepare(self._hold_text)
             self._tell_judged()
 
-    def _lookahead_done(self, task: asyncio.Task[str]) -> None:
+    async def _hear(self, audio: np.ndarray) -> _Heard:
+        """The utterance's words, and whether its audio ended in a filled pause: its last
+        stretch of sound, decoded on its own, is nothing but a filler (agent/hesitation.py).
+        Both decodes run together (the hub batches them)."""
+        island = final_island(audio)
+        if island is None:
+            return _Heard(await self.models.transcribe(audio), filler=False)
+        text, last = await asyncio.gather(
+            self.models.transcribe(audio), self.models.transcribe(island)
+        )
+        return _Heard(text, filler=is_filled_pause(last))
+
+    def _lookahead_done(self, task: asyncio.Task[_Heard]) -> None:
         # The caller has been quiet since: answer ahead on these words without waiting for
         # the hangover, unless an earlier segment of the turn is still being decoded.
         if task is not self._lookahead or task.cancelled() or task.exception() is not None:
             return
         if not self.config.speculate or (self._asr_task is not None and not self._asr_task.done()):
             return
-        text = f"{self._hold_text} {task.result()}".strip()
+        text = f"{self._hold_text} {task.result().text}".strip()
         if text:
             self._prepare(text)
 

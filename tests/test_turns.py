@@ -12,6 +12,7 @@ from agent.turns import (
     TurnDecision,
     TurnDetector,
     classify_ending,
+    is_filled_pause,
 )
 
 TICK_MS = 20
@@ -43,7 +44,15 @@ class Judged:
     number_taken: bool = False  # and took the whole number it asked for
 
 
-Event = Start | Stop | Text | Judged
+@dataclass(frozen=True)
+class Filler:
+    """The audio after which the ASR wrote `text` ended in a filled pause."""
+
+    t_ms: int
+    text: str
+
+
+Event = Start | Stop | Text | Judged | Filler
 
 
 def play(
@@ -65,6 +74,8 @@ def play(
                     turns.partial_transcript(text, t_ms)
                 case Judged(_, text, understood, number_taken):
                     turns.judged(text, understood=understood, number_taken=number_taken)
+                case Filler(_, text):
+                    turns.heard_filler(text)
         decision = turns.tick(now)
         if decision is not None:
             decisions.append(decision)
@@ -247,10 +258,10 @@ def test_words_the_agent_understood_end_the_turn_sooner() -> None:
 @pytest.mark.parametrize(
     ("text", "understood", "reason", "silence_ms"),
     [
-        ("I ordered them, there is.", False, EndReason.NOT_UNDERSTOOD, 600),
+        ("I ordered them, there is.", False, EndReason.NOT_UNDERSTOOD, 1700),
         ("I ordered them, there is.", True, EndReason.COMPLETE, 260),
-        ("what's the weather on mars?", False, EndReason.NOT_UNDERSTOOD, 600),
-        ("purple elephant tuesday", False, EndReason.NOT_UNDERSTOOD, 600),
+        ("what's the weather on mars?", False, EndReason.NOT_UNDERSTOOD, 1700),
+        ("purple elephant tuesday", False, EndReason.NOT_UNDERSTOOD, 1700),
         ("um so", False, EndReason.HESITATION, 2000),  # not shortened, not lengthened
     ],
 )
@@ -383,3 +394,54 @@ def test_a_number_the_agent_has_in_full_ends_the_turn_at_once() -> None:
     hint = Judged(1950, card)
     (still,) = play([Start(0), Text(1900, card), Stop(2000), hint], 4000)
     assert (still.reason, still.silence_ms) == (EndReason.DIGITS, 1300)
+
+
+def test_a_filler_the_words_left_out_holds_the_turn() -> None:
+    """Whisper wrote "I'd like to check on my order, um" as a finished sentence the agent
+    understood; the audio's last stretch was a filler, so the caller's 1.3 s pause before
+    "the number is ..." is not the end of the turn."""
+    said = "I'd like to check on my order."
+    heard: list[Event] = [Start(0), Text(1900, said), Stop(2000), Judged(1950, said)]
+    (hasty,) = play(heard, 3000)
+    assert hasty.reason is EndReason.COMPLETE and hasty.silence_ms < 400
+    (held,) = play([*heard, Filler(1950, said)], 5000)
+    assert (held.reason, held.silence_ms) == (EndReason.HESITATION, 2000)
+    # The caller goes on after 1.3 s: one turn, ended after the rest.
+    rest = "I'd like to check on my order. The number is four five six seven."
+    events = [*heard, Filler(1950, said), Start(3300), Text(5200, rest), Stop(5300)]
+    decisions = play(events, 8000)
+    assert [d.at_ms > 5300 for d in decisions] == [True]
+
+
+def test_a_filler_cue_about_other_words_is_ignored_and_a_taken_number_still_ends() -> None:
+    said = "What are your hours?"
+    (decision,) = play([Start(0), Text(900, said), Stop(1000), Filler(950, "What are")], 2000)
+    assert decision.reason is EndReason.QUESTION
+    number = "my order number is one two three four five"
+    taken: list[Event] = [
+        Start(0),
+        Text(1900, number),
+        Stop(2000),
+        Judged(1950, number, number_taken=True),
+    ]
+    (done,) = play([*taken, Filler(1950, number)], 3000)
+    assert (done.reason, done.silence_ms) == (EndReason.UNDERSTOOD, 300)
+
+
+@pytest.mark.parametrize(
+    ("text", "filler"),
+    [
+        ("Um...", True),
+        ("uh...", True),
+        ("Hmmm,", True),
+        ("Uhh... um.", True),
+        ("er", True),
+        ("", False),
+        ("Umbrella.", False),
+        ("Um, my order.", False),
+        ("uh-huh", False),
+        ("Hmm?", True),
+    ],
+)
+def test_is_filled_pause(text: str, filler: bool) -> None:
+    assert is_filled_pause(text) is filler
