@@ -58,7 +58,8 @@ _BACKCHANNEL_UNITS = sorted(
         for phrase in (
             "uh-huh", "mm-hmm", "mhm", "mm", "hmm", "yeah", "yea", "ya", "yep", "yup", "yes",
             "okay", "ok", "kay", "right", "sure", "alright", "all right", "i see", "got it",
-            "oh", "ah", "exactly", "that's right", "cool", "great", "perfect",
+            "oh", "ah", "exactly", "that's right", "cool", "great", "perfect", "you're right",
+            "true", "that's true", "makes sense", "fair enough",
         )
     ),
     key=len,
@@ -119,6 +120,14 @@ def is_stop_request(text: str) -> bool:
 
 # Sounds with no words in them: a cough, a breath, a filled pause as the ASR spells it.
 _NON_LEXICAL = frozenset(_fold("uh um hm mm ah oh huh er"))
+
+
+def _non_lexical(word: str) -> bool:
+    """A sound with no word in it, as the ASR spells it: a filler, or a lone letter other
+    than "I" (Whisper spells a stammer or a hum it cannot place as "Y-y", "R U S R U")."""
+    return word in _NON_LEXICAL or (len(word) == 1 and word.isalpha() and word != "i")
+
+
 # A short overlap with any of these asks something of the agent ("no", "what?", "sorry?").
 _TAKES_FLOOR = frozenset(
     _fold(
@@ -156,7 +165,7 @@ def judge_overlap(text: str, duration_ms: int) -> Overlap:
     if not words:
         # No words at all: a click or cough, or longer noise the agent should not die on.
         return Overlap.BACKCHANNEL if duration_ms <= BRIEF_OVERLAP_MS else Overlap.UNSURE
-    if duration_ms < 800 and all(w in _NON_LEXICAL for w in words):
+    if duration_ms < 800 and all(_non_lexical(w) for w in words):
         return Overlap.UNSURE  # "um" over the agent often comes before a question
     spoken_words = len(text.split())  # "M-f-a" is one garbled word, not three
     if (
@@ -166,6 +175,22 @@ def judge_overlap(text: str, duration_ms: int) -> Overlap:
     ):
         return Overlap.UNSURE
     return Overlap.TURN
+
+
+def judge_onset(text: str) -> Overlap:
+    """The first words of speech over the agent (its first 150-250 ms, decoded while it goes
+    on): `Overlap.TURN` when they already take the floor — a stop request, a negation, a
+    question word ("wait", "no", "what", "sorry") — and `Overlap.BACKCHANNEL` otherwise, which
+    leaves the agent talking until the whole overlap is judged (or runs too long).
+
+    Nothing else decides this early: from the first 250 ms of an acknowledgement Whisper tiny
+    makes "I should." (I see), "You are..." (yeah), "And then..." (uh-huh); stopping on those
+    costs the caller the rest of the answer, while a turn that opens some other way is
+    stopped when its words are in, or at the back-channel length limit.
+    """
+    if is_stop_request(text) or any(w in _TAKES_FLOOR for w in _fold(text)):
+        return Overlap.TURN
+    return Overlap.BACKCHANNEL
 
 
 def _made_of_units(words: tuple[str, ...]) -> bool:

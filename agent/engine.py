@@ -4,12 +4,12 @@ The session runs on the stream's own clock — milliseconds of caller audio rece
 it behaves the same over a phone line and in an offline test fed faster than real time.
 Caller audio is never gated: listening continues while the agent speaks.
 
-Barge-in: caller speech that lasts `barge_in_ms` while the agent is audible stops the
-agent (the client is told with `input_audio_buffer.speech_started`, clears its playout and
-truncates the item to what was heard). If that speech turns out to be a back-channel
-("uh-huh"), the agent resumes from where it was cut: it pauses for the back-channel but
-keeps its turn. Speech quieter than the agent's own recent output (line echo) does not
-count while the agent speaks.
+The floor: caller speech over the agent does not stop it at once. A person talks on through
+"uh-huh", so the floor state machine (agent/floor.py) decides the overlap from its first words
+while the agent goes on talking; only when the caller takes the floor is the agent stopped
+(the client is told with `input_audio_buffer.speech_started`, clears its playout and
+truncates the item to what was heard), and an acknowledgement never opens a gap. Speech
+quieter than the agent's own recent output (line echo) does not count while the agent speaks.
 
 Latency: the reply is prepared while the turn detector is still waiting. Whisper starts on the
 utterance at the first short silence (`asr_lookahead_ms`, before the VAD's hangover), and as
@@ -29,6 +29,7 @@ import asyncio
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -36,6 +37,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from agent.backchannel import Overlap
+from agent.floor import Act, FloorConfig, FloorControl
 from agent.hesitation import final_island
 from agent.realtime import audio_b64, new_id
 from agent.turns import is_filled_pause
@@ -108,24 +110,23 @@ class EngineConfig:
     offset_threshold: float = 0.35
     min_speech_ms: int = 96  # three VAD windows: a click is not speech
     hangover_ms: int = 160  # silence before the VAD says the caller stopped
-    # While the agent is paused by caller speech over it, the speech is judged (back-channel or
-    # a turn) after this much silence: the agent's sentence is on hold until then.
-    paused_hangover_ms: int = 64
-    # A brief sound over the agent that could be a back-channel or the first word of a turn
-    # ("Sorry, actually ..."): the agent resumes after this much silence, and yields if the
-    # caller goes on before it.
+    # Caller voice over the agent (agent/floor.py): after `barge_in_ms` of it the floor is
+    # contested and the agent talks on; the first `decide_ms` of voice are decoded at once
+    # and decide it (a stop word, a question word, any word no acknowledgement starts with:
+    # the agent stops); voice going on past `max_backchannel_ms` takes the floor whatever it
+    # says; an overlap that ended is judged on all its words `overlap_hangover_ms` after it,
+    # and a brief sound nobody can place leaves the agent talking unless the caller goes on
+    # within `unsure_resume_ms`.
+    barge_in_ms: int = 64
+    decide_ms: int = 160
+    max_backchannel_ms: int = 800
+    overlap_hangover_ms: int = 64
     unsure_resume_ms: int = 240
     # Silence after which the utterance so far is transcribed ahead of the hangover; thrown
     # away if the caller goes on. 0 disables the look-ahead.
     asr_lookahead_ms: int = 64
     # Prepare the reply (responder and first sentence of audio) while the turn detector waits.
     speculate: bool = True
-    # Caller voice over the agent that pauses it: two VAD windows, before it counts as speech
-    # (`min_speech_ms`). The caller hears the stop one phone round trip later (~55 ms on
-    # loopback) plus the VAD's own onset lag (25-95 ms). A pause is cheap to undo: a blip that
-    # never reaches `min_speech_ms` resumes the agent at once, and speech that turns out to be
-    # a back-channel or a cough 64 ms after it ends (`paused_hangover_ms`).
-    barge_in_ms: int = 64
     echo_ratio: float = 0.5  # caller RMS must exceed this share of the agent's recent RMS
     max_utterance_ms: int = 25_000  # a monologue is transcribed in rolling windows
     silence_reprompt_ms: int = 6_000
@@ -135,6 +136,16 @@ class EngineConfig:
     backchannel_every_ms: int = 5_000
     backchannel_text: str = "Mm-hm."
     delta_ms: int = 100  # audio per response.output_audio.delta
+
+    def floor(self) -> FloorConfig:
+        return FloorConfig(
+            barge_in_ms=self.barge_in_ms,
+            min_speech_ms=self.min_speech_ms,
+            decide_ms=self.decide_ms,
+            max_backchannel_ms=self.max_backchannel_ms,
+            hangover_ms=self.overlap_hangover_ms,
+            unsure_resume_ms=self.unsure_resume_ms,
+        )
 
 
 @dataclass
@@ -148,7 +159,7 @@ class _Response:
     heard_ms: int | None = None  # set when the client truncated
     done: bool = False
     end_call: bool = False
-    paused: bool = False
+    stopped: bool = False  # cut off by the caller: the client dropped what it had not played
 
 
 @dataclass
@@ -200,7 +211,6 @@ class EngineSession:
         self._silence_run_ms = 0
         self._speech_start_ms = 0
         self._speech_stop_ms = 0
-        self._barged = False
         self._response: _Response | None = None
         self._agent_tail: list[float] = []  # RMS of recent agent output, 20 ms each
         self._turn_task: asyncio.Task[None] | None = None
@@ -213,9 +223,15 @@ class EngineSession:
         self._prepared: _Prepared | None = None
         self._epoch = 0  # bumped whenever the real dialogue's state may have changed
         self._last_backchannel_ms = 0
-        self._barge_t_ms = 0
         self._backchannel_task: asyncio.Task[None] | None = None
-        self._unsure: tuple[str, int] | None = None  # (text, ms) of a brief unclear overlap
+        self.floor = FloorControl(self.config.floor(), judge_overlap)
+        self._floor_tasks: set[asyncio.Task[None]] = set()
+        # The caller's current stretch of speech began over the agent and is the floor's to
+        # judge, not the turn detector's, unless it takes the floor.
+        self._overlap_segment = False
+        # The last second or so of caller audio, every window: an overlap is decoded from it
+        # with the sound just before its onset (Whisper needs to hear a word begin).
+        self._recent: deque[np.ndarray] = deque(maxlen=_RECENT_WINDOWS)
         self.closed = False
 
     # --- input --------------------------------------------------------------------------
@@ -285,7 +301,7 @@ class EngineSession:
         self.closed = True
         self._drop_lookahead()
         self._drop_prepared()
-        for task in (self._turn_task, self._speak_task, self._asr_task):
+        for task in (self._turn_task, self._speak_task, self._asr_task, *self._floor_tasks):
             if task is not None:
                 task.cancel()
         self.models.close_vad_stream(self.stream)
@@ -294,7 +310,7 @@ class EngineSession:
 
     def _agent_audible(self) -> bool:
         response = self._response
-        if response is None or response.paused:
+        if response is None or response.stopped:
             return False
         played_ms = response.sent_samples * 1000 // RATE
         return self.t_ms < response.start_t_ms + played_ms + 200
@@ -311,10 +327,21 @@ class EngineSession:
         voiced = probability >= (
             config.offset_threshold if self._in_speech else config.onset_threshold
         )
-        if voiced and self._agent_audible() and rms < self._echo_floor():
+        audible = self._agent_audible()
+        if voiced and audible and rms < self._echo_floor():
             voiced = False  # the agent's own voice coming back down the line
+        if audible:
+            self.floor.agent_audible()
+        elif self.floor.agent_has_floor:
+            self.floor.agent_quiet()
+            if not self.floor.agent_has_floor and self.floor.decided is None:
+                self._overlap_segment = False  # the agent finished: the caller's turn goes on
         if self._in_speech or voiced:
             self._utterance.append(window)
+        self._recent.append(window)
+        await self._act(self.floor.window(self.t_ms, voiced, window_ms))
+        if self.floor.overlapping and (voiced or self._in_speech):
+            self._overlap_segment = True
         if voiced:
             self._speech_run_ms += window_ms
             self._silence_run_ms = 0
@@ -326,34 +353,18 @@ class EngineSession:
             await self._maybe_backchannel()
             if not self._in_speech and self._speech_run_ms >= config.min_speech_ms:
                 await self._speech_started()
-            if (
-                not self._barged
-                and self._agent_audible()
-                and self._speech_run_ms >= config.barge_in_ms
-            ):
-                await self._barge_in()
         else:
             self._silence_run_ms += window_ms
-            if self._unsure is not None and self._silence_run_ms >= config.unsure_resume_ms:
-                text, duration = self._unsure
-                self._unsure = None
-                await self._carry_on(text, duration)
             if not self._in_speech:
-                blip_ms, self._speech_run_ms = self._speech_run_ms, 0
+                self._speech_run_ms = 0
                 self._utterance = self._utterance[-3:]  # keep the onset's lead-in
-                if self._barged:
-                    # It paused the agent but ended before it was long enough to be speech.
-                    self._barged = False
-                    await self._carry_on("", blip_ms)
-            elif self._silence_run_ms >= (
-                config.paused_hangover_ms if self._barged else config.hangover_ms
-            ):
+            elif self._silence_run_ms >= config.hangover_ms:
                 await self._speech_stopped()
             elif (
                 config.asr_lookahead_ms
                 and self._silence_run_ms >= config.asr_lookahead_ms
                 and self._lookahead is None
-                and not self._barged  # is it a back-channel? Whisper needs the whole tail
+                and not self._overlap_segment  # the floor decodes an overlap itself
             ):
                 audio = np.concatenate(self._utterance)
                 self._lookahead = asyncio.create_task(self._hear(audio))
@@ -365,13 +376,92 @@ class EngineSession:
         # "my order number is um" (wait on) rather than a question (answer now). Nor while the
         # caller is audibly starting again (an "um" not yet long enough to count as speech).
         # Nor before the responder has read the words it would answer: the reply has to wait
-        # for it anyway, and its reading sets the wait (see `_tell_judged`).
+        # for it anyway, and its reading sets the wait (see `_tell_judged`). Nor while speech
+        # over the agent is still being judged: it may be no turn at all.
         decoding = self._asr_task is not None and not self._asr_task.done()
-        if not decoding and not self._judging() and self._speech_run_ms == 0:
+        if (
+            not decoding
+            and not self._judging()
+            and self._speech_run_ms == 0
+            and not self.floor.overlapping
+        ):
             decision = self.turns.tick(self.t_ms)
             if decision is not None and self._turn_task is None and not self._in_speech:
                 self._turn_task = asyncio.create_task(self._end_of_turn(decision))
         await self._check_silence()
+
+    # --- the floor ------------------------------------------------------------------------
+
+    async def _act(self, acts: list[Act]) -> None:
+        for act in acts:
+            if act in (Act.DECODE_ONSET, Act.DECODE_OVERLAP):
+                since_ms = self.floor.onset_ms - _OVERLAP_LEAD_MS
+                windows = min(len(self._recent), max(1, (self.t_ms - since_ms) // _WINDOW_MS))
+                audio = np.concatenate(list(self._recent)[-windows:])
+                task = asyncio.create_task(self._decode_overlap(act, audio))
+                self._floor_tasks.add(task)
+                task.add_done_callback(self._floor_tasks.discard)
+            elif act is Act.STOP:
+                await self._caller_takes_floor()
+            elif act is Act.IGNORED:
+                await self._talked_through()
+
+    async def _decode_overlap(self, act: Act, audio: np.ndarray) -> None:
+        # Urgent: ahead of other sessions' turns in the hub's queue, since the agent is
+        # talking over the caller until this text says whether it should.
+        text = await self.models.transcribe(audio, urgent=True)
+        if act is Act.DECODE_ONSET:
+            await self._act(self.floor.onset_words(text))
+        else:
+            await self._act(self.floor.overlap_words(text))
+
+    async def _caller_takes_floor(self) -> None:
+        """The caller took the floor over the agent: it stops for good (the client clears its
+        playout and truncates the reply to what was heard), and the caller's words open
+        their turn."""
+        decided = self.floor.decided
+        response = self._response
+        onset_ms = decided.onset_ms if decided is not None else self.t_ms
+        await self.send(
+            "input_audio_buffer.speech_started",
+            {"audio_start_ms": onset_ms, "item_id": new_id("item")},
+        )
+        if response is not None:
+            await self.send(
+                "parley.barge_in",
+                {
+                    "item_id": response.item_id,
+                    "after_speech_ms": self.t_ms - onset_ms,
+                    "reason": decided.reason if decided is not None else "",
+                    "text": decided.text if decided is not None else "",
+                },
+            )
+            response.stopped = True
+        await self._interrupt_agent("barge_in")
+        self._overlap_segment = False  # what is still being said is the caller's turn
+        text = decided.text if decided is not None else ""
+        if text and not self._in_speech:
+            # The overlap has ended and its audio is gone, decoded: its words open the turn.
+            # (Still speaking, the caller's utterance is transcribed whole when it ends.)
+            self._hold_text = text
+            self.turns.partial_transcript(text, self.t_ms)
+            if self.config.speculate:
+                self._prepare(text)
+
+    async def _talked_through(self) -> None:
+        """The overlap was a back-channel, a cough or a click: the agent never stopped, and
+        the turn detector forgets it."""
+        decided = self.floor.decided
+        response = self._response
+        ignored: dict[str, Any] = {
+            "text": decided.text if decided is not None else "",
+            "duration_ms": decided.voiced_ms if decided is not None else 0,
+            "reason": decided.reason if decided is not None else "",
+        }
+        if response is not None:
+            ignored["item_id"] = response.item_id  # the reply that goes on
+        await self.send("parley.backchannel_ignored", ignored)
+        self.turns.reset()
 
     async def _maybe_backchannel(self) -> None:
         config = self.config
@@ -404,36 +494,16 @@ class EngineSession:
             self._backchannel_task = None
 
     async def _speech_started(self) -> None:
-        if self._unsure is not None:
-            # The caller went on after a brief sound over the agent: it opened their turn.
-            text, self._unsure = self._unsure[0], None
-            await self._yield_turn(text)
         self._drop_prepared()  # the turn goes on: its text will change
         self._in_speech = True
         self._speech_start_ms = self.t_ms - self._speech_run_ms
         self._last_activity_ms = self.t_ms
         self.turns.speech_started(self._speech_start_ms)
-        if not self._agent_audible() and not self._barged:  # a barge-in has said so already
+        if not self._agent_audible() and not self._overlap_segment:
             await self.send(
                 "input_audio_buffer.speech_started",
                 {"audio_start_ms": self._speech_start_ms, "item_id": new_id("item")},
             )
-
-    async def _barge_in(self) -> None:
-        self._barged = True
-        self._barge_t_ms = self.t_ms
-        response = self._response
-        if response is None:
-            return
-        response.paused = True
-        await self.send(
-            "input_audio_buffer.speech_started",
-            {"audio_start_ms": self.t_ms - self._speech_run_ms, "item_id": new_id("item")},
-        )
-        await self.send(
-            "parley.barge_in",
-            {"item_id": response.item_id, "after_speech_ms": self._speech_run_ms},
-        )
 
     async def _speech_stopped(self) -> None:
         self._in_speech = False
@@ -443,7 +513,6 @@ class EngineSession:
         # speech ending in a fricative or a fading vowel): turn waits count from where the
         # energy actually fell.
         self._speech_stop_ms = voiced_until - _energy_tail_ms(self._utterance, trailing)
-        duration = self._speech_stop_ms - self._speech_start_ms
         self._speech_run_ms = 0
         self._last_activity_ms = self.t_ms
         self.turns.speech_stopped(self._speech_stop_ms)
@@ -455,50 +524,18 @@ class EngineSession:
             samples + audio.size,
         )
         lookahead, self._lookahead = self._lookahead, None
-        response = self._response
-        if self._barged and response is not None and response.paused:
-            self._barged = False
+        if self._overlap_segment:
+            # Speech over the agent: the floor has its words decoded and judges them.
+            self._overlap_segment = False
             self._utterance = []
-            # Urgent: the agent is paused until this text says whether to resume.
-            text = await self.models.transcribe(audio, urgent=True)
-            verdict = self.judge_overlap(text, duration)
-            if verdict is Overlap.BACKCHANNEL:
-                await self._carry_on(text, duration)
-            elif verdict is Overlap.UNSURE:
-                self._unsure = (text, duration)  # settled by silence or by more speech
-            else:
-                await self._yield_turn(text)
-                if self.config.speculate and text:
-                    self._prepare(text)
+            if lookahead is not None:
+                _discard(lookahead)
             return
-        self._barged = False
         self._utterance = []
         # Start decoding at the first silence so the text is ready when the turn ends; listening
         # goes on meanwhile (the turn detector waits for text it has not got yet).
         previous = self._asr_task
         self._asr_task = asyncio.create_task(self._transcribe_segment(audio, previous, lookahead))
-
-    async def _carry_on(self, text: str, duration_ms: int) -> None:
-        """The speech over the agent was not a turn: the agent resumes where the caller
-        stopped hearing it, and the turn detector forgets the overlap."""
-        response = self._response
-        ignored: dict[str, Any] = {"text": text, "duration_ms": duration_ms}
-        if response is not None:
-            ignored["item_id"] = response.item_id  # the reply that goes on
-        await self.send("parley.backchannel_ignored", ignored)
-        self.turns.reset()
-        # (`done` may be set: the engine sends audio faster than it plays, so a reply is often
-        # all sent before the caller talks over it.)
-        if response is not None and response.paused:
-            response.paused = False
-            self._resume(response)
-
-    async def _yield_turn(self, text: str) -> None:
-        """The caller took the floor: the paused agent stops for good, and the words so far
-        open the caller's turn."""
-        await self._interrupt_agent("barge_in")
-        self._hold_text = text
-        self.turns.partial_transcript(text, self.t_ms)
 
     async def _transcribe_segment(
         self,
@@ -768,12 +805,7 @@ class EngineSession:
                         "delta": sentence + " ",
                     },
                 )
-                if not response.paused:
-                    await self._flush_audio(response)
-            if response.done:
-                return
-            while response.paused and not response.done:
-                await asyncio.sleep(0.02)
+                await self._flush_audio(response)
             if response.done:
                 return
             await self._finish(response)
@@ -785,7 +817,7 @@ class EngineSession:
         step = self.config.delta_ms * RATE // 1000
         if response.sent_samples == 0:
             response.start_t_ms = self.t_ms
-        while response.sent_samples < len(everything) and not response.paused:
+        while response.sent_samples < len(everything) and not response.done:
             chunk = everything[response.sent_samples : response.sent_samples + step]
             response.sent_samples += len(chunk)
             for offset in range(0, len(chunk), 320):
@@ -802,16 +834,6 @@ class EngineSession:
                     "delta": audio_b64(chunk.astype("<i2").tobytes()),
                 },
             )
-
-    def _resume(self, response: _Response) -> None:
-        # The client dropped what it had queued; carry on from what the caller heard. With no
-        # truncate from the client, what had played by the barge-in is the best estimate.
-        heard = response.heard_ms
-        if heard is None:
-            heard = max(0, self._barge_t_ms - response.start_t_ms)
-        response.sent_samples = min(response.sent_samples, heard * RATE // 1000)
-        response.start_t_ms = self.t_ms - response.sent_samples * 1000 // RATE
-        self._speak_task = asyncio.create_task(self._flush_audio(response))
 
     async def _finish(self, response: _Response) -> None:
         response.done = True
@@ -841,6 +863,9 @@ class EngineSession:
             await self.send("parley.hangup_requested", {"reason": "conversation_complete"})
 
 
+_WINDOW_MS = VAD_WINDOW * 1000 // RATE
+_OVERLAP_LEAD_MS = 96  # decoded before an overlap's onset
+_RECENT_WINDOWS = 40  # 1.28 s: an overlap is never longer than `max_backchannel_ms` voiced
 _TAIL_BLOCK = 256  # samples: 16 ms
 
 

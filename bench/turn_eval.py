@@ -9,10 +9,15 @@ has answered or 3 s have passed. Per clip, from the session's own events on its 
 - every clip: whether the agent took the turn after the caller's last words, and how long
   after (its first audio minus the end of the last spoken part: endpointing + reply, no phone);
 - closers (expect "goodbye"): whether the agent said goodbye and asked to hang up;
-  topic switches (expect "invite"): whether it invited the question.
+  topic switches (expect "invite"): whether it invited the question;
+- back-channels and barge-ins are played over the agent's greeting, 1.1 s into it: a
+  back-channel **take-over** when the agent stopped for it (the floor went to the caller),
+  and the agent's longest silence after it (0 when it talked through); a barge-in's **stop
+  latency** from the first sound of the caller's voice to the agent's stop (the engine's
+  `input_audio_buffer.speech_started`, when the client clears its playout).
 
 Report on the held-out half only (`--split held_out`, the default): its voices were never
-tuned on. Back-channels and barge-ins need the agent talking first; they are not run here.
+tuned on.
 
     python bench/turn_corpus.py --out var/turn-corpus
     python bench/turn_eval.py --corpus var/turn-corpus [--split held_out] [--limit N]
@@ -39,7 +44,7 @@ from agent.hub import ModelHub
 from bench.machine import describe
 from tests.engine_harness import Harness, silence
 
-SKIPPED = {"backchannel", "barge_in"}  # need the agent talking first
+OVERLAPS = {"backchannel", "barge_in"}  # played over the agent's greeting
 
 
 def _read(path: Path) -> np.ndarray:
@@ -87,12 +92,88 @@ async def one(
     return result
 
 
+def _voice_onset_ms(audio: np.ndarray, start_ms: int, end_ms: int) -> int:
+    """The first 10 ms block of a spoken part at least a tenth of the part's louder half."""
+    part = audio[start_ms * 16 : end_ms * 16].astype(np.float32)
+    blocks = part[: len(part) // 160 * 160].reshape(-1, 160)
+    rms = np.sqrt(np.mean(blocks * blocks, axis=1))
+    loud = np.flatnonzero(rms >= 0.1 * float(np.median(rms[rms >= np.percentile(rms, 50)])))
+    return start_ms + (int(loud[0]) * 10 if loud.size else 0)
+
+
+async def over_the_agent(
+    hub: ModelHub, knowledge: Knowledge, clip: dict[str, Any], root: Path
+) -> dict[str, Any]:
+    """A back-channel or a barge-in played over the agent's greeting."""
+    h = Harness(hub, knowledge)
+    await h.open(greet=True)
+    audio = _read(root / clip["path"])
+    try:
+        await h.feed_until("response.output_audio.delta")
+        await h.feed(silence(600))
+        fed_at = h.fed_ms
+        await h.feed(audio)
+        await h.feed(silence(1000))
+    finally:
+        await h.close()
+    speech = [p for p in clip["parts"] if p["kind"] == "speech"]
+    onset = fed_at + _voice_onset_ms(audio, speech[0]["start_ms"], speech[0]["end_ms"])
+    stop = h.first("input_audio_buffer.speech_started", after_ms=fed_at)
+    ignored = h.first("parley.backchannel_ignored", after_ms=fed_at)
+    result: dict[str, Any] = {
+        "id": clip["id"],
+        "scenario": clip["scenario"],
+        "expect": clip["expect"],
+        "heard": str(ignored.fields.get("text", "")) if ignored else "",
+        "reply": "",
+        "stopped": stop is not None,
+        "stop_latency_ms": stop.t_ms - onset if stop else None,
+        "pause_takeover": False,
+        "cut_in": False,
+        "turn_taken": False,
+    }
+    if stop is not None:
+        # How long the caller then heard nothing from the agent: until its next reply, or
+        # to the end of the clip and the second after it.
+        after = [e for e in h.all("response.output_audio.delta") if e.t_ms > stop.t_ms]
+        result["silence_ms"] = (after[0].t_ms if after else h.fed_ms) - stop.t_ms
+        barge = h.first("parley.barge_in", after_ms=fed_at)
+        result["heard"] = (
+            f"{barge.fields.get('reason', '')}: {barge.fields.get('text', '')!r}" if barge else ""
+        )
+    else:
+        result["silence_ms"] = 0
+    return result
+
+
 def _percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 def report(results: list[dict[str, Any]]) -> None:
+    overlaps = [r for r in results if r["scenario"] in OVERLAPS]
+    results = [r for r in results if r["scenario"] not in OVERLAPS]
+    backchannels = [r for r in overlaps if r["scenario"] == "backchannel"]
+    if backchannels:
+        stopped = [r for r in backchannels if r["stopped"]]
+        longest = max(r["silence_ms"] for r in backchannels)
+        print(f"\nback-channel take-over: {len(stopped)}/{len(backchannels)} "
+              f"({100 * len(stopped) / len(backchannels):.0f} %); longest agent silence after "
+              f"a back-channel: {longest} ms")  # fmt: skip
+        for r in stopped:
+            print(f"  {r['id']}: stopped ({r['heard']}), silent {r['silence_ms']} ms")
+    barges = [r for r in overlaps if r["scenario"] == "barge_in"]
+    if barges:
+        stops = [float(r["stop_latency_ms"]) for r in barges if r["stopped"]]
+        print(f"barge-in stopped the agent: {len(stops)}/{len(barges)}", end="")
+        if stops:
+            print(f"; stop latency p50 {statistics.median(stops):.0f} ms, "
+                  f"p95 {_percentile(stops, 95):.0f} ms, max {max(stops):.0f} ms")  # fmt: skip
+        else:
+            print()
+    if not results:
+        return
     waits = [r for r in results if r["expect"] == "wait"]
     taken = [r for r in results if r["turn_taken"]]
     print(f"\n{len(results)} clips")
@@ -131,7 +212,7 @@ async def main_async(args: argparse.Namespace) -> int:
     clips = [
         c
         for c in manifest["clips"]
-        if c["split"] == args.split and c["scenario"] not in SKIPPED
+        if c["split"] == args.split
         and (not args.scenario or c["scenario"] in args.scenario)
     ]  # fmt: skip
     if args.limit:
@@ -143,6 +224,16 @@ async def main_async(args: argparse.Namespace) -> int:
     results = []
     try:
         for n, clip in enumerate(clips, 1):
+            if clip["scenario"] in OVERLAPS:
+                result = await over_the_agent(hub, knowledge, clip, args.corpus)
+                results.append(result)
+                mark = (
+                    f"stopped after {result['stop_latency_ms']} ms ({result['heard']})"
+                    if result["stopped"]
+                    else f"talked through ({result['heard']!r})"
+                )
+                print(f"[{n}/{len(clips)}] {clip['id']}: {mark}", flush=True)
+                continue
             result = await one(hub, knowledge, clip, args.corpus)
             results.append(result)
             mark = (

@@ -7,6 +7,7 @@ import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -113,16 +114,19 @@ def test_engine_dying_mid_call_plays_the_apology(tmp: Path) -> None:
     assert ended.data["reason"] == "session_failed"
 
 
-def test_talking_over_the_greeting_stops_it(
-    worker: Running, engine_config: PlatformConfig, tmp: Path
-) -> None:
-    talk = speak("Wait, I have a question about a charge on my bill")
-    lead_ms = 1400  # mid-way through the greeting's first sentence (about 2.2 s long)
-    play = np.concatenate([silence(lead_ms), talk, silence(6000)])
+def _over_the_greeting(
+    config: PlatformConfig, tmp: Path, voice: np.ndarray, name: str
+) -> tuple[dict[str, Any], np.ndarray, np.ndarray, int]:
+    """Calls the engine line and plays `voice` 1.4 s into the greeting (mid-way through its
+    first sentence, about 2.2 s long). Returns the call's result, the frame times and
+    per-frame energy the caller heard, and the caller's voice onset (ns, the frames' clock:
+    the softphone sends its first frame with the first frame it receives)."""
+    lead_ms = 1400
+    play = np.concatenate([silence(lead_ms), voice, silence(6000)])
     [result] = dial(
-        f"sip:100@127.0.0.1:{engine_config.worker_base_port}",
+        f"sip:100@127.0.0.1:{config.worker_base_port}",
         tmp,
-        play=write_wav(tmp / "talk.wav", play.astype(np.float64)),
+        play=write_wav(tmp / f"{name}.wav", play.astype(np.float64)),
         hold=0.5,
         max_s=30,
     )
@@ -130,8 +134,15 @@ def test_talking_over_the_greeting_stops_it(
     heard = read_wav(Path(result["recording"]))
     times = np.array(result["frame_times_ns"], dtype=np.int64)
     energy = np.sqrt(np.mean(heard[: len(times) * 320].reshape(-1, 320) ** 2, axis=1))
-    # The softphone sends its first frame with the first frame it receives (same clock).
-    onset_ns = int(times[0]) + (lead_ms + int(np.argmax(np.abs(talk) > 500)) // 16) * 1_000_000
+    onset_ns = int(times[0]) + (lead_ms + int(np.argmax(np.abs(voice) > 500)) // 16) * 1_000_000
+    return result, times, energy, onset_ns
+
+
+def test_talking_over_the_greeting_stops_it(
+    worker: Running, engine_config: PlatformConfig, tmp: Path
+) -> None:
+    talk = speak("Wait, I have a question about a charge on my bill")
+    _, times, energy, onset_ns = _over_the_greeting(engine_config, tmp, talk, "talk")
     before = energy[(times > onset_ns - 500_000_000) & (times < onset_ns)]
     assert (before > 300).mean() > 0.25, "the greeting was not playing when the caller spoke"
     after = times > onset_ns
@@ -142,3 +153,24 @@ def test_talking_over_the_greeting_stops_it(
     # and both legs of the phone path.
     print(f"barge-in over SIP: agent audio stopped {stop_ms:.0f} ms after caller onset")
     assert stop_ms <= 350, f"agent audio stopped {stop_ms:.0f} ms after the caller started"
+
+
+@pytest.mark.parametrize("said", ["uh-huh", "yeah", "I see"])
+def test_a_backchannel_over_sip_leaves_no_gap(
+    worker: Running, engine_config: PlatformConfig, tmp: Path, said: str
+) -> None:
+    """Over a real call, a back-channel in a tuning-half voice (espeak en-us+m3) while the
+    greeting plays: the agent talks through it — no stop, and no silence of 400 ms or more
+    in what the caller hears after it until the greeting's sentence ends."""
+    ack = speak(said, voice="en-us+m3", rate_wpm=150)
+    since = time.monotonic_ns()
+    _, times, energy, onset_ns = _over_the_greeting(engine_config, tmp, ack, "ack")
+    call_id = answered_since(engine_config, since)
+    assert not agent_events(engine_config, call_id, "barge_in"), "the agent stopped"
+    assert agent_events(engine_config, call_id, "backchannel_ignored"), "never judged"
+    window = energy[(times > onset_ns) & (times < onset_ns + 1_500_000_000)]
+    quiet = window < 100
+    longest = max((len(run) for run in "".join("q" if q else "." for q in quiet).split(".")),
+                  default=0) * 20  # fmt: skip
+    print(f"back-channel {said!r} over SIP: longest silence after it {longest} ms")
+    assert longest < 400, f"a {longest} ms gap after {said!r}"
