@@ -64,6 +64,7 @@ class ReplyKind(StrEnum):
     INVITE = "invite"  # the caller has another question: "Sure, go ahead."
     RESUME = "resume"  # back on the call after a supervisor's takeover
     NOTE = "note"  # answered from a supervisor's hand-back note
+    REPEAT = "repeat"  # the caller asked to hear the last thing again
 
 
 @dataclass(frozen=True)
@@ -357,6 +358,17 @@ _SWITCH = re.compile(
     r"|(?:ask|asking|talk|talking)(?: you)? about something else|something else"
     r"|change (?:the|of) subject|different subject)\b"
 )
+# The caller asks to hear it again: "can you repeat that", "say that again", "sorry, what did
+# you say", "I didn't catch that", "pardon?", "slower please".
+_REPEAT = re.compile(
+    r"\b(?:(?:can|could|would|will) you (?:please )?(?:repeat|say) (?:that|it|this|the last "
+    r"part)(?: again)?|repeat (?:that|it|this|please|yourself|the last part)|say (?:that|it) "
+    r"again|come again|one more time|once more|what did you (?:just )?say|what was that|"
+    r"i didn't (?:catch|hear|get|understand) (?:that|it|you|what you said)|"
+    r"slow(?:er| down)|more slowly|too fast)\b"
+    r"|^(?:pardon|pardon me|sorry|excuse me|what|huh|repeat)$"
+)
+_REPEAT_MAX_WORDS = 10
 # A short follow-up on the last answer: "and on Sunday?", "what about returns in store?".
 _FOLLOW_UP = re.compile(r"^(?:and|also|what about|how about|and what about|plus)\b")
 _FOLLOW_UP_MAX_WORDS = 6
@@ -370,6 +382,12 @@ def _normalise(text: str) -> str:
     """Lowercase words without the punctuation ASR adds, apostrophes kept."""
     text = text.lower().replace("\N{RIGHT SINGLE QUOTATION MARK}", "'")
     return " ".join(re.findall(r"[a-z0-9@]+(?:['.-][a-z0-9]+)*", text))
+
+
+def asks_to_repeat(text: str) -> bool:
+    """Whether the caller asks to hear the agent's last words again (or more slowly)."""
+    clean = _normalise(text)
+    return len(clean.split()) <= _REPEAT_MAX_WORDS and _REPEAT.search(clean) is not None
 
 
 def asks_for_person(text: str) -> bool:
@@ -457,6 +475,7 @@ class Conversation:
         self._offered: tuple[Entry | Procedure, ...] = ()
         self._last_question = _ANYTHING_ELSE
         self._last_answered = ""  # the caller's words the last knowledge-base answer answered
+        self._last_said = ""  # the agent's last words, for a caller who asks to hear them again
         self.history: list[HistoryItem] = []
         self._whispers: list[str] = []  # said to the caller in the next answer, then dropped
         self._notes: list[tuple[str, Vectors]] = []  # (the note as said, its embedding)
@@ -525,6 +544,9 @@ class Conversation:
             return self._handoff("caller_asked", 1.0)
         if says_goodbye(caller_text, expecting_answer=bool(self._active or self._offered)):
             return self._goodbye()
+        if asks_to_repeat(caller_text) and self._last_said:
+            # What was asked stays asked: a procedure's prompt or an offer is still open.
+            return self._say(Reply(ReplyKind.REPEAT, f"Sure. {self._last_said}", 1.0))
         clean = _normalise(caller_text)
         switch = _SWITCH.search(clean)
         if switch is not None:
@@ -870,6 +892,8 @@ class Conversation:
 
     def _record(self, reply: Reply) -> Reply:
         self._remember(Source.AGENT, reply.text)
+        if reply.kind is not ReplyKind.REPEAT:
+            self._last_said = reply.text
         return reply
 
     def _say(self, reply: Reply) -> Reply:

@@ -667,3 +667,41 @@ def test_a_whole_number_for_a_digits_slot_is_marked_taken(call: Call) -> None:
 def test_a_number_stated_with_the_request_is_marked_taken(call: Call) -> None:
     reply = call.say("Where is my order, it's one two three four five")
     assert reply.number_taken, reply
+
+
+# --- "say that again" ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Can you repeat that?",
+        "Sorry, what did you say?",
+        "Say that again please.",
+        "Pardon?",
+        "I didn't catch that.",
+        "Could you say it a bit slower?",
+    ],
+)
+def test_asking_to_hear_it_again_repeats_the_last_words(call: Call, text: str) -> None:
+    answer = call.say("What are your store hours?")
+    assert answer.kind is ReplyKind.ANSWER
+    again = call.say(text)
+    assert again.kind is ReplyKind.REPEAT and again.understood
+    assert again.text == f"Sure. {answer.text}"
+    assert call.conversation.misses == 0
+
+
+def test_a_repeat_inside_a_procedure_asks_the_same_thing_and_keeps_it_open(call: Call) -> None:
+    prompt = call.say("Where is my order?")
+    assert prompt.kind is ReplyKind.PROCEDURE_PROMPT
+    again = call.say("Can you repeat that?")
+    assert again.text == f"Sure. {prompt.text}"
+    assert call.conversation.active_procedure is not None
+    twice = call.say("Sorry, one more time?")
+    assert twice.text == f"Sure. {prompt.text}"  # not "Sure. Sure. ..."
+
+
+def test_a_question_that_mentions_repeating_is_not_a_repeat(call: Call) -> None:
+    reply = call.say("How do I return an item I bought online? I don't want to repeat an order.")
+    assert reply.kind is not ReplyKind.REPEAT
