@@ -1,0 +1,103 @@
+"""Word error rate of the engine's ASR on the turn corpus (bench/turn_corpus.py).
+
+Every spoken part of every clip in one half of the corpus is cut out (with 100 ms either
+side) and transcribed by Whisper tiny.en as the engine runs it (agent/asr.py), in four ways:
+with and without the filler prompt, and as the clip is (wide-band 16 kHz, or μ-law where the
+voice is a G.711 caller) or forced through narrow-band G.711 (8 kHz μ-law and back) the way
+any PSTN caller is heard. WER counts substitutions, deletions and insertions of words against
+the text the voice was given; fillers ("um", "uh", "hmm", "er") are left out of both sides and
+digits are compared as digit words ("4111" = "four one one one").
+
+    python bench/asr_wer.py --corpus var/turn-corpus [--split held_out]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+import sys
+import time
+import wave
+from pathlib import Path
+
+import numpy as np
+from scipy.signal import resample_poly  # type: ignore[import-untyped]
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from agent.asr import WhisperAsr
+from bench.machine import describe
+
+_DIGITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+_FILLER = re.compile(r"u+m+|u+h+|h+m+|e+r+|a+h+|m+|e+r+m+")
+
+
+def words(text: str) -> list[str]:
+    spelled = re.sub(r"\d", lambda m: f" {_DIGITS[int(m.group())]} ", text.lower())
+    return [w for w in re.findall(r"[a-z']+", spelled) if not _FILLER.fullmatch(w)]
+
+
+def edits(ref: list[str], hyp: list[str]) -> int:
+    row = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, 1):
+        diagonal, row[0] = row[0], i
+        for j, h in enumerate(hyp, 1):
+            diagonal, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, diagonal + (r != h))
+    return row[-1]
+
+
+def narrow_band(pcm: np.ndarray) -> np.ndarray:
+    """8 kHz μ-law and back to 16 kHz: what a G.711 call carries."""
+    x = resample_poly(pcm.astype(np.float64) / 32768.0, 1, 2)
+    x = np.clip(x, -1.0, 1.0)
+    mu = 255.0
+    coded = np.round(np.sign(x) * np.log1p(mu * np.abs(x)) / np.log1p(mu) * 127) / 127
+    decoded = np.sign(coded) * np.expm1(np.abs(coded) * np.log1p(mu)) / mu
+    wide = np.asarray(resample_poly(decoded, 2, 1), dtype=np.float64) * 32768.0
+    out: np.ndarray = np.clip(wide, -32768, 32767).astype(np.int16)
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--corpus", type=Path, default=Path("var/turn-corpus"))
+    parser.add_argument("--split", choices=("tune", "held_out"), default="held_out")
+    args = parser.parse_args()
+    manifest = json.loads((args.corpus / "manifest.json").read_text())
+    parts: list[tuple[str, np.ndarray]] = []
+    for clip in manifest["clips"]:
+        if clip["split"] != args.split:
+            continue
+        with wave.open(str(args.corpus / clip["path"]), "rb") as wav:
+            audio = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2")
+        for part in clip["parts"]:
+            if part["kind"] == "speech":
+                lo, hi = max(0, (part["start_ms"] - 100) * 16), (part["end_ms"] + 100) * 16
+                parts.append((part["text"], audio[lo:hi].copy()))
+    print(describe())
+    print(f"{len(parts)} spoken parts of the {args.split} half", flush=True)
+    models = {
+        "filler prompt": WhisperAsr(threads=2),
+        "no prompt": WhisperAsr(threads=2, prompt=None),
+    }
+    reference = sum(len(words(text)) for text, _ in parts)
+    print(f"{reference} reference words\n")
+    print("| Whisper tiny.en | audio | WER | median ms per part |")
+    print("|---|---|---|---|")
+    for name, asr in models.items():
+        for band, shape in (("as recorded", lambda a: a), ("forced through G.711", narrow_band)):
+            errors, times = 0, []
+            for text, audio in parts:
+                started = time.perf_counter()
+                heard = asr.transcribe(shape(audio)).text
+                times.append((time.perf_counter() - started) * 1000)
+                errors += edits(words(text), words(heard))
+            wer = errors / max(1, reference)
+            print(f"| {name} | {band} | {wer:.3f} | {statistics.median(times):.0f} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
