@@ -9,6 +9,10 @@ the text the voice was given; fillers ("um", "uh", "hmm", "er") are left out of 
 digits are compared as digit words ("4111" = "four one one one").
 
     python bench/asr_wer.py --corpus var/turn-corpus [--split held_out]
+        [--compare NAME=DIR ...]   # another CTranslate2 Whisper model directory, e.g. base
+
+`--compare` adds rows for another model directory (with the filler prompt), to choose a model
+by accuracy and latency together.
 """
 
 from __future__ import annotations
@@ -64,6 +68,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corpus", type=Path, default=Path("var/turn-corpus"))
     parser.add_argument("--split", choices=("tune", "held_out"), default="held_out")
+    parser.add_argument("--compare", action="append", default=[], metavar="NAME=DIR")
     args = parser.parse_args()
     manifest = json.loads((args.corpus / "manifest.json").read_text())
     parts: list[tuple[str, np.ndarray]] = []
@@ -79,12 +84,15 @@ def main() -> int:
     print(describe())
     print(f"{len(parts)} spoken parts of the {args.split} half", flush=True)
     models = {
-        "filler prompt": WhisperAsr(threads=2),
-        "no prompt": WhisperAsr(threads=2, prompt=None),
+        "tiny.en, filler prompt": WhisperAsr(threads=2),
+        "tiny.en, no prompt": WhisperAsr(threads=2, prompt=None),
     }
+    for spec in args.compare:
+        name, _, directory = spec.partition("=")
+        models[f"{name}, filler prompt"] = WhisperAsr(Path(directory), threads=2)
     reference = sum(len(words(text)) for text, _ in parts)
     print(f"{reference} reference words\n")
-    print("| Whisper tiny.en | audio | WER | median ms per part |")
+    print("| model | audio | WER | median ms per part |")
     print("|---|---|---|---|")
     for name, asr in models.items():
         for band, shape in (("as recorded", lambda a: a), ("forced through G.711", narrow_band)):
