@@ -174,3 +174,47 @@ def test_a_backchannel_over_sip_leaves_no_gap(
                   default=0) * 20  # fmt: skip
     print(f"back-channel {said!r} over SIP: longest silence after it {longest} ms")
     assert longest < 400, f"a {longest} ms gap after {said!r}"
+
+
+def test_the_moves_every_caller_makes_over_sip(tmp: Path, engine: EngineProcess) -> None:
+    """One call in a tuning-half voice (espeak en-us+m3): a question, a follow-up that leans
+    on it ("and on Sunday?"), a topic switch ("I have a different question" → an
+    invitation), and a closer ("Okay, thank you. Goodbye." → a goodbye and a hang-up by the
+    agent; a "You're welcome, anything else?" between the thanks and the goodbye is fine)."""
+    config = PlatformConfig(
+        tmp,
+        lines=[{"name": "main", "numbers": ["100"], "agent": "embedded"}],
+        extra={"engine": {"url": engine.url}},
+    )
+    worker = start_worker(config)
+    said = ["What are your store hours?", "And on Sunday?",
+            "Sorry, wait, I have a different question.", "Okay, thank you. Goodbye."]  # fmt: skip
+    pieces = [silence(7000)]
+    for line in said:
+        pieces += [speak(line, voice="en-us+m3"), silence(8000)]
+    try:
+        since = time.monotonic_ns()
+        [result] = dial(
+            f"sip:100@127.0.0.1:{config.worker_base_port}",
+            tmp,
+            play=write_wav(tmp / "moves.wav", np.concatenate(pieces).astype(np.float64)),
+            hold=0.5,
+            max_s=80,
+        )
+        call_id = answered_since(config, since)
+    finally:
+        assert worker.stop() == 0, worker.log()[-3000:]
+    assert result["answered"], result
+    replies = [
+        str(e.data.get("text", "")) for e in agent_events(config, call_id, "agent_transcript")
+    ]
+    heard = [e.data.get("text", "") for e in agent_events(config, call_id, "caller_transcript")]
+    context = f"caller: {heard}; agent: {replies}"
+    lowered = [reply.lower() for reply in replies]
+    hours = next(i for i, r in enumerate(lowered) if "open" in r and "saturday" in r)
+    # The follow-up is answered from the question before it: the hours again, Sunday's too.
+    assert "sunday" in lowered[hours + 1], context
+    assert any("go ahead" in r for r in lowered[hours + 2 :]), context
+    assert "thanks for calling" in lowered[-1] and "great day" in lowered[-1], context
+    [ended] = [e for e in config.events() if e.kind is CallEventKind.ENDED]
+    assert ended.data["reason"] == "agent:conversation_complete", ended.data
