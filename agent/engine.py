@@ -111,14 +111,15 @@ class EngineConfig:
     min_speech_ms: int = 96  # three VAD windows: a click is not speech
     hangover_ms: int = 160  # silence before the VAD says the caller stopped
     # Caller voice over the agent (agent/floor.py): after `barge_in_ms` of it the floor is
-    # contested and the agent talks on; the first `decide_ms` of voice are decoded at once
-    # and decide it (a stop word, a question word, any word no acknowledgement starts with:
-    # the agent stops); voice going on past `max_backchannel_ms` takes the floor whatever it
-    # says; an overlap that ended is judged on all its words `overlap_hangover_ms` after it,
-    # and a brief sound nobody can place leaves the agent talking unless the caller goes on
-    # within `unsure_resume_ms`.
+    # contested and the agent talks on; the first `decide_ms` of voice are decoded at once,
+    # and again at `second_look_ms` if that did not settle it: a stop word, a negation or a
+    # question word stops the agent; voice going on past `max_backchannel_ms` takes the floor
+    # whatever it says; an overlap that ended is judged on all its words
+    # `overlap_hangover_ms` after it, and a brief sound nobody can place leaves the agent
+    # talking unless the caller goes on within `unsure_resume_ms`.
     barge_in_ms: int = 64
     decide_ms: int = 160
+    second_look_ms: int = 256
     max_backchannel_ms: int = 800
     overlap_hangover_ms: int = 64
     unsure_resume_ms: int = 240
@@ -142,6 +143,7 @@ class EngineConfig:
             barge_in_ms=self.barge_in_ms,
             min_speech_ms=self.min_speech_ms,
             decide_ms=self.decide_ms,
+            second_look_ms=self.second_look_ms,
             max_backchannel_ms=self.max_backchannel_ms,
             hangover_ms=self.overlap_hangover_ms,
             unsure_resume_ms=self.unsure_resume_ms,

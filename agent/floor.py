@@ -9,9 +9,10 @@ A person does not stop talking for "uh-huh". So caller voice over the agent does
 at once: the floor is *contested*, the agent talks on, and the overlap is decided from its
 first `decide_ms` of voice:
 
-- its first words are decoded as soon as there are `decide_ms` of them (`Act.DECODE_ONSET`):
-  a stop request, a question word, a negation, or any word that is not the start of an
-  acknowledgement takes the floor (`Act.STOP`); "yeah", "uh", "mm", "okay", "I see" do not;
+- its first words are decoded as soon as there are `decide_ms` of them (`Act.DECODE_ONSET`),
+  and once more at `second_look_ms` when the first decode did not settle it (Whisper often
+  has nothing yet for the first 160 ms of "Sorry," or "No"): a stop request, a question word
+  or a negation takes the floor (`Act.STOP`); "yeah", "uh", "mm", "okay", "I see" do not;
 - voice that goes on past `max_backchannel_ms` takes the floor whatever its words: a
   back-channel is a syllable or two;
 - once the overlap has ended, its whole text is judged (`judge_overlap`): an acknowledgement
@@ -54,13 +55,19 @@ class FloorConfig:
     barge_in_ms: int = 64  # caller voice over the agent before the floor is contested
     min_speech_ms: int = 96  # shorter voice is a click, not speech
     decide_ms: int = 160  # voice whose first words decide the overlap
+    second_look_ms: int = 256  # ... looked at again, when the first words did not decide it
     max_backchannel_ms: int = 800  # voice longer than this takes the floor, whatever its words
     hangover_ms: int = 64  # silence that ends an overlap
     unsure_resume_ms: int = 240  # an unplaceable sound settles after this much silence
 
     def __post_init__(self) -> None:
-        if not 0 < self.barge_in_ms <= self.decide_ms < self.max_backchannel_ms:
-            raise ValueError("FloorConfig needs 0 < barge_in_ms <= decide_ms < max_backchannel_ms")
+        if not (
+            0 < self.barge_in_ms <= self.decide_ms <= self.second_look_ms < self.max_backchannel_ms
+        ):
+            raise ValueError(
+                "FloorConfig needs 0 < barge_in_ms <= decide_ms <= second_look_ms"
+                " < max_backchannel_ms"
+            )
         if self.min_speech_ms <= 0 or self.hangover_ms <= 0 or self.unsure_resume_ms <= 0:
             raise ValueError("FloorConfig waits must be positive milliseconds")
 
@@ -96,7 +103,7 @@ class FloorControl:
         self._onset_ms = 0
         self._voiced_ms = 0
         self._silent_ms = 0
-        self._asked_onset = False
+        self._looks = 0  # onset decodes asked for in this overlap
         self._unsure_text = ""
 
     # --- the agent ------------------------------------------------------------------------
@@ -155,8 +162,9 @@ class FloorControl:
             if self.state is Floor.CONTESTED:
                 if self._voiced_ms > config.max_backchannel_ms:
                     return self._stop("too_long")
-                if self._voiced_ms >= config.decide_ms and not self._asked_onset:
-                    self._asked_onset = True
+                marks = (config.decide_ms, config.second_look_ms)
+                if self._looks < len(marks) and self._voiced_ms >= marks[self._looks]:
+                    self._looks += 1
                     return [Act.DECODE_ONSET]
             return []
         self._silent_ms += window_ms
@@ -213,5 +221,5 @@ class FloorControl:
     def _reset_overlap(self) -> None:
         self._voiced_ms = 0
         self._silent_ms = 0
-        self._asked_onset = False
+        self._looks = 0  # onset decodes asked for in this overlap
         self._unsure_text = ""

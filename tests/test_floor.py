@@ -52,7 +52,9 @@ def test_the_agent_talks_on_while_the_first_words_are_decoded() -> None:
     assert acts == [(160, Act.DECODE_ONSET)]  # five windows: 160 ms of voice
     assert floor.onset_words("Yeah") == []  # may be a back-channel: keep talking
     acts, t = feed(floor, "vvv..", t)
-    assert [a for _, a in acts] == [Act.DECODE_OVERLAP]
+    # A second look at 256 ms of voice (eight windows), then the overlap's end.
+    assert acts == [(256, Act.DECODE_ONSET), (320, Act.DECODE_OVERLAP)]
+    assert floor.onset_words("Yeah, yeah") == []
     assert state(floor) is Floor.SETTLING
     assert floor.overlap_words("Yeah, yeah.") == [Act.IGNORED]
     assert floor.decided is not None and floor.decided.reason == "backchannel"
@@ -120,7 +122,7 @@ def test_more_voice_while_the_words_are_decoded_is_the_same_overlap() -> None:
     _, t = feed(floor, "vvvvv..")
     assert state(floor) is Floor.SETTLING
     acts, t = feed(floor, "vvv..", t)
-    assert [a for _, a in acts] == [Act.DECODE_OVERLAP]
+    assert [a for _, a in acts] == [Act.DECODE_ONSET, Act.DECODE_OVERLAP]
     assert floor.overlap_words("Mm-hmm, yeah.") == [Act.IGNORED]
     assert floor.decided is not None and floor.decided.voiced_ms == 256
 
@@ -168,3 +170,14 @@ def test_config_is_checked() -> None:
 )
 def test_judge_onset(text: str, verdict: Overlap) -> None:
     assert judge_onset(text) is verdict
+
+
+def test_a_second_look_catches_first_words_the_first_decode_missed() -> None:
+    floor = talking()
+    acts, t = feed(floor, "vvvvv")
+    assert floor.onset_words("") == []  # nothing legible in the first 160 ms yet
+    acts, t = feed(floor, "vvv", t)
+    assert acts == [(256, Act.DECODE_ONSET)]
+    assert floor.onset_words("Sorry.") == [Act.STOP]
+    acts, _ = feed(floor, "vvvvvvvvvv", t)
+    assert acts == []  # the caller has the floor now
