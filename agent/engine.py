@@ -201,7 +201,6 @@ class EngineSession:
         self.dialogue = dialogue
         self.turns = turns
         self.send = send
-        self.judge_overlap = judge_overlap
         self.config = config or EngineConfig()
         self.stream = models.open_vad_stream()
         self.t_ms = 0  # the stream clock: caller audio received

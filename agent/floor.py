@@ -32,7 +32,7 @@ import enum
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from agent.backchannel import Overlap, judge_onset
+from agent.backchannel import Overlap, judge_onset, judge_overlap
 
 
 class Floor(enum.StrEnum):
@@ -89,13 +89,11 @@ Judge = Callable[[str, int], Overlap]
 class FloorControl:
     """The floor state machine for one conversation (see the module docstring).
 
-    Every method returns the acts to carry out, in order. `Act.STOP` and `Act.IGNORED` come
-    with `decided`, set until the next overlap begins.
+    The methods fed caller audio and words return the acts to carry out, in order;
+    `Act.STOP` and `Act.IGNORED` come with `decided`, set until the next overlap begins.
     """
 
     def __init__(self, config: FloorConfig | None = None, judge: Judge | None = None) -> None:
-        from agent.backchannel import judge_overlap
-
         self.config = config or FloorConfig()
         self._judge = judge or judge_overlap
         self.state = Floor.OPEN
@@ -108,13 +106,12 @@ class FloorControl:
 
     # --- the agent ------------------------------------------------------------------------
 
-    def agent_audible(self) -> list[Act]:
+    def agent_audible(self) -> None:
         """The agent started (or went on) being audible to the caller."""
         if self.state is Floor.OPEN:
             self.state = Floor.AGENT
-        return []
 
-    def agent_quiet(self) -> list[Act]:
+    def agent_quiet(self) -> None:
         """The agent's audio finished playing: nothing left to contest. Voice over its last
         words goes on as the caller's turn; an overlap whose words are still being decoded
         waits for them (they may be a turn the caller began over the agent's last word)."""
@@ -122,7 +119,6 @@ class FloorControl:
             # Its words, if any, are the caller's turn now: the turn detector has them.
             self.state = Floor.OPEN
             self._reset_overlap()
-        return []
 
     @property
     def agent_has_floor(self) -> bool:

@@ -3,10 +3,11 @@
 Every spoken part of every clip in one half of the corpus is cut out (with 100 ms either
 side) and transcribed by Whisper tiny.en as the engine runs it (agent/asr.py), in four ways:
 with and without the filler prompt, and as the clip is (wide-band 16 kHz, or μ-law where the
-voice is a G.711 caller) or forced through narrow-band G.711 (8 kHz μ-law and back) the way
-any PSTN caller is heard. WER counts substitutions, deletions and insertions of words against
-the text the voice was given; fillers ("um", "uh", "hmm", "er") are left out of both sides and
-digits are compared as digit words ("4111" = "four one one one").
+voice is a G.711 caller) or forced through narrow-band G.711 (8 kHz μ-law and back, with the
+same sox codec the corpus uses) the way any PSTN caller is heard. WER counts substitutions,
+deletions and insertions of words against the text the voice was given; fillers ("um",
+"uh", "hmm", "er") are left out of both sides and digits are compared as digit words ("4111"
+= "four one one one"). The time column is the decode alone.
 
     python bench/asr_wer.py --corpus var/turn-corpus [--split held_out]
         [--compare NAME=DIR ...]   # another CTranslate2 Whisper model directory, e.g. base
@@ -22,25 +23,26 @@ import json
 import re
 import statistics
 import sys
+import tempfile
 import time
 import wave
 from pathlib import Path
 
 import numpy as np
-from scipy.signal import resample_poly  # type: ignore[import-untyped]
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agent.asr import WhisperAsr
+from agent.turns import is_filled_pause
 from bench.machine import describe
+from bench.turn_corpus import through_g711
 
 _DIGITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
-_FILLER = re.compile(r"u+m+|u+h+|h+m+|e+r+|a+h+|m+|e+r+m+")
 
 
 def words(text: str) -> list[str]:
     spelled = re.sub(r"\d", lambda m: f" {_DIGITS[int(m.group())]} ", text.lower())
-    return [w for w in re.findall(r"[a-z']+", spelled) if not _FILLER.fullmatch(w)]
+    return [w for w in re.findall(r"[a-z']+", spelled) if not is_filled_pause(w)]
 
 
 def edits(ref: list[str], hyp: list[str]) -> int:
@@ -53,14 +55,11 @@ def edits(ref: list[str], hyp: list[str]) -> int:
 
 
 def narrow_band(pcm: np.ndarray) -> np.ndarray:
-    """8 kHz μ-law and back to 16 kHz: what a G.711 call carries."""
-    x = resample_poly(pcm.astype(np.float64) / 32768.0, 1, 2)
-    x = np.clip(x, -1.0, 1.0)
-    mu = 255.0
-    coded = np.round(np.sign(x) * np.log1p(mu * np.abs(x)) / np.log1p(mu) * 127) / 127
-    decoded = np.sign(coded) * np.expm1(np.abs(coded) * np.log1p(mu)) / mu
-    wide = np.asarray(resample_poly(decoded, 2, 1), dtype=np.float64) * 32768.0
-    out: np.ndarray = np.clip(wide, -32768, 32767).astype(np.int16)
+    """8 kHz μ-law and back to 16 kHz, with the corpus's own G.711 (sox): what a PSTN call
+    carries."""
+    with tempfile.TemporaryDirectory(prefix="parley-wer-") as work:
+        heard = through_g711(pcm.astype(np.float64), Path(work))
+    out: np.ndarray = np.clip(np.round(heard), -32768, 32767).astype(np.int16)
     return out
 
 
@@ -98,8 +97,9 @@ def main() -> int:
         for band, shape in (("as recorded", lambda a: a), ("forced through G.711", narrow_band)):
             errors, times = 0, []
             for text, audio in parts:
+                pcm = shape(audio)
                 started = time.perf_counter()
-                heard = asr.transcribe(shape(audio)).text
+                heard = asr.transcribe(pcm).text
                 times.append((time.perf_counter() - started) * 1000)
                 errors += edits(words(text), words(heard))
             wer = errors / max(1, reference)

@@ -146,7 +146,7 @@ def _write(path: Path, samples: np.ndarray) -> Path:
     return path
 
 
-def _through_g711(samples: np.ndarray, work: Path) -> np.ndarray:
+def through_g711(samples: np.ndarray, work: Path) -> np.ndarray:
     """As a PSTN caller is heard: down to 8 kHz μ-law (sox's codec and filters) and back."""
     ulaw, back = work / "ulaw.wav", work / "back.wav"
     subprocess.run(
@@ -173,7 +173,7 @@ def degrade(samples: np.ndarray, voice: Voice, seed: int, work: Path) -> np.ndar
         noise *= np.sqrt(power / (10 ** (voice.noise_snr_db / 10)) / (np.mean(noise**2) or 1.0))
         out = out + noise
     if voice.g711:
-        out = _through_g711(out, work)
+        out = through_g711(out, work)
     clipped: np.ndarray = np.clip(out, -32768, 32767)
     return clipped
 

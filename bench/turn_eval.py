@@ -125,12 +125,8 @@ async def over_the_agent(
         "scenario": clip["scenario"],
         "expect": clip["expect"],
         "heard": str(ignored.fields.get("text", "")) if ignored else "",
-        "reply": "",
         "stopped": stop is not None,
         "stop_latency_ms": stop.t_ms - onset if stop else None,
-        "pause_takeover": False,
-        "cut_in": False,
-        "turn_taken": False,
     }
     if stop is not None:
         # How long the caller then heard nothing from the agent: until its next reply, or
