@@ -204,6 +204,11 @@ class WhisperAsr:
         log.info("whisper loaded from %s in %.2fs", path, time.perf_counter() - started)
 
     @property
+    def padding_samples(self) -> int:
+        """Silence added after every utterance before its features (see the module docstring)."""
+        return self._padding
+
+    @property
     def whisper(self) -> Any:
         """The underlying faster_whisper.WhisperModel (for comparison runs)."""
         return self._whisper

@@ -40,7 +40,7 @@ from agent.backchannel import Overlap
 from agent.floor import Act, FloorConfig, FloorControl
 from agent.hesitation import final_island
 from agent.realtime import audio_b64, new_id
-from agent.turns import is_filled_pause
+from agent.turns import Ending, classify_ending, is_filled_pause
 
 log = logging.getLogger(__name__)
 
@@ -368,8 +368,7 @@ class EngineSession:
                 and not self._overlap_segment  # the floor decodes an overlap itself
             ):
                 audio = np.concatenate(self._utterance)
-                self._lookahead = asyncio.create_task(self._hear(audio))
-                self._lookahead.add_done_callback(self._lookahead_done)
+                self._lookahead = asyncio.create_task(self._hear(audio, ahead=True))
         if sum(len(w) for w in self._utterance) * 1000 // RATE > config.max_utterance_ms:
             self._roll_utterance()
         # No turn ends on a guess while its words are still being decoded: the reply needs them
@@ -558,26 +557,33 @@ class EngineSession:
             self._prepare(self._hold_text)
             self._tell_judged()
 
-    async def _hear(self, audio: np.ndarray) -> _Heard:
+    async def _hear(self, audio: np.ndarray, *, ahead: bool = False) -> _Heard:
         """The utterance's words, and whether its audio ended in a filled pause: its last
         stretch of sound, decoded on its own, is nothing but a filler (agent/hesitation.py).
-        Both decodes run together (the hub batches them)."""
-        island = final_island(audio)
-        if island is None:
-            return _Heard(await self.models.transcribe(audio), filler=False)
-        text, last = await asyncio.gather(
-            self.models.transcribe(audio), self.models.transcribe(island)
-        )
-        return _Heard(text, filler=is_filled_pause(last))
 
-    def _lookahead_done(self, task: asyncio.Task[_Heard]) -> None:
-        # The caller has been quiet since: answer ahead on these words without waiting for
-        # the hangover, unless an earlier segment of the turn is still being decoded.
-        if task is not self._lookahead or task.cancelled() or task.exception() is not None:
-            return
+        The last stretch is decoded only once the words are in, and only when they would not
+        hold the turn by themselves (a hesitation already does): a look-ahead the caller
+        talks through is dropped before it, and Whisper's queue, which every call shares,
+        carries fewer decodes. It goes ahead of the queue: it is short, and the turn
+        waits on it. `ahead`: a look-ahead, whose words are answered ahead as soon as they are
+        in (a look-ahead the caller talks through is cancelled, and this with it)."""
+        text = await self.models.transcribe(audio)
+        if ahead:
+            self._answer_ahead(text)  # while the last stretch is decoded
+        island = final_island(audio)
+        if island is None or classify_ending(f"{self._hold_text} {text}") is Ending.HESITATION:
+            return _Heard(text, filler=False)
+        return _Heard(
+            text, filler=is_filled_pause(await self.models.transcribe(island, urgent=True))
+        )
+
+    def _answer_ahead(self, words: str) -> None:
+        # The caller has been quiet since the look-ahead began: answer ahead on these words
+        # without waiting for the hangover, unless an earlier segment of the turn is still
+        # being decoded.
         if not self.config.speculate or (self._asr_task is not None and not self._asr_task.done()):
             return
-        text = f"{self._hold_text} {task.result().text}".strip()
+        text = f"{self._hold_text} {words}".strip()
         if text:
             self._prepare(text)
 

@@ -7,8 +7,10 @@ onnxruntime release the GIL while they compute.
 
 ASR batches itself under load: a request that arrives while Whisper is busy waits, and when
 Whisper comes free every waiting request of a similar length goes through one `generate`
-(bench/models.py: 4 x 1 s in 86 ms instead of 148 ms). An idle engine adds no wait, and a
-request withdrawn while it waited (a discarded look-ahead) costs nothing.
+(bench/models.py: 4 x 1 s in 86 ms instead of 148 ms). Requests made in the same turn of the
+event loop start together (a session's utterance and its last stretch, decoded for a filler,
+are one pass, not two in a row). An idle engine adds no other wait, and a request withdrawn
+while it waited (a discarded look-ahead) costs nothing.
 """
 
 from __future__ import annotations
@@ -171,10 +173,13 @@ class ModelHub:
         paused on caller speech waits on it to know whether that was only a back-channel."""
         if len(pcm) < 1600:  # under 0.1 s: nothing Whisper can read
             return ""
-        future: asyncio.Future[str] = self._on_loop().create_future()
+        loop = self._on_loop()
+        future: asyncio.Future[str] = loop.create_future()
         self._asr_waiting.append(_AsrRequest(pcm, future, urgent))
         if not self._asr_busy:
-            self._next_asr_batch()
+            # Start on the loop's next turn, so that requests made together go together.
+            self._asr_busy = True
+            loop.call_soon(self._next_asr_batch)
         return await future
 
     def _next_asr_batch(self) -> None:
@@ -184,11 +189,13 @@ class ModelHub:
             return
         waiting.sort(key=lambda request: not request.urgent)  # stable: arrival order otherwise
         # The first request, with the others whose length is within a factor of two of it:
-        # each utterance in a batch is padded to the longest.
-        first = len(waiting[0].pcm)
+        # each utterance in a batch is padded to the longest, and every one is followed by the
+        # same silence, which is part of what the encoder pays for.
+        padding = self._asr.padding_samples
+        first = len(waiting[0].pcm) + padding
         batch, rest = [waiting[0]], []
         for request in waiting[1:]:
-            similar = first / 2 <= len(request.pcm) <= first * 2
+            similar = first / 2 <= len(request.pcm) + padding <= first * 2
             if similar and self.batching and len(batch) < MAX_ASR_BATCH:
                 batch.append(request)
             else:

@@ -28,6 +28,7 @@ from agent.knowledge import (
     Slot,
     Vectors,
 )
+from agent.turns import is_pre_closing
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,7 @@ class ReplyKind(StrEnum):
     RESUME = "resume"  # back on the call after a supervisor's takeover
     NOTE = "note"  # answered from a supervisor's hand-back note
     REPEAT = "repeat"  # the caller asked to hear the last thing again
+    SMALL_TALK = "small_talk"  # "how are you?", "am I talking to a robot?": a word, then back
 
 
 @dataclass(frozen=True)
@@ -340,7 +342,6 @@ _GOODBYE = re.compile(
     r"no thanks?|no thank you|i'm all set|all set|have a (?:good|nice|great) (?:day|one|night))\b"
 )
 _BARE_NO = re.compile(r"^(?:no|nope|nah|no i'm good|i'm good|i'm fine|no that's fine)$")
-_THANKS = re.compile(r"^(?:ok(?:ay)? |great |perfect |awesome |cool )?(?:thanks|thank you)$")
 _CANCEL = re.compile(
     r"\b(?:never ?mind|cancel(?: that| it| this)?|forget (?:it|that|about it)|stop|"
     r"i changed my mind|don't bother|skip (?:it|that))\b"
@@ -417,6 +418,16 @@ def says_goodbye(text: str, *, expecting_answer: bool = False) -> bool:
 
 SilenceOutcome = Literal["handoff", "goodbye"]
 _ANYTHING_ELSE = "Is there anything else I can help with?"
+
+# Small talk, when it is the whole turn (a greeting before a question is left to the question).
+_HELLO = re.compile(
+    r"^(?:(?:hi|hello|hey|hiya|good (?:morning|afternoon|evening))(?: there)?)"
+    r"(?: (?:how are you(?: doing)?(?: today)?|how's it going))?$"
+)
+_HOW_ARE_YOU = re.compile(
+    r"^(?:and |oh |so |well )?(?:how are you(?: doing)?(?: today)?|how's it going|"
+    r"how's your day(?: going)?|how are things|you doing (?:ok|okay|well))$"
+)
 
 
 @dataclass
@@ -544,6 +555,9 @@ class Conversation:
             return self._handoff("caller_asked", 1.0)
         if says_goodbye(caller_text, expecting_answer=bool(self._active or self._offered)):
             return self._goodbye()
+        small_talk = self._small_talk(caller_text)
+        if small_talk is not None:
+            return small_talk
         if asks_to_repeat(caller_text) and self._last_said:
             # What was asked stays asked: a procedure's prompt or an offer is still open.
             return self._say(Reply(ReplyKind.REPEAT, f"Sure. {self._last_said}", 1.0))
@@ -559,7 +573,7 @@ class Conversation:
         if self._active:
             return self._continue_procedure(caller_text)
         offered, self._offered = self._offered, ()
-        if offered and _THANKS.match(_normalise(caller_text)) is None:
+        if offered and not is_pre_closing(caller_text):
             accepted = parse_yes_no(caller_text)
             if accepted is True and len(offered) == 1:
                 return self._serve(offered[0], 1.0)
@@ -567,7 +581,7 @@ class Conversation:
                 return self._say(
                     Reply(ReplyKind.CLARIFY, "Sorry about that. What can I help you with?", 1.0)
                 )
-        if _THANKS.match(_normalise(caller_text)):
+        if is_pre_closing(caller_text):
             return self._say(Reply(ReplyKind.ANSWER, f"You're welcome. {_ANYTHING_ELSE}", 1.0))
         follow_up = self._follow_up(caller_text)
         if follow_up is not None:
@@ -585,6 +599,20 @@ class Conversation:
             return self._search(rest)
         lead = "Sure, we can leave that for now." if left else "Sure."
         return self._say(Reply(ReplyKind.INVITE, f"{lead} Go ahead, what's your question?", 1.0))
+
+    def _small_talk(self, caller_text: str) -> Reply | None:
+        """A word of small talk, then back to what the caller called for: whatever was being
+        asked (a procedure's prompt, an offer) is asked again. ("Are you a robot?" is the
+        knowledge base's to answer.)"""
+        clean = _normalise(caller_text)
+        back = self._last_question if self._active or self._offered else "How can I help you today?"
+        if _HELLO.match(clean):
+            lead = "Hello! I'm doing well, thanks." if "how" in clean.split() else "Hello!"
+        elif _HOW_ARE_YOU.match(clean):
+            lead = "I'm doing well, thanks for asking."
+        else:
+            return None
+        return Reply(ReplyKind.SMALL_TALK, f"{lead} {back}", 1.0)
 
     def _follow_up(self, caller_text: str) -> Reply | None:
         """A short "and …?" after an answer, asked about the same thing: the previous question

@@ -39,6 +39,7 @@ class Ending(enum.StrEnum):
     QUESTION = "question"
     HESITATION = "hesitation"
     DIGITS = "digits"  # a run of digits: a number being read, perhaps in groups
+    PRE_CLOSING = "pre_closing"  # thanks and nothing else: a goodbye often follows
     UNKNOWN = "unknown"
 
 
@@ -49,6 +50,7 @@ class EndReason(enum.StrEnum):
     QUESTION = "question"
     HESITATION = "hesitation"
     DIGITS = "digits"
+    PRE_CLOSING = "pre_closing"
     UNKNOWN = "unknown"
     UNDERSTOOD = "understood"
     NOT_UNDERSTOOD = "not_understood"
@@ -100,6 +102,11 @@ class TurnConfig:
     # one one one one"), so wait past it — unless the agent has the whole number it asked for
     # (the responder's reading says so), which then waits as any understood request.
     digits_wait_ms: int = 1300
+    # Thanks with nothing after it ("Okay, thank you.", "That's all I needed, thanks"): the
+    # first half of a closing, which callers finish with "goodbye" after a breath (220-440 ms
+    # in the turn corpus's voices). Answered at 250 ms, "You're welcome, anything else?" lands
+    # on the caller's "Goodbye". The reply ("You're welcome") is not worth cutting them off.
+    pre_closing_wait_ms: int = 700
     # Beyond this, the caller is not coming back without a prompt; the agent should speak (for
     # example "take your time"). It also bounds any wait a line profile configures.
     hard_cap_ms: int = 2500
@@ -114,6 +121,7 @@ class TurnConfig:
             "no_transcript_wait_ms",
             "hesitation_wait_ms",
             "digits_wait_ms",
+            "pre_closing_wait_ms",
             "hard_cap_ms",
         ):
             if getattr(self, name) <= 0:
@@ -152,6 +160,7 @@ class TurnConfig:
             Ending.QUESTION: (EndReason.QUESTION, self.question_wait_ms),
             Ending.HESITATION: (EndReason.HESITATION, self.hesitation_wait_ms),
             Ending.DIGITS: (EndReason.DIGITS, self.digits_wait_ms),
+            Ending.PRE_CLOSING: (EndReason.PRE_CLOSING, self.pre_closing_wait_ms),
             Ending.UNKNOWN: (EndReason.UNKNOWN, self.unknown_wait_ms),
             None: (EndReason.NO_TRANSCRIPT, self.no_transcript_wait_ms),
         }[ending]
@@ -417,6 +426,8 @@ def classify_ending(text: str) -> Ending:
         return Ending.QUESTION if terminal == "?" else Ending.COMPLETE
     if _ends_with(words, _SETTLED_PHRASES):
         return Ending.QUESTION if terminal == "?" else Ending.COMPLETE
+    if terminal != "?" and _pre_closing(words):
+        return Ending.PRE_CLOSING
     last = words[-1]
     if _REPEATS.sub(r"\1", last) in _FILLERS:
         return Ending.HESITATION
@@ -444,6 +455,44 @@ _NUMBER_WORDS = frozenset(
         "seventy", "eighty", "ninety", "hundred", "double", "triple",
     }
 )  # fmt: skip
+
+
+# What a pre-closing is made of: thanks, or "that's all", with acknowledgements around them.
+_THANKS_UNITS = tuple(
+    tuple(unit.split())
+    for unit in (
+        "thank you very much", "thank you so much", "thanks a lot", "thanks so much",
+        "thank you for your help", "thanks for your help", "thank you for the help",
+        "thanks for the help", "thank you for that", "thanks for that",
+        "thank you", "thanks", "that's all i needed", "that's all i need", "that's all",
+        "that's it", "that's everything", "that was all",
+    )
+)  # fmt: skip
+_ACK_WORDS = frozenset(
+    [
+        "okay", "ok", "alright", "all", "right", "great", "perfect", "cool", "awesome",
+        "wonderful", "good", "fine", "got", "it", "then", "oh", "well", "yeah", "yes", "sounds",
+    ]
+)  # fmt: skip
+
+
+def is_pre_closing(text: str) -> bool:
+    """Whether `text` is thanks or "that's all" and nothing else but acknowledgements
+    ("okay", "great"): the first half of a closing ("Okay, thank you.")."""
+    return _pre_closing(_words(text))
+
+
+def _pre_closing(words: list[str]) -> bool:
+    thanked, i = False, 0
+    while i < len(words):
+        unit = next((u for u in _THANKS_UNITS if tuple(words[i : i + len(u)]) == u), None)
+        if unit is not None:
+            thanked, i = True, i + len(unit)
+        elif words[i] in _ACK_WORDS:
+            i += 1
+        else:
+            return False
+    return thanked
 
 
 def is_filled_pause(text: str) -> bool:

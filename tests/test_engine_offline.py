@@ -446,6 +446,57 @@ def test_asking_for_a_person_requests_a_handoff(models: tuple[ModelHub, Knowledg
     run(scenario())
 
 
+async def _exchange(h: Harness, text: str) -> tuple[str, dict[str, Any]]:
+    """Says `text`, waits for the whole answer and lets it play out: what the agent said and
+    how it read the turn."""
+    answered = len(h.all("response.done"))
+    played = len(h.agent_audio())
+    await h.feed(speak(text))
+    for _ in range(15_000 // 20):
+        if len(h.all("response.done")) > answered:
+            break
+        await h.feed(silence(20))
+    else:
+        raise AssertionError(f"no answer to {text!r}; sent: {h.kinds()}")
+    # The caller listens to the end before speaking again (the agent's audio arrives at once;
+    # the phone line plays it out).
+    await h.feed(silence((len(h.agent_audio()) - played) // 16 + 400), realtime=False)
+    said = h.all("response.output_audio_transcript.done")[-1].fields["transcript"]
+    return str(said), h.all("parley.reply")[-1].fields
+
+
+def test_the_moves_every_caller_makes(models: tuple[ModelHub, Knowledge]) -> None:
+    """A question, a follow-up that leans on it, a topic switch and a closer, in a voice of
+    the turn corpus's tuning half (espeak en-us+m3)."""
+
+    async def scenario() -> None:
+        h = Harness(*models)
+        await h.open(greet=False)
+        await h.feed(silence(400))
+        said, first = await _exchange(h, "What are your store hours?")
+        assert "monday through saturday" in said.lower(), said
+        # "And on Sunday?" alone is no question the agent can place; after the hours it is
+        # the hours again.
+        said, follow_up = await _exchange(h, "And on Sunday?")
+        assert follow_up["understood"] and follow_up["intent"] == first["intent"], follow_up
+        assert "sunday" in said.lower(), said
+        said, _ = await _exchange(h, "Sorry, wait, I have a different question.")
+        assert "go ahead" in said.lower(), said
+        assert h.first("parley.hangup_requested") is None
+        # A "You're welcome, anything else?" in the closer's pause is fine; the goodbye and
+        # the hang-up must follow it.
+        await h.feed(speak("Okay, thank you. Goodbye."))
+        hangup = await h.feed_until("parley.hangup_requested")
+        assert hangup.fields["reason"] == "conversation_complete"
+        said = h.all("response.output_audio_transcript.done")[-1].fields["transcript"]
+        assert "thanks for calling" in said.lower(), said
+        readings = h.all("parley.reply")
+        assert all(r.fields["understood"] for r in readings), [r.fields for r in readings]
+        await h.close()
+
+    run(scenario())
+
+
 def _turns_taken(h: Harness) -> list[str]:
     return [
         e.fields["transcript"]

@@ -375,6 +375,26 @@ def test_hub_batches_asr_requests_that_wait(
     assert hub.stats.asr_calls < 4, hub.stats
 
 
+def test_hub_decodes_requests_made_together_in_one_pass(
+    vad: BatchedVad, asr: WhisperAsr, tts: PiperTts, say: Speaker
+) -> None:
+    # A session's utterance and its last stretch (the filler check) are asked for together
+    # while Whisper is idle: one pass, not the short one queued behind the long one.
+    hub = ModelHub(vad=vad, asr=asr, tts=tts)
+    question = say("i would like to check on my order please")
+    tail = question[-8000:]
+
+    async def together() -> list[str]:
+        return list(await asyncio.gather(hub.transcribe(question), hub.transcribe(tail)))
+
+    try:
+        heard, _ = asyncio.run(together())
+    finally:
+        hub.close()
+    assert "order" in words(heard), heard
+    assert (hub.stats.asr_calls, hub.stats.asr_utterances) == (1, 2), hub.stats
+
+
 def test_hub_decodes_urgent_asr_requests_first(
     vad: BatchedVad, asr: WhisperAsr, tts: PiperTts, say: Speaker
 ) -> None:

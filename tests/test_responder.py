@@ -705,3 +705,34 @@ def test_a_repeat_inside_a_procedure_asks_the_same_thing_and_keeps_it_open(call:
 def test_a_question_that_mentions_repeating_is_not_a_repeat(call: Call) -> None:
     reply = call.say("How do I return an item I bought online? I don't want to repeat an order.")
     assert reply.kind is not ReplyKind.REPEAT
+
+
+# --- small talk ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "lead"),
+    [
+        ("How are you?", "I'm doing well, thanks for asking."),
+        ("Hi there, how are you doing?", "Hello! I'm doing well, thanks."),
+        ("Good morning.", "Hello!"),
+    ],
+)
+def test_small_talk_gets_a_word_and_then_the_call_goes_on(call: Call, text: str, lead: str) -> None:
+    reply = call.say(text)
+    assert reply.kind is ReplyKind.SMALL_TALK and reply.understood
+    assert reply.text.startswith(lead) and reply.text.endswith("How can I help you today?")
+    assert call.conversation.misses == 0
+
+
+def test_small_talk_inside_a_procedure_asks_its_question_again(call: Call) -> None:
+    prompt = call.say("Where is my order?")
+    assert prompt.kind is ReplyKind.PROCEDURE_PROMPT
+    reply = call.say("Oh, how are you doing today?")
+    assert reply.kind is ReplyKind.SMALL_TALK and reply.text.endswith(prompt.text)
+    assert call.conversation.active_procedure is not None
+
+
+def test_a_greeting_before_a_question_is_the_question(call: Call) -> None:
+    reply = call.say("Hi, what are your store hours?")
+    assert reply.kind is ReplyKind.ANSWER and "saturday" in reply.text.lower()

@@ -347,6 +347,15 @@ def test_config_rejects_non_positive_waits() -> None:
         ("forty one eleven", Ending.DIGITS),
         ("I'd like two.", Ending.COMPLETE),  # one number word ends many a sentence
         ("I have one question", Ending.UNKNOWN),
+        ("Okay, thank you.", Ending.PRE_CLOSING),  # "Goodbye." often follows
+        ("That's all I needed, thanks", Ending.PRE_CLOSING),
+        ("Great, thank you so much!", Ending.PRE_CLOSING),
+        ("thank you for your help", Ending.PRE_CLOSING),
+        ("Okay, thank you. Goodbye.", Ending.COMPLETE),
+        ("That's all I needed, thanks, bye.", Ending.COMPLETE),
+        ("Okay.", Ending.COMPLETE),  # an acknowledgement alone closes nothing
+        ("Thanks, what about Sunday?", Ending.QUESTION),
+        ("thank you um", Ending.HESITATION),
         ("", Ending.UNKNOWN),
         ("   ", Ending.UNKNOWN),
         ("?", Ending.UNKNOWN),
@@ -354,6 +363,24 @@ def test_config_rejects_non_positive_waits() -> None:
 )
 def test_classify_ending(text: str, ending: Ending) -> None:
     assert classify_ending(text) is ending
+
+
+def test_thanks_waits_for_the_goodbye_that_may_follow() -> None:
+    # "Okay, thank you. … Goodbye.": a 400 ms breath after the thanks is not the end ...
+    events: list[Event] = [
+        Start(0),
+        Text(1200, "Okay, thank you."),
+        Judged(1250, "Okay, thank you."),
+        Stop(1300),
+        Start(1700),
+        Text(2500, "Okay, thank you. Goodbye."),
+        Stop(2600),
+    ]
+    (decision,) = play(events, until_ms=3500)
+    assert decision.reason is EndReason.COMPLETE and decision.at_ms >= 2600 + 250
+    # ... but thanks followed by silence is answered, after the pre-closing's wait.
+    (alone,) = play(events[:4], until_ms=2500)
+    assert (alone.reason, alone.wait_ms) == (EndReason.PRE_CLOSING, 700)
 
 
 def test_default_waits_meet_the_targets() -> None:
