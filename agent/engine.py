@@ -40,7 +40,7 @@ from agent.backchannel import Overlap
 from agent.floor import Act, FloorConfig, FloorControl
 from agent.hesitation import final_island
 from agent.realtime import audio_b64, new_id
-from agent.turns import Ending, classify_ending, is_filled_pause
+from agent.turns import is_filled_pause
 
 log = logging.getLogger(__name__)
 
@@ -560,22 +560,18 @@ class EngineSession:
     async def _hear(self, audio: np.ndarray, *, ahead: bool = False) -> _Heard:
         """The utterance's words, and whether its audio ended in a filled pause: its last
         stretch of sound, decoded on its own, is nothing but a filler (agent/hesitation.py).
-
-        The last stretch is decoded only once the words are in, and only when they would not
-        hold the turn by themselves (a hesitation already does): a look-ahead the caller
-        talks through is dropped before it, and Whisper's queue, which every call shares,
-        carries fewer decodes. It goes ahead of the queue: it is short, and the turn
-        waits on it. `ahead`: a look-ahead, whose words are answered ahead as soon as they are
-        in (a look-ahead the caller talks through is cancelled, and this with it)."""
-        text = await self.models.transcribe(audio)
-        if ahead:
-            self._answer_ahead(text)  # while the last stretch is decoded
+        Both are asked for together, so the hub decodes them in one pass. `ahead`: a
+        look-ahead, whose words are answered ahead as soon as they are in."""
         island = final_island(audio)
-        if island is None or classify_ending(f"{self._hold_text} {text}") is Ending.HESITATION:
-            return _Heard(text, filler=False)
-        return _Heard(
-            text, filler=is_filled_pause(await self.models.transcribe(island, urgent=True))
-        )
+        last = None if island is None else asyncio.ensure_future(self.models.transcribe(island))
+        try:
+            text = await self.models.transcribe(audio)
+            if ahead:
+                self._answer_ahead(text)  # while the last stretch is decoded
+            return _Heard(text, filler=last is not None and is_filled_pause(await last))
+        finally:
+            if last is not None and not last.done():
+                last.cancel()
 
     def _answer_ahead(self, words: str) -> None:
         # The caller has been quiet since the look-ahead began: answer ahead on these words

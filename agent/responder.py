@@ -375,8 +375,11 @@ _FOLLOW_UP = re.compile(r"^(?:and|also|what about|how about|and what about|plus)
 _FOLLOW_UP_MAX_WORDS = 6
 # Words that start or soften a turn without saying what it is about.
 _DISCOURSE = frozenset(
-    ["sorry", "wait", "actually", "hold", "hang", "hey", "excuse", "well", "right", "just"]
-)
+    [
+        "sorry", "wait", "actually", "hold", "hang", "hey", "excuse", "well", "right", "just",
+        "okay", "ok", "alright", "all", "oh", "so", "yeah", "um", "uh", "hmm", "er",
+    ]
+)  # fmt: skip
 
 
 def _normalise(text: str) -> str:
@@ -486,6 +489,7 @@ class Conversation:
         self._offered: tuple[Entry | Procedure, ...] = ()
         self._last_question = _ANYTHING_ELSE
         self._last_answered = ""  # the caller's words the last knowledge-base answer answered
+        self._last_entry: Entry | None = None  # ... and the entry it came from
         self._last_said = ""  # the agent's last words, for a caller who asks to hear them again
         self.history: list[HistoryItem] = []
         self._whispers: list[str] = []  # said to the caller in the next answer, then dropped
@@ -628,7 +632,12 @@ class Conversation:
         if alone is not None and alone[1] >= self._answer_threshold:
             return None
         together = self._best(f"{self._last_answered} {caller_text}")
-        if together is None or together[1] < self._answer_threshold:
+        if together is None:
+            return None
+        # Leaning on the last answer, a follow-up that still points at it needs less: it is
+        # what "and …?" is about (a wrong guess costs a repeated answer, not a miss).
+        same = together[0] is self._last_entry
+        if together[1] < (self._clarify_floor if same else self._answer_threshold):
             return None
         return self._serve(together[0], together[1], caller_text=self._last_answered)
 
@@ -698,7 +707,7 @@ class Conversation:
     def _serve(self, item: Entry | Procedure, score: float, *, caller_text: str = "") -> Reply:
         self.misses = 0
         if isinstance(item, Entry):
-            self._last_answered = caller_text
+            self._last_answered, self._last_entry = caller_text, item
             return self._say(Reply(ReplyKind.ANSWER, item.answer, score, entry_id=item.id))
         self._active = active = _ActiveProcedure(item)
         # "Where's my order, it's one two three four five": don't ask for what was just said.

@@ -510,6 +510,28 @@ class RunResult:
     callers_cpu_pct: float
     loadavg: str
     wall_s: float
+    whisper: dict[str, float]  # the engine's ASR counters over the calls (its /metrics)
+
+
+_WHISPER_FIGURES = {
+    "parley_engine_asr_passes": "passes",
+    "parley_engine_asr_utterances": "decodes",
+    "parley_engine_asr_busy_seconds": "busy_s",
+}
+
+
+def whisper_counters(engine_url: str) -> dict[str, float]:
+    """The engine's Whisper counters: generate passes, decodes, seconds busy."""
+    base = engine_url.replace("ws://", "http://").split("/v1/")[0]
+    with urllib.request.urlopen(f"{base}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    found: dict[str, float] = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        name = name.removesuffix("_total")  # Prometheus's name for a counter
+        if name in _WHISPER_FIGURES:
+            found[_WHISPER_FIGURES[name]] = float(value)
+    return found
 
 
 def _children_cpu(procs: list[subprocess.Popen[bytes]]) -> float:
@@ -525,6 +547,7 @@ def run_calls(
     try:
         counts = [calls // nproc + (1 if i < calls % nproc else 0) for i in range(nproc)]
         engine_cpu0 = _cpu_s(engine.pid)
+        whisper0 = whisper_counters(engine_url)
         workers_cpu0 = sum(_cpu_s(p.pid) for p in workers.procs)
         started = time.monotonic()
         dials: list[tuple[subprocess.Popen[bytes], Path]] = []
@@ -538,6 +561,9 @@ def run_calls(
         time.sleep(max(0.0, script.seconds - 2))
         callers_cpu = _children_cpu([p for p, _ in dials])
         engine_cpu = _cpu_s(engine.pid) - engine_cpu0
+        whisper = whisper_counters(engine_url)
+        whisper = {k: v - whisper0.get(k, 0.0) for k, v in whisper.items()}
+        whisper["busy_pct"] = whisper.get("busy_s", 0.0) / (time.monotonic() - started) * 100
         workers_cpu = sum(_cpu_s(p.pid) for p in workers.procs) - workers_cpu0
         busy_s = time.monotonic() - started
         load = _loadavg()
@@ -576,6 +602,7 @@ def run_calls(
         callers_cpu_pct=callers_cpu / busy_s * 100,
         loadavg=load,
         wall_s=wall,
+        whisper=whisper,
     )
 
 
@@ -682,6 +709,17 @@ def print_rows(rows: list[RunResult], echo_ms: float | None) -> None:
             f"{_fmt(b['first_audio_ms'])}{r.breakdown_n:6}{r.tts_cached:7} |"
             f"{r.engine_cpu_pct:12.0f}{r.workers_cpu_pct:8.0f}{r.callers_cpu_pct:8.0f}"
             f" | {r.loadavg}"
+        )
+    print()
+    print("Whisper in the engine over the calls: generate passes, decodes, decodes per pass,")
+    print("time busy (share of the run's wall time: near 100 % means a queue)")
+    for r in rows:
+        w = r.whisper
+        passes, decodes = w.get("passes", 0.0), w.get("decodes", 0.0)
+        print(
+            f"{r.calls:5} calls | {passes:6.0f} passes {decodes:6.0f} decodes"
+            f" {decodes / passes if passes else float('nan'):5.2f} per pass"
+            f" | busy {w.get('busy_s', 0.0):6.1f} s ({w.get('busy_pct', 0.0):3.0f} %)"
         )
     print()
     print("Turn-taking")

@@ -465,6 +465,13 @@ async def _exchange(h: Harness, text: str) -> tuple[str, dict[str, Any]]:
     return str(said), h.all("parley.reply")[-1].fields
 
 
+def _heard(h: Harness) -> list[str]:
+    return [
+        str(e.fields["transcript"])
+        for e in h.all("conversation.item.input_audio_transcription.completed")
+    ]
+
+
 def test_the_moves_every_caller_makes(models: tuple[ModelHub, Knowledge]) -> None:
     """A question, a follow-up that leans on it, a topic switch and a closer, in a voice of
     the turn corpus's tuning half (espeak en-us+m3)."""
@@ -478,10 +485,11 @@ def test_the_moves_every_caller_makes(models: tuple[ModelHub, Knowledge]) -> Non
         # "And on Sunday?" alone is no question the agent can place; after the hours it is
         # the hours again.
         said, follow_up = await _exchange(h, "And on Sunday?")
-        assert follow_up["understood"] and follow_up["intent"] == first["intent"], follow_up
+        assert follow_up["understood"], (follow_up, _heard(h))
+        assert follow_up["intent"] == first["intent"], (follow_up, _heard(h))
         assert "sunday" in said.lower(), said
         said, _ = await _exchange(h, "Sorry, wait, I have a different question.")
-        assert "go ahead" in said.lower(), said
+        assert "go ahead" in said.lower(), (said, _heard(h))
         assert h.first("parley.hangup_requested") is None
         # A "You're welcome, anything else?" in the closer's pause is fine; the goodbye and
         # the hang-up must follow it.

@@ -55,23 +55,53 @@ def worker(engine_config: PlatformConfig) -> Iterator[Running]:
 def test_caller_hears_the_answer_to_a_knowledge_base_question(
     worker: Running, engine_config: PlatformConfig, tmp: Path
 ) -> None:
+    """A question answered, then the moves that end a call: a topic switch gets an
+    invitation, and "Okay, thank you. Goodbye." the line's goodbye and a hang-up by the agent
+    (a "You're welcome, anything else?" in the closer's pause is fine)."""
     # The greeting plays first; the caller asks once it is over.
     question = speak("How much does shipping cost?")
-    play = np.concatenate([silence(7000), question, silence(9000)])
+    play = np.concatenate(
+        [
+            silence(7000),
+            question,
+            silence(9000),
+            speak("Sorry, wait, I have a different question."),
+            silence(6000),
+            speak("Okay, thank you. Goodbye."),
+            silence(12_000),
+        ]
+    )
+    since = time.monotonic_ns()
     [result] = dial(
         f"sip:100@127.0.0.1:{engine_config.worker_base_port}",
         tmp,
         play=write_wav(tmp / "question.wav", play.astype(np.float64)),
         hold=0.5,
-        max_s=40,
+        max_s=60,
     )
     assert result["answered"], result
     heard = read_wav(Path(result["recording"])).astype(np.int16)
     asked_at = (7000 + len(question) // 16) * 16
     reply = WhisperAsr().transcribe(heard[asked_at : asked_at + 16000 * 8]).text.lower()
     assert "fifty dollars" in reply or "free" in reply, reply
-    kinds = [e.data.get("event") for e in engine_config.events() if e.kind is CallEventKind.AGENT]
+    call_id = answered_since(engine_config, since)
+    kinds = [e.data.get("event") for e in engine_config.events() if e.call_id == call_id]
     assert "end_of_turn" in kinds and "caller_transcript" in kinds
+    said = [
+        str(e.data.get("text", "")).lower()
+        for e in agent_events(engine_config, call_id, "agent_transcript")
+    ]
+    assert any("go ahead" in s for s in said), said
+    assert "thanks for calling" in said[-1], said
+    ended = wait_for(
+        lambda: [
+            e
+            for e in engine_config.events()
+            if e.call_id == call_id and e.kind is CallEventKind.ENDED
+        ],
+        "the call's end",
+    )
+    assert ended[0].data["reason"] == "agent:conversation_complete", ended[0].data
 
 
 def test_engine_dying_mid_call_plays_the_apology(tmp: Path) -> None:

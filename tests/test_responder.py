@@ -609,6 +609,7 @@ def test_a_supervisors_note_answers_the_callers_own_question_over_the_policy(cal
         "Actually, can I ask about something else?",
         "I have a question.",
         "hold on, I've got another question",
+        "Okay, alright Wait, I have a different question.",  # Whisper's "Sorry, wait, …"
     ],
 )
 def test_another_question_is_invited(call: Call, text: str) -> None:
@@ -649,6 +650,14 @@ def test_a_follow_up_uses_the_previous_question(call: Call) -> None:
     # A follow-up that is a question of its own is answered as itself.
     other = call.say("what about returns?")
     assert other.kind is ReplyKind.ANSWER and other.entry_id != first.entry_id
+
+
+def test_a_follow_up_leans_on_the_last_answer_even_when_both_were_misheard(call: Call) -> None:
+    # Whisper's words for "What are your store hours?" … "And on Sunday?" in one test run.
+    first = call.say("What are your story hours?")
+    assert first.kind is ReplyKind.ANSWER
+    again = call.say("And on Sunday.")
+    assert again.kind is ReplyKind.ANSWER and again.entry_id == first.entry_id
 
 
 def test_a_follow_up_with_nothing_before_is_an_ordinary_miss(call: Call) -> None:
