@@ -28,7 +28,7 @@ from agent.knowledge import (
     Slot,
     Vectors,
 )
-from agent.turns import is_pre_closing
+from agent.turns import is_filled_pause, is_pre_closing
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,6 @@ _DIGIT_WORDS = {value: word for word, value in _UNITS.items()}
 _SOUND_ALIKES = {"oh": 0, "o": 0, "to": 2, "too": 2, "for": 4, "won": 1, "ate": 8}
 _REPEATS = {"double": 2, "triple": 3}
 _SCALES = {"hundred", "thousand"}
-_FILLERS = {"uh", "um", "er", "erm", "ah", "hmm", "mm"}
 
 
 def _is_number_word(token: str) -> bool:
@@ -211,7 +210,7 @@ def parse_spoken_digits(text: str) -> str | None:
         elif token == "a" and i + 1 < len(tokens) and tokens[i + 1] in _SCALES:
             out.append(number.flush())
             number.take("unit", 1)
-        elif token not in _FILLERS:
+        elif not is_filled_pause(token):
             out.append(number.flush())
         repeat = 1
     out.append(number.flush())
@@ -952,7 +951,6 @@ class Conversation:
         return reply
 
 
-_FILLER_WORDS = frozenset(_FILLERS)
 # Words too common to say what a question is about.
 _FUNCTION_WORDS_TEXT = """
     a an the and or but if so to of in on at by for from with about as into is are was were
@@ -967,7 +965,7 @@ def _content_words(text: str) -> set[str]:
     """The words that say what ``text`` is about, crudely singular ("refunds" → "refund")."""
     words = set()
     for word in _normalise(text).split():
-        if word in _FUNCTION_WORDS or word in _FILLER_WORDS or len(word) < 3:
+        if word in _FUNCTION_WORDS or is_filled_pause(word) or len(word) < 3:
             continue
         words.add(word[:-1] if word.endswith("s") and not word.endswith("ss") else word)
     return words
@@ -984,7 +982,7 @@ def _topic_text(caller_text: str) -> str:
     run: list[int] = []
     for i, word in enumerate([*words, ""]):
         bare = word.lower().strip(".,!?;:-")
-        if bare in _FILLER_WORDS or any(c.isdigit() for c in bare):
+        if is_filled_pause(bare) or any(c.isdigit() for c in bare):
             keep[i] = False
             continue
         if bare and (_is_number_word(bare) or (bare in _SOUND_ALIKES and run)):

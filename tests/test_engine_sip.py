@@ -55,35 +55,49 @@ def worker(engine_config: PlatformConfig) -> Iterator[Running]:
 def test_caller_hears_the_answer_to_a_knowledge_base_question(
     worker: Running, engine_config: PlatformConfig, tmp: Path
 ) -> None:
-    """A question answered, then the moves that end a call: a topic switch gets an
-    invitation, and "Okay, thank you. Goodbye." the line's goodbye and a hang-up by the agent
-    (a "You're welcome, anything else?" in the closer's pause is fine)."""
+    """A question answered, then the moves every caller makes, in a voice of the turn
+    corpus's tuning half (espeak en-us+m3): a follow-up that leans on the answer ("And for
+    express?"), a filled pause the agent waits through ("I'd like to check on my order, um"
+    and 1.3 s), a topic switch that gets an invitation, and "Okay, thank you. Goodbye." the
+    line's goodbye and a hang-up by the agent."""
     # The greeting plays first; the caller asks once it is over.
     question = speak("How much does shipping cost?")
-    play = np.concatenate(
-        [
-            silence(7000),
-            question,
-            silence(9000),
-            speak("Sorry, wait, I have a different question."),
-            silence(6000),
-            speak("Okay, thank you. Goodbye."),
-            silence(12_000),
-        ]
-    )
+    hesitant = speak("I'd like to check on my order, um")
+    parts = [
+        silence(7000),
+        question,
+        silence(9000),
+        speak("And for express?"),
+        silence(9000),
+        hesitant,
+        silence(1300),
+        speak("the number is one two three four five."),
+        silence(8000),
+        speak("Sorry, wait, I have a different question."),
+        silence(6000),
+        speak("Okay, thank you. Goodbye."),
+        silence(12_000),
+    ]
+    play = np.concatenate(parts)
     since = time.monotonic_ns()
     [result] = dial(
         f"sip:100@127.0.0.1:{engine_config.worker_base_port}",
         tmp,
         play=write_wav(tmp / "question.wav", play.astype(np.float64)),
         hold=0.5,
-        max_s=60,
+        max_s=90,
     )
     assert result["answered"], result
     heard = read_wav(Path(result["recording"])).astype(np.int16)
-    asked_at = (7000 + len(question) // 16) * 16
+    asked_at = 7000 * 16 + len(question)
     reply = WhisperAsr().transcribe(heard[asked_at : asked_at + 16000 * 8]).text.lower()
     assert "fifty dollars" in reply or "free" in reply, reply
+    # Through the "um" and the pause after it, the caller hears nothing from the agent.
+    um_end = sum(len(p) for p in parts[:6])
+    pause = heard[um_end + 300 * 16 : um_end + 1300 * 16]
+    frames = pause[: len(pause) // 320 * 320].reshape(-1, 320)
+    loudest = float(np.sqrt(np.mean(frames**2, axis=1)).max())
+    assert loudest < 300, f"the agent spoke into the caller's pause (frame RMS {loudest:.0f})"
     call_id = answered_since(engine_config, since)
     kinds = [e.data.get("event") for e in engine_config.events() if e.call_id == call_id]
     assert "end_of_turn" in kinds and "caller_transcript" in kinds
@@ -91,7 +105,9 @@ def test_caller_hears_the_answer_to_a_knowledge_base_question(
         str(e.data.get("text", "")).lower()
         for e in agent_events(engine_config, call_id, "agent_transcript")
     ]
-    assert any("go ahead" in s for s in said), said
+    answer = next(i for i, s in enumerate(said) if "express shipping" in s)
+    assert "express shipping" in said[answer + 1], said  # the follow-up, from the answer
+    assert any("go ahead" in s for s in said[answer + 2 :]), said
     assert "thanks for calling" in said[-1], said
     ended = wait_for(
         lambda: [
