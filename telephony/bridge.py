@@ -34,6 +34,9 @@ from telephony.playout import Cause, Playout
 
 log = logging.getLogger(__name__)
 
+HANGUP_PLAYOUT_LIMIT_S = 20.0
+"""The longest the call stays up after the agent asked to hang up, for its last words."""
+
 
 class CallBridge:
     """Runs one call's session: caller audio in, agent audio out, events to the outlet."""
@@ -120,12 +123,25 @@ class CallBridge:
 
     def _session_event(self, event: SessionEvent) -> None:
         if event.kind is EventKind.HANGUP_REQUESTED:
-            self._on_hangup_requested(str(event.data.get("reason", "agent")))
+            reason = str(event.data.get("reason", "agent"))
+            task = asyncio.create_task(self._hang_up_when_heard(reason), name="agent-hangup")
+            task.add_done_callback(self._task_done)
+            self._tasks.append(task)
         elif event.kind is EventKind.AGENT_UTTERANCE_DONE:
             self._mark_done(str(event.data.get("utterance_id", "")))
         self.outlet.emit(
             CallEvent(self.call_id, CallEventKind.AGENT, {"event": event.kind.value, **event.data})
         )
+
+    async def _hang_up_when_heard(self, reason: str) -> None:
+        """The agent's last words (its goodbye, sent with the hang-up request and faster than
+        it plays) reach the caller before the call ends; a caller who talks over them cuts
+        them short, and a playout that never drains is cut at `HANGUP_PLAYOUT_LIMIT_S`."""
+        deadline = time.monotonic() + HANGUP_PLAYOUT_LIMIT_S
+        while self.playout.busy() and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.06)  # the last frames are on their way to the caller
+        self._on_hangup_requested(reason)
 
     def _mark_done(self, utterance_id: str) -> None:
         if self.attached:

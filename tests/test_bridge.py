@@ -167,6 +167,42 @@ def test_agent_audio_is_framed_paced_and_padded() -> None:
     asyncio.run(scenario())
 
 
+def test_the_agents_goodbye_is_heard_before_it_hangs_up() -> None:
+    async def scenario() -> None:
+        session = ScriptedSession()
+        hangups: list[tuple[str, int]] = []
+        ready = asyncio.Event()
+        port = MediaPort(on_rx=wake_on(asyncio.get_running_loop(), ready))
+        played: list[bytes] = []
+        bridge = CallBridge(
+            call_id="c1",
+            port=port,
+            session=session,
+            outlet=MemoryOutlet(),
+            rx_ready=ready,
+            on_hangup_requested=lambda reason: hangups.append((reason, len(played))),
+            on_session_failed=lambda _error: None,
+        )
+        await bridge.start()
+        # The engine sends its goodbye (half a second) and the request at once.
+        session.out.put_nowait(AgentAudio("bye", b"\x05\x00" * 8000))
+        session.out.put_nowait(
+            SessionEvent(EventKind.AGENT_UTTERANCE_DONE, {"utterance_id": "bye"})
+        )
+        session.out.put_nowait(
+            SessionEvent(EventKind.HANGUP_REQUESTED, {"reason": "conversation_complete"})
+        )
+        for _ in range(40):  # the conference clock plays it out
+            await asyncio.sleep(0.02)
+            assert not hangups or len([f for f in played if any(f)]) == 25, hangups
+            played += _pull(port, 1)
+        assert hangups and hangups[0][0] == "conversation_complete"
+        assert len([f for f in played[: hangups[0][1]] if any(f)]) == 25  # all of it, first
+        await bridge.close()
+
+    asyncio.run(scenario())
+
+
 def test_flush_empties_playout_and_reports_what_was_heard() -> None:
     async def scenario() -> None:
         session = ScriptedSession()

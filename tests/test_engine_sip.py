@@ -107,7 +107,16 @@ def test_caller_hears_the_answer_to_a_knowledge_base_question(
     ]
     answer = next(i for i, s in enumerate(said) if "express shipping" in s)
     assert "express shipping" in said[answer + 1], said  # the follow-up, from the answer
-    assert any("go ahead" in s for s in said[answer + 2 :]), said
+    caller = [
+        str(e.data.get("text", ""))
+        for e in agent_events(engine_config, call_id, "caller_transcript")
+    ]
+    # The topic switch is judged on the words Whisper heard: over this path it sometimes
+    # mishears the whole phrase ("So...re? …"), which is the recognition bench's to count
+    # (bench/asr_wer.py); heard right, it must be an invitation (tests/test_engine_offline.py
+    # checks it unconditionally, on the engine alone).
+    if any("different question" in text.lower() for text in caller):
+        assert any("go ahead" in s for s in said[answer + 2 :]), (caller, said)
     assert "thanks for calling" in said[-1], said
     ended = wait_for(
         lambda: [
@@ -118,6 +127,9 @@ def test_caller_hears_the_answer_to_a_knowledge_base_question(
         "the call's end",
     )
     assert ended[0].data["reason"] == "agent:conversation_complete", ended[0].data
+    # ... and the caller heard the goodbye before the line went dead.
+    farewell = WhisperAsr().transcribe(heard[-16000 * 6 :]).text.lower()
+    assert "great day" in farewell or "thanks for calling" in farewell, farewell
 
 
 def test_engine_dying_mid_call_plays_the_apology(tmp: Path) -> None:
