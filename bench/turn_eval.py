@@ -249,13 +249,19 @@ async def main_async(args: argparse.Namespace) -> int:
     return 0
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def corpus_arguments(description: str) -> argparse.ArgumentParser:
+    """The options every turn-corpus bench takes (this one and bench/turn_sip.py)."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--corpus", type=Path, default=Path("var/turn-corpus"))
     parser.add_argument("--split", choices=("tune", "held_out"), default="held_out")
     parser.add_argument("--scenario", action="append", help="only these scenarios (repeatable)")
     parser.add_argument("--limit", type=int, default=0)
     parser.add_argument("--json", type=Path, help="write every clip's result here")
+    return parser
+
+
+def main() -> int:
+    parser = corpus_arguments(__doc__.splitlines()[0])
     return asyncio.run(main_async(parser.parse_args()))
 
 

@@ -40,7 +40,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.machine import describe
-from bench.turn_eval import OVERLAPS, report
+from bench.turn_eval import OVERLAPS, corpus_arguments, report
 from bench.voice_latency import (
     FRAME,
     RATE,
@@ -237,15 +237,10 @@ def _lane_events(work: Path, lane: int) -> list[dict[str, Any]]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--corpus", type=Path, default=Path("var/turn-corpus"))
-    parser.add_argument("--split", choices=("tune", "held_out"), default="held_out")
-    parser.add_argument("--scenario", action="append", help="only these scenarios (repeatable)")
-    parser.add_argument("--limit", type=int, default=0)
+    parser = corpus_arguments(__doc__.splitlines()[0])
     parser.add_argument("--lanes", type=int, default=2, help="calls at a time (1-4)")
     parser.add_argument("--greeting-s", type=float, default=7.0)
     parser.add_argument("--overlap-at-s", type=float, default=1.6)
-    parser.add_argument("--json", type=Path, help="write every clip's result here")
     parser.add_argument("--keep", type=Path, help="work here and keep it (calls, events, logs)")
     args = parser.parse_args()
     if not 1 <= args.lanes <= 4:
