@@ -592,14 +592,18 @@ class Conversation:
         return self._search(caller_text)
 
     def _switch(self, rest: str) -> Reply:
-        """The caller has another question: it is answered at once when they said it, else
-        they are invited to ask it. A procedure under way is left (never a "didn't get that")."""
+        """The caller has another question: it is answered at once when they said it and it
+        is one the agent knows, else they are invited to ask it (words the agent cannot place
+        around "I have a different question" are most often the phrase misheard: "Sorry, way,
+        …"). A procedure under way is left. Never a "didn't get that"."""
         left = self._active
         self._active = None
         self._offered = ()
         self.misses = 0
         if len(_content_words(rest)) >= 2:
-            return self._search(rest)
+            best = self._best(rest)
+            if best is not None and best[1] >= self._answer_threshold:
+                return self._search(rest)
         lead = "Sure, we can leave that for now." if left else "Sure."
         return self._say(Reply(ReplyKind.INVITE, f"{lead} Go ahead, what's your question?", 1.0))
 

@@ -610,6 +610,7 @@ def test_a_supervisors_note_answers_the_callers_own_question_over_the_policy(cal
         "I have a question.",
         "hold on, I've got another question",
         "Okay, alright Wait, I have a different question.",  # Whisper's "Sorry, wait, …"
+        "Sorry, way, I have a different question.",  # a stray word is no question
     ],
 )
 def test_another_question_is_invited(call: Call, text: str) -> None:
