@@ -137,10 +137,7 @@ class CallBridge:
         """The agent's last words (its goodbye, sent with the hang-up request and faster than
         it plays) reach the caller before the call ends; a caller who talks over them cuts
         them short, and a playout that never drains is cut at `HANGUP_PLAYOUT_LIMIT_S`."""
-        deadline = time.monotonic() + HANGUP_PLAYOUT_LIMIT_S
-        while self.playout.busy() and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
-        await asyncio.sleep(0.06)  # the last frames are on their way to the caller
+        await self.playout.drained(limit_s=HANGUP_PLAYOUT_LIMIT_S)
         self._on_hangup_requested(reason)
 
     def _mark_done(self, utterance_id: str) -> None:

@@ -11,6 +11,9 @@ import asyncio
 import collections
 import contextlib
 import enum
+import math
+import time
+from collections.abc import Callable
 
 from agent.session import FRAME_BYTES, FRAME_MS
 from telephony.mediaport import MediaPort
@@ -100,14 +103,18 @@ class Playout:
         cuts = self._cuts
         self.push(tag, pcm, sound)
         self.end(tag)
-        while self.busy():
-            if self._cuts != cuts:
-                return False
+        await self.drained(stop=lambda: self._cuts != cuts)
+        return self._cuts == cuts
+
+    async def drained(self, *, limit_s: float = math.inf, stop: Callable[[], bool] = bool) -> None:
+        """Returns once everything queued has gone out and its last frame is on its way to
+        the listener, or after `limit_s`, or as soon as `stop()` is true."""
+        deadline = time.monotonic() + limit_s
+        while self.busy() and time.monotonic() < deadline:
+            if stop():
+                return
             await asyncio.sleep(FRAME_MS / 1000)
-        if self._cuts != cuts:
-            return False
         await asyncio.sleep(FRAME_MS / 1000)  # the last frame is on its way to the listener
-        return True
 
     async def run(self) -> None:
         port = self.port
