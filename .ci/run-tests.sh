@@ -15,6 +15,7 @@ run() {
     if [ "$rc" -ne 0 ] && [ "$rc" -ne 5 ]; then status=$rc; fi
 }
 echo "parley: tests in $workers processes, then the serial ones"
-run -n "$workers" --dist loadfile -m "not serial" "$@"
-run -m serial "$@"
+# The slowest tests are named at the end of each part: where the time goes, run after run.
+run -n "$workers" --dist loadfile -m "not serial" --durations=25 "$@"
+run -m serial --durations=10 "$@"
 exit "$status"

@@ -71,6 +71,11 @@ def verify(session: Session, *, key: bytes) -> int | None:
     return None
 
 
+def mac_of(key: bytes, entry: AuditEntry) -> str:
+    """The MAC `entry` must carry (for checking a copy of the chain, an evidence bundle's)."""
+    return _mac(key, entry)
+
+
 def _mac(key: bytes, entry: AuditEntry) -> str:
     return hmac.new(key, entry.prev_mac.encode() + _canonical(entry), hashlib.sha256).hexdigest()
 

@@ -8,6 +8,7 @@ import faulthandler
 import json
 import logging
 import os
+import re
 import signal
 import sys
 from pathlib import Path
@@ -108,6 +109,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not _upgrade_database(settings):
         return EXIT_SETUP
     _edge_notices(settings)
+    for notice in settings.model_notices():
+        print(f"parley: {notice}", file=sys.stderr)
     from admin.sync_commands import sync_settings
 
     if not sync_settings(settings):  # disclosures (rendered) and lines, before any call
@@ -258,6 +261,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
             disclosures=worker_disclosures(settings),
             readiness=readiness,
             background=readiness.run,
+            recordings=settings.recording_store(),
+            transcriber=_consent_transcriber(settings),
         )
     except RuntimeError as error:
         log.error("media worker failed", extra={"error": str(error)})
@@ -266,6 +271,21 @@ def cmd_worker(args: argparse.Namespace) -> int:
         if shipper is not None:
             shipper.stop()
     return 0
+
+
+def _consent_transcriber(settings: Any) -> Any:
+    """Speech to text for lines whose callers consent by voice: the engine server's
+    transcription sessions (None when no line asks for spoken consent)."""
+    if not any(line.consent.method == "spoken" for line in settings.lines):
+        return None
+    from agent.profiles import engine_headers
+    from agent.remote import RealtimeTranscriber
+
+    def transcriber(line: Any) -> RealtimeTranscriber:
+        target = settings.session_target(line)
+        return RealtimeTranscriber(target.engine_url, headers=engine_headers(target.engine_token))
+
+    return transcriber
 
 
 def _with_live_fanout(settings: Any, source: int | str, stored: EventOutlet) -> EventOutlet:
@@ -350,20 +370,30 @@ def cmd_jobs(args: argparse.Namespace) -> int:
 
 def cmd_engine(args: argparse.Namespace) -> int:
     from admin.logs import configure
+    from admin.settings import loopback
     from agent.app import EngineOptions, serve
 
     settings = _settings(args)
     configure("engine", level=settings.log_level, fmt=settings.log_format)
     engine = settings.engine
+    host = args.host or engine.host
+    if not loopback(host) and not engine.token_value():
+        print(
+            f"parley: the engine would listen on {host}, beyond this machine, with no token: "
+            "set engine.token (PARLEY_ENGINE__TOKEN) so that only Parley's workers can use it",
+            file=sys.stderr,
+        )
+        return EXIT_SETUP
     serve(
         EngineOptions(
-            host=args.host or engine.host,
+            host=host,
             port=args.port or engine.port,
             knowledge_bases=dict(engine.knowledge_bases),
             vad_threads=engine.vad_threads,
             asr_threads=engine.asr_threads,
             batching=not args.no_batching,
             prerender=engine.prerender,
+            token=engine.token_value(),
         )
     )
     return 0
@@ -389,6 +419,15 @@ def cmd_config(args: argparse.Namespace) -> int:
         shown["redis_url"] = display_url(shown["redis_url"])
     print(json.dumps(shown, indent=2))
     return 0
+
+
+def _caller_id(value: str) -> str:
+    if not re.fullmatch(r"\+?[A-Za-z0-9._-]{1,40}", value):
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a calling number or user name (digits with an optional +, or "
+            "letters, digits, . _ -)"
+        )
+    return value
 
 
 def cmd_dial(args: argparse.Namespace) -> int:
@@ -429,6 +468,7 @@ def cmd_dial(args: argparse.Namespace) -> int:
         srtp=args.srtp,
         username=args.user,
         password=os.environ.get("PARLEY_DIAL_PASSWORD") if args.user else None,
+        caller=args.caller,
     )
     if not args.quiet:
         print(f"dialling {args.uri} ({args.count} call(s))...", file=sys.stderr, flush=True)
@@ -587,6 +627,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_call_parser(sub, settings=_settings)
 
+    from admin.audit_commands import add_parser as add_audit_parser
+
+    add_audit_parser(sub, settings=_settings)
+
+    from admin.compliance_commands import add_parsers as add_compliance_parsers
+
+    add_compliance_parsers(sub, settings=_settings)  # hold, recording, erase
+
     escalation = sub.add_parser(
         "escalation",
         help="run the escalation service: triggers, queues, offers to supervisors "
@@ -595,7 +643,12 @@ def build_parser() -> argparse.ArgumentParser:
     escalation.set_defaults(func=cmd_escalation)
 
     engine = sub.add_parser(
-        "engine", help="run the embedded voice engine server (parley run starts it)"
+        "engine",
+        help="run the embedded voice engine server (parley run starts it)",
+        description="The engine server: Parley's voice engine behind a WebSocket that speaks a "
+        "subset of the OpenAI Realtime protocol (/v1/realtime), with GET /healthz and "
+        "GET /metrics (Prometheus). Beyond loopback it needs engine.token. The protocol it "
+        "serves: docs/engine-protocol.md.",
     )
     engine.add_argument("--host", help="listen address (default: engine.host)")
     engine.add_argument("--port", type=int, help="listen port (default: engine.port)")
@@ -653,6 +706,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dial.add_argument(
         "--srtp", choices=["off", "optional", "required"], default="off", help="SRTP (SDES)"
+    )
+    dial.add_argument(
+        "--caller",
+        default="parley-dial",
+        type=_caller_id,
+        metavar="NUMBER",
+        help="the calling number (the From user), e.g. +14155550123: the line's rules for "
+        "notices and recording consent follow the caller's place",
     )
     dial.add_argument(
         "--user",

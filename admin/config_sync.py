@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
+from admin import audit
 from admin.disclosure_audio import (
     Render,
     audio_dir,
@@ -32,7 +34,7 @@ from admin.disclosure_audio import (
 )
 from admin.disclosure_settings import DisclosureSettings
 from admin.models import Disclosure, DisclosurePlay, DisclosureVersion, Line, LineNumber
-from telephony.consent import DisclosurePlan
+from telephony.consent import DisclosurePlan, Notice
 from telephony.lines import Line as ConfiguredLine
 
 if TYPE_CHECKING:
@@ -241,32 +243,70 @@ def sync_configured(settings: Settings, session: Session, *, render: Render) -> 
     goodbyes = [line.consent.goodbye for line in settings.lines if line.disclosure]
     render_prompts(goodbyes, folder=folder, render=render, report=report)
     sync_lines(session, settings.lines_config(), report)
+    changes = {
+        "versions_added": report.versions_added,
+        "lines_added": report.lines_added,
+        "lines_updated": report.lines_updated,
+        "lines_deactivated": report.lines_deactivated,
+    }
+    if any(changes.values()):  # a configuration change from the settings file is audited
+        audit.append(
+            session,
+            key=settings.keys().audit_hmac,
+            actor="settings",
+            action="config.synced",
+            target="settings",
+            details={"file": os.environ.get("PARLEY_CONFIG"), **changes},
+        )
     return report
 
 
 def disclosure_plans(settings: Settings, session: Session) -> dict[str, DisclosurePlan]:
     """For a media worker: each line's disclosure (its current version), by line name."""
     folder = audio_dir(settings.data_dir)
+    rules = settings.compliance.rule_book()
+
+    def notice(name: str) -> Notice:
+        version = latest_version(session, name)
+        return Notice(
+            name=name,
+            version=version.version if version else None,
+            sha256=version.audio_sha256 if version else None,
+            audio_path=audio_path(folder, version.audio_sha256) if version else None,
+            covers=_covers(settings, name),
+        )
+
     plans = {}
     for line in settings.lines:
         if line.disclosure is None:
             continue
-        version = latest_version(session, line.disclosure)
+        first = notice(line.disclosure)
         plans[line.name] = DisclosurePlan(
-            name=line.disclosure,
-            version=version.version if version else None,
-            sha256=version.audio_sha256 if version else None,
-            audio_path=audio_path(folder, version.audio_sha256) if version else None,
+            name=first.name,
+            version=first.version,
+            sha256=first.sha256,
+            audio_path=first.audio_path,
             policy=line.consent.policy(),
             on_missing=line.disclosure_missing,
             goodbye_path=prompt_path(folder, line.consent.goodbye),
+            covers=first.covers,
+            recording_notice=notice(line.recording_notice) if line.recording_notice else None,
+            rules=rules,
         )
     return plans
+
+
+def _covers(settings: Settings, name: str) -> frozenset[str]:
+    """What a disclosure discloses, as the settings declare it; one made through the API
+    only is taken to disclose the AI, never recording."""
+    declared = next((d for d in settings.disclosures if d.name == name), None)
+    return frozenset(declared.covers) if declared is not None else frozenset({"ai"})
 
 
 def unresolved_plans(settings: Settings) -> dict[str, DisclosurePlan]:
     """Plans with no version, for a worker that could not read the database: its calls then
     proceed or are refused per each line's `disclosure_missing`."""
+    rules = settings.compliance.rule_book()
     return {
         line.name: DisclosurePlan(
             name=line.disclosure,
@@ -275,6 +315,8 @@ def unresolved_plans(settings: Settings) -> dict[str, DisclosurePlan]:
             audio_path=None,
             policy=line.consent.policy(),
             on_missing=line.disclosure_missing,
+            covers=_covers(settings, line.disclosure),
+            rules=rules,
         )
         for line in settings.lines
         if line.disclosure is not None

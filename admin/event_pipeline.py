@@ -78,7 +78,11 @@ def build_ingester(
     ingester = Ingester(
         carrier(settings, consumer=consumer),
         session_factory(engine),
-        projection=Projection(number_key=keys.number_hash, audit_key=keys.audit_hmac),
+        projection=Projection(
+            number_key=keys.number_hash,
+            audit_key=keys.audit_hmac,
+            redaction=settings.redaction_policy,
+        ),
         quarantine=quarantine(settings),
         batch_size=settings.events.batch_size,
         max_backoff_s=settings.events.max_backoff_s,

@@ -477,7 +477,7 @@ class Ingester:
     def _transaction(self, events: list[CallEvent], *, project: bool) -> list[str]:
         with self.sessions() as session, session.begin():
             _serialize(session)
-            new = insert_new_events(session, self.projection.scrub(events))
+            new = insert_new_events(session, self.projection.scrub(session, events))
             ended = self.projection.apply(session, new) if project else []
         self.stored += len(new)
         return ended

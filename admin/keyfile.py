@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import secrets
 import stat
@@ -16,7 +17,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-_NAMES = ("audit_hmac_key", "number_hash_key", "jwt_signing_key")
+log = logging.getLogger(__name__)
+
+_NAMES = ("audit_hmac_key", "number_hash_key", "jwt_signing_key", "recording_key")
 _FIRST_NAMES = ("audit_hmac_key", "number_hash_key")  # every Parley key file has these
 
 
@@ -25,6 +28,7 @@ class Keys:
     audit_hmac: bytes
     number_hash: bytes
     jwt_signing: bytes
+    recording: bytes
 
     def __repr__(self) -> str:
         return "Keys(<hidden>)"
@@ -36,12 +40,14 @@ def load_keys(
     audit_hmac_key: str | None = None,
     number_hash_key: str | None = None,
     jwt_signing_key: str | None = None,
+    recording_key: str | None = None,
 ) -> Keys:
     """The configured keys; any left unset come from `path`, created on first use."""
     configured = {
         "audit_hmac_key": audit_hmac_key,
         "number_hash_key": number_hash_key,
         "jwt_signing_key": jwt_signing_key,
+        "recording_key": recording_key,
     }
     if None in configured.values():
         stored = _read_or_create(path)
@@ -51,7 +57,41 @@ def load_keys(
         audit_hmac=keys["audit_hmac_key"],
         number_hash=keys["number_hash_key"],
         jwt_signing=keys["jwt_signing_key"],
+        recording=keys["recording_key"],
     )
+
+
+def keys_home() -> Path:
+    """The folder keys files go in by default: $PARLEY_KEYS_DIR, else the user's configuration
+    folder ($XDG_CONFIG_HOME or ~/.config) / parley."""
+    configured = os.environ.get("PARLEY_KEYS_DIR")
+    if configured:
+        return Path(configured).expanduser()
+    config_home = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(config_home) / "parley"
+
+
+def move_legacy_keys(legacy: Path, path: Path) -> bool:
+    """Moves a keys file an earlier Parley kept beside the database to `path`; True when it
+    did. Another process moving it at the same time wins; its move counts."""
+    if path.exists() or not legacy.is_file():
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        os.link(legacy, path)
+    except FileExistsError:
+        return False
+    except FileNotFoundError:
+        return False  # moved by the other process
+    except OSError:
+        # another filesystem: copy completely, then appear under the name
+        _write(path, _read(legacy), replace=False)
+    legacy.unlink(missing_ok=True)
+    log.warning(
+        "the keys file moved away from the database",
+        extra={"from": str(legacy), "to": str(path)},
+    )
+    return True
 
 
 def _read_or_create(path: Path) -> dict[str, str]:

@@ -141,6 +141,12 @@ class Redaction(enum.StrEnum):
     REDACTED = "redacted"
 
 
+class RecordingState(enum.StrEnum):
+    RECORDING = "recording"  # started; the call has not ended yet
+    FINISHED = "finished"  # sealed, hashes known
+    FAILED = "failed"  # could not be written or sealed (reason says why)
+
+
 class ConsentResult(enum.StrEnum):
     GRANTED = "granted"
     DECLINED = "declined"
@@ -310,6 +316,9 @@ class Call(Base):
     # The duration from the call's metrics, copied here by the rollup so that sorting by it is
     # an index scan; -1 until the metrics exist (such calls sort as the shortest).
     duration_sort_ms: Mapped[int] = mapped_column(default=-1, server_default=text("-1"))
+    # The redaction policy the call's words were stored under (agent.redaction: the detector's
+    # version, the kinds and the country; "off"); NULL for calls stored before it was recorded.
+    redaction_policy: Mapped[str | None] = mapped_column(String(200))
 
     line: Mapped[Line | None] = relationship()
     legs: Mapped[list[CallLeg]] = relationship(back_populates="call", cascade="all")
@@ -396,8 +405,72 @@ class DisclosurePlay(Base):
     interrupted: Mapped[bool] = mapped_column(default=False)
     consent: Mapped[ConsentResult] = mapped_column(_enum(ConsentResult))
     consent_method: Mapped[ConsentMethod | None] = mapped_column(_enum(ConsentMethod))
+    # How it was played (admin.projection): the jurisdiction rules applied (rules_version,
+    # places, rules, ai_notice_required, recording), what the notice covers, barged_in and
+    # heard_ms, talked_over, and a spoken answer's words (redacted). None before 0008.
+    circumstances: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
     version: Mapped[DisclosureVersion] = relationship()
+
+
+class Recording(Base):
+    """A call's recording: the encrypted file (telephony/recording.py) in the recordings
+    folder, and what proves it: the SHA-256 of its audio and of the file, and the PCI pauses
+    (silence in the file; ms from the recording's start, with who paused)."""
+
+    __tablename__ = "recordings"
+    __table_args__ = (
+        _one_of("state", RecordingState),
+        *_not_negative("duration_ms"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    call_id: Mapped[str] = mapped_column(
+        ForeignKey("calls.id", ondelete="CASCADE"), unique=True, index=True
+    )
+    file: Mapped[str] = mapped_column(String(80))
+    state: Mapped[RecordingState] = mapped_column(_enum(RecordingState))
+    started_at: Mapped[dt.datetime]
+    duration_ms: Mapped[int | None]
+    pcm_sha256: Mapped[str | None] = mapped_column(String(64))
+    file_sha256: Mapped[str | None] = mapped_column(String(64))
+    pauses: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    reason: Mapped[str | None] = mapped_column(String(200))
+
+
+class LegalHold(Base):
+    """Keeps a call, or every call of one caller (by number hash), from purge and erasure until
+    released. Holds are evidence too: never deleted, only released (both audited)."""
+
+    __tablename__ = "legal_holds"
+    __table_args__ = (
+        CheckConstraint("(call_id IS NULL) <> (caller_hash IS NULL)", name="one_subject"),
+        CheckConstraint("released_at IS NULL OR released_at >= created_at", name="release_order"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    call_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    caller_hash: Mapped[str | None] = mapped_column(String(64), index=True)
+    caller_masked: Mapped[str | None] = mapped_column(String(32))
+    reason: Mapped[str] = mapped_column(String(500))
+    created_by: Mapped[str] = mapped_column(String(120))
+    created_at: Mapped[dt.datetime]
+    released_by: Mapped[str | None] = mapped_column(String(120))
+    released_at: Mapped[dt.datetime | None]
+
+
+class ErasureReceipt(Base):
+    """What is left of a caller after erasure: that it happened, when, for whom (the keyed
+    hash of their number, which only the number key links to a number), what went."""
+
+    __tablename__ = "erasure_receipts"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    subject_hash: Mapped[str] = mapped_column(String(64), index=True)
+    requested_by: Mapped[str] = mapped_column(String(120))
+    erased_at: Mapped[dt.datetime]
+    calls: Mapped[int]
+    removed: Mapped[dict[str, Any]] = mapped_column(JSON)  # rows by table, files, lines
 
 
 class CallEventRecord(Base):

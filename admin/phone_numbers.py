@@ -15,7 +15,10 @@ import hashlib
 import hmac
 import re
 
+import phonenumbers
+
 from admin import display_text
+from agent.pii import DEFAULT_REGION
 
 MAX_DIGITS = 20  # E.164 allows 15; the rest leaves room for trunk and exit prefixes
 MASK_LENGTH = 32  # the longest masked form (the width of calls.caller_masked)
@@ -49,9 +52,44 @@ def is_phone_number(text: str) -> bool:
     return True
 
 
-def number_hash(number: str, *, key: bytes) -> str:
-    """The hex HMAC-SHA256 of the normalized number; equal numbers give equal hashes."""
-    return hmac.new(key, normalize(number).encode(), hashlib.sha256).hexdigest()
+def e164(number: str, *, region: str = DEFAULT_REGION) -> str:
+    """The number in E.164 ('+15551234567') where it reads as a possible number dialled in
+    `region` ('(555) 123-4567', '1 555 123 4567'); else its `normalize`d form. Raises
+    ValueError as `normalize` does."""
+    compact = normalize(number)
+    try:
+        parsed = phonenumbers.parse(compact, None if compact.startswith("+") else region)
+    except phonenumbers.NumberParseException:
+        return compact
+    if not phonenumbers.is_possible_number(parsed):
+        return compact
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+def number_hash(number: str, *, key: bytes, region: str = DEFAULT_REGION) -> str:
+    """The hex HMAC-SHA256 of the number in E.164; the same number however it was written
+    gives the same hash."""
+    return _hash(e164(number, region=region), key)
+
+
+def number_hashes(number: str, *, key: bytes, region: str = DEFAULT_REGION) -> list[str]:
+    """Every hash a stored row of this number can carry: its E.164 form's, and those of the
+    forms stored before numbers were put in E.164 first ('5551234567', '15551234567')."""
+    forms = [e164(number, region=region), normalize(number)]
+    international = forms[0]
+    if international.startswith("+"):
+        try:
+            parsed = phonenumbers.parse(international, None)
+        except phonenumbers.NumberParseException:
+            parsed = None
+        if parsed is not None:
+            national = str(parsed.national_number)
+            forms += [international[1:], national, f"{parsed.country_code}{national}"]
+    return list(dict.fromkeys(_hash(form, key) for form in forms))
+
+
+def _hash(form: str, key: bytes) -> str:
+    return hmac.new(key, form.encode(), hashlib.sha256).hexdigest()
 
 
 def mask(number: str) -> str:

@@ -37,7 +37,7 @@ import datetime as dt
 import logging
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,14 +61,18 @@ from admin.models import (
     LegKind,
     Line,
     Outcome,
+    Recording,
+    RecordingState,
+    Redaction,
     Speaker,
     TranscriptSegment,
     TurnMetrics,
 )
 from admin.phone_numbers import is_phone_number, mask, number_hash
 from admin.worker_loss import WORKER_LOST
+from agent.redaction import RedactionPolicy
 from escalation.lifecycle import LIVE_STATES, SYSTEM, EscalationEvent, EscalationState
-from telephony.events import CallEvent, CallEventKind
+from telephony.events import CallEvent, CallEventKind, keys_masked
 
 log = logging.getLogger(__name__)
 
@@ -126,14 +130,40 @@ class _Seen:
 
 
 class Projection:
-    def __init__(self, *, number_key: bytes, audit_key: bytes) -> None:
+    def __init__(
+        self,
+        *,
+        number_key: bytes,
+        audit_key: bytes,
+        redaction: Callable[[str | None], RedactionPolicy] = lambda _line: RedactionPolicy(),
+    ) -> None:
         self._number_key = number_key
         self._audit_key = audit_key
+        self._redaction = redaction  # line name -> its policy
 
-    def scrub(self, events: Iterable[CallEvent]) -> list[CallEvent]:
-        """The events as they are to be stored: a callback number the caller left is replaced
-        by its keyed hash and masked form (or dropped, when it is no number)."""
-        return [self._scrubbed(event) for event in events]
+    def scrub(self, session: Session, events: Iterable[CallEvent]) -> list[CallEvent]:
+        """The events as they are to be stored: what was said redacted by the line's policy
+        (again: the worker did it first, unless its spool predates it or its policy differs),
+        no key the caller pressed, and a callback number the caller left replaced by its keyed
+        hash and masked form (or dropped, when it is no number)."""
+        lines: dict[str, str | None] = {}
+        agent_said: dict[str, str] = {}  # call id -> the agent's last words in this batch
+        scrubbed = []
+        for event in events:
+            stored = event
+            if event.kind is CallEventKind.STARTED:
+                lines[event.call_id] = _text(event.data.get("line")) or None
+            elif event.kind is CallEventKind.AGENT:
+                if event.call_id not in lines:
+                    lines[event.call_id] = _line_of(session, event.call_id)
+                policy = self._redaction(lines[event.call_id])
+                context = agent_said.get(event.call_id, "")
+                if event.data.get("event") == "agent_transcript":
+                    agent_said[event.call_id] = _text(event.data.get("text"))
+                data = policy.agent_event(event.data, context=context)
+                stored = dataclasses.replace(event, data=data)
+            scrubbed.append(self._scrubbed(keys_masked(stored)))
+        return scrubbed
 
     def _scrubbed(self, event: CallEvent) -> CallEvent:
         if event.kind is not CallEventKind.ESCALATION or _CALLBACK_NUMBER not in event.data:
@@ -215,6 +245,7 @@ class Projection:
             caller_masked=caller_masked,
             to_number=_dialled(_text(data.get("to"))),
             started_at=started,
+            redaction_policy=self._redaction(line_name or None).version,
         )
         session.add(call)
         session.add(CallLeg(call=call, kind=LegKind.CALLER, started_at=started))
@@ -240,6 +271,8 @@ class Projection:
             self._flushed(session, call, event)
         elif kind is CallEventKind.DISCLOSURE_PLAYED:
             self._disclosure_played(session, call, event)
+        elif kind is CallEventKind.RECORDING:
+            self._recording(session, call, event)
         elif kind is CallEventKind.ESCALATION:
             self._escalation(session, call, event)
         elif kind is CallEventKind.TRANSFERRED and _text(event.data.get("reason")) in (
@@ -251,6 +284,33 @@ class Projection:
             self._ended(session, call, event)
             return True
         return False
+
+    def _recording(self, session: Session, call: Call, event: CallEvent) -> None:
+        """The call's recording: started, then finished (its hashes and pauses) or failed. A
+        pause or resume is kept in the events; the finished report carries them all."""
+        data = event.data
+        name = _text(data.get("event"))
+        if name not in ("started", "finished", "failed"):
+            return
+        recording = session.scalar(select(Recording).where(Recording.call_id == call.id))
+        if recording is None:
+            recording = Recording(
+                call_id=call.id,
+                file=display_text.shown(_text(data.get("file")), limit=80) or f"{call.id}.prec",
+                state=RecordingState.RECORDING,
+                started_at=_not_before(_wall(event), call.started_at),
+                pauses=[],
+            )
+            session.add(recording)
+        if name == "finished":
+            recording.state = RecordingState.FINISHED
+            recording.duration_ms = _count(data.get("duration_ms"))
+            recording.pcm_sha256 = _sha256(data.get("pcm_sha256"))
+            recording.file_sha256 = _sha256(data.get("file_sha256"))
+            recording.pauses = _pauses(data.get("pauses"))
+        elif name == "failed":
+            recording.state = RecordingState.FAILED
+            recording.reason = display_text.shown(_text(data.get("reason")), limit=200) or None
 
     def _disclosure_played(self, session: Session, call: Call, event: CallEvent) -> None:
         """A disclosure_plays row for a disclosure that was played (one that was not, for want
@@ -266,9 +326,17 @@ class Projection:
         )
         try:
             consent = ConsentResult(_text(data.get("consent")))
-            method = ConsentMethod(_text(data.get("consent_method")))
         except ValueError:
-            consent, method = ConsentResult.NO_RESPONSE, None
+            consent = ConsentResult.NO_RESPONSE
+        try:
+            method: ConsentMethod | None = ConsentMethod(_text(data.get("consent_method")))
+        except ValueError:
+            method = None
+        if method is None and consent not in (
+            ConsentResult.NO_RESPONSE,
+            ConsentResult.NOT_REQUIRED,
+        ):
+            consent = ConsentResult.NO_RESPONSE  # a consent claimed without how: not counted
         if found is None:
             log.warning(
                 "a played disclosure version is not in the database; play not recorded",
@@ -291,6 +359,7 @@ class Projection:
                 interrupted=data.get("interrupted") is True,
                 consent=consent,
                 consent_method=method,
+                circumstances=_circumstances(data),
             )
         )
 
@@ -544,6 +613,7 @@ class Projection:
                 text=text,
                 start_ms=_ms(start, origin),
                 end_ms=max(_ms(end, origin), _ms(start, origin)),
+                redaction=_redaction_state(call),
             )
         )
 
@@ -559,7 +629,11 @@ class Projection:
         done = [s for s in seen if s.name == "agent_utterance_done"]
         flushed = [s for s in seen if s.name == CallEventKind.PLAYOUT_FLUSHED.value]
         segment = TranscriptSegment(
-            call_id=call.id, speaker=Speaker.AGENT, text=text, start_ms=start_ms
+            call_id=call.id,
+            speaker=Speaker.AGENT,
+            text=text,
+            start_ms=start_ms,
+            redaction=_redaction_state(call),
         )
         audio_ms = _count(done[-1].data.get("audio_ms")) if done else None
         if audio_ms is not None:
@@ -812,8 +886,72 @@ def _state(value: Any) -> EscalationState | None:
         return None
 
 
+def _redaction_state(call: Call) -> Redaction:
+    """A segment projected from events `scrub` redacted is redacted when it is written."""
+    policy = call.redaction_policy
+    return Redaction.REDACTED if policy is not None and policy != "off" else Redaction.NONE
+
+
+def _line_of(session: Session, call_id: str) -> str | None:
+    """The line name of a call already stored (None: unknown call, or a call with no line)."""
+    return session.scalar(
+        select(Line.name).join(Call, Call.line_id == Line.id).where(Call.id == call_id)
+    )
+
+
 def _text(value: Any) -> str:
     return value if isinstance(value, str) else ""
+
+
+def _sha256(value: Any) -> str | None:
+    text = _text(value)
+    return text if re.fullmatch(r"[0-9a-f]{64}", text) else None
+
+
+def _circumstances(data: Mapping[str, Any]) -> dict[str, Any]:
+    """How a disclosure was played, from its event, kept only in the shapes the worker sends
+    (the spool is the worker's, but a field that is not what it should be is dropped)."""
+    kept: dict[str, Any] = {}
+    rules = data.get("jurisdiction")
+    if isinstance(rules, dict):
+        kept["rules"] = {
+            "rules_version": display_text.shown(_text(rules.get("rules_version")), limit=64),
+            "places": _names(rules.get("places")),
+            "rules": _names(rules.get("rules")),
+            "ai_notice_required": rules.get("ai_notice_required") is True,
+            "recording": display_text.shown(_text(rules.get("recording")), limit=16),
+        }
+    kept["covers"] = [c for c in _names(data.get("covers")) if c in ("ai", "recording")]
+    barged = _text(data.get("barged_in"))
+    if barged in ("speech", "dtmf"):
+        kept["barged_in"] = barged
+        kept["heard_ms"] = _count(data.get("heard_ms"))
+    talked = _count(data.get("talked_over"))
+    if talked:
+        kept["talked_over"] = talked
+    answer = display_text.shown(_text(data.get("answer")), limit=200)
+    if answer:
+        kept["answer"] = answer
+    return kept
+
+
+def _names(value: Any) -> list[str]:
+    items = value if isinstance(value, list) else []
+    return [display_text.shown(_text(item), limit=16) for item in items[:8] if _text(item)]
+
+
+def _pauses(value: Any) -> list[dict[str, Any]]:
+    """PCI pauses as the worker reported them, kept only where they are whole."""
+    pauses: list[dict[str, Any]] = []
+    for item in value if isinstance(value, list) else []:
+        if not isinstance(item, dict):
+            continue
+        start, end = _count(item.get("start_ms")), _count(item.get("end_ms"))
+        if start is None:
+            continue
+        by = display_text.shown(_text(item.get("by")), limit=80)
+        pauses.append({"start_ms": start, "end_ms": end, "by": by})
+    return pauses
 
 
 def _count(value: Any) -> int | None:

@@ -7,10 +7,12 @@ file named by PARLEY_CONFIG (or `parley --config`), then the defaults below.
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+import phonenumbers
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
@@ -20,17 +22,22 @@ from pydantic_settings import (
 )
 
 from admin.disclosure_settings import ConsentSettings, DisclosureSettings
+from admin.erasure import Files
 from admin.jobs.config import JobsSettings
-from admin.keyfile import Keys, load_keys
-from agent.profiles import PROFILES, SessionTarget
+from admin.keyfile import Keys, keys_home, load_keys, move_legacy_keys
+from agent.pii import DEFAULT_REGION
+from agent.profiles import ADAPTERS, PROFILES, ModelTarget, SessionTarget
+from agent.redaction import RedactionPolicy
 from escalation.acd import QueuePolicy
 from escalation.triggers import policy_from_settings
 from telephony.browserleg import audio_path
 from telephony.commands import BROWSER_PHONE, browser_uri
 from telephony.edge import EdgeConfig, FloodLimits, TlsListener, WorkerAddress
 from telephony.inbox import inbox_path
+from telephony.jurisdiction import RuleBook
 from telephony.lines import Line, LineRouter
 from telephony.phones import SupervisorPhone
+from telephony.recording import RecordingStore, recording_key
 from telephony.rtpwatch import MIN_TIMEOUT_S
 from telephony.trunks import SrtpPolicy, Trunk, check_trunks, normalize_sources
 from telephony.worker_config import WorkerConfig
@@ -225,16 +232,95 @@ class EngineSettings(Section):
     prerender: bool = Field(
         True, description="synthesize the knowledge bases' fixed replies at start-up"
     )
+    token: SecretStr | None = Field(
+        None,
+        description="what a client must send (Authorization: Bearer …) to open a session; "
+        "required when the engine listens beyond loopback, and sent by the workers",
+    )
+
+    @model_validator(mode="after")
+    def _token_beyond_loopback(self) -> EngineSettings:
+        if self.enabled and self.url is None and not loopback(self.host) and self.token is None:
+            raise ValueError(
+                f"the engine listens on {self.host}, beyond this machine: set engine.token "
+                "(PARLEY_ENGINE__TOKEN) so that only Parley's workers can use it"
+            )
+        return self
 
     def ws_url(self) -> str:
         return self.url or f"ws://{self.host}:{self.port}/v1/realtime"
+
+    def token_value(self) -> str:
+        return self.token.get_secret_value() if self.token is not None else ""
+
+
+def loopback(host: str) -> bool:
+    """Whether an address is this machine's alone."""
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
+class ModelSettings(Section):
+    """A hosted model a line's agent talks to. Unset keys take the adapter's defaults
+    (agent/profiles.py): `realtime` is OpenAI's GPT-realtime with the key in OPENAI_API_KEY,
+    `gemini-live` Google's Gemini Live with the key in GEMINI_API_KEY; a second Parley engine
+    server speaks the `realtime` protocol (`url: ws://host:8765/v1/realtime`)."""
+
+    url: str | None = Field(
+        None,
+        pattern=r"^wss?://",
+        description="the model's WebSocket URL (default: the provider's)",
+    )
+    model: str | None = Field(None, min_length=1, description="the model's name")
+    api_key_env: str | None = Field(
+        "",
+        pattern=r"^([A-Za-z_][A-Za-z0-9_]*)?$",
+        description="the environment variable that holds the API key (never the key itself); "
+        "unset: the provider's usual one; null: no key (a Parley engine server)",
+    )
+    voice: str | None = Field(None, min_length=1, description="default: the provider's")
+    turn_detection: Literal["server_vad", "semantic_vad"] = Field(
+        "server_vad",
+        description="realtime: who decides the caller has finished (the model's VAD)",
+    )
+    eagerness: Literal["low", "medium", "high", "auto"] = Field(
+        "auto", description="realtime, semantic_vad: how soon the model answers"
+    )
+    transcription_model: str = Field(
+        "gpt-4o-mini-transcribe", description="realtime: transcribes the caller for the records"
+    )
+    instructions: str = Field(
+        "", description="the system instructions; default: a phone agent for the line"
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _no_key_in_url(cls, value: str | None) -> str | None:
+        if value is not None and ("key=" in value.lower() or "@" in value.split("/")[2]):
+            raise ValueError("put the API key in the environment (api_key_env), not in the URL")
+        return value
 
 
 class LineSettings(Section):
     name: str
     numbers: list[str] = Field(default_factory=list)
     agent: str = Field(description="who answers: " + ", ".join(PROFILES))
-    disclosure: str | None = None
+    model: ModelSettings | None = Field(
+        None, description="the hosted model of a `realtime` or `gemini-live` agent"
+    )
+    disclosure: str | None = Field(
+        None, description="the notice played on answer (its `covers` say what it discloses)"
+    )
+    recording_notice: str | None = Field(
+        None,
+        description="a second notice, played after `disclosure` when the call may be recorded "
+        "and `disclosure` does not cover recording",
+    )
+    jurisdiction: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z]{2}(-[A-Za-z0-9]{1,3})?$",
+        description="where the line's business is (US-CA, DE, EU); the caller's place is "
+        "added from their number, and the stricter rule wins; default: the line's country",
+    )
     queue: str | None = None
     fallback_transfer: str | None = Field(
         None, description="SIP URI to transfer calls to when the voice model fails"
@@ -245,6 +331,23 @@ class LineSettings(Section):
         "a note) or back in the queue; never dropped",
     )
     knowledge_base: str = "sample"
+    record_calls: bool = Field(
+        False,
+        description="record calls (stereo, encrypted) once the caller consented after the "
+        "line's disclosure; a caller who declines, or a line without a disclosure, is never "
+        "recorded",
+    )
+    pci_pause_key: str | None = Field(
+        None,
+        pattern=r"^[0-9*#]$",
+        description="a key that pauses the recording and the transcript while a card number "
+        "is given, and resumes them (never passed to the agent)",
+    )
+    country: str = Field(
+        DEFAULT_REGION,
+        description="the line's country (ISO 3166 alpha-2): callers' national phone numbers "
+        "are read as dialled there when redacting",
+    )
     agent_backchannels: bool = Field(
         False, description="the agent says 'mm-hm' while the caller talks at length"
     )
@@ -275,12 +378,59 @@ class LineSettings(Section):
             )
         return data
 
+    def place(self) -> str:
+        return (self.jurisdiction or self.country).upper()
+
+    @field_validator("country")
+    @classmethod
+    def _known_country(cls, value: str) -> str:
+        country = value.upper()
+        if country not in phonenumbers.SUPPORTED_REGIONS:
+            raise ValueError(f"unknown country {value!r}: use an ISO 3166 alpha-2 code (US, GB)")
+        return country
+
     @field_validator("agent")
     @classmethod
     def _known_agent(cls, value: str) -> str:
         if value not in PROFILES:
             raise ValueError(f"unknown agent profile {value!r}; known: {', '.join(PROFILES)}")
         return value
+
+    @model_validator(mode="after")
+    def _model_for_a_hosted_agent(self) -> LineSettings:
+        hosted = ADAPTERS[self.agent].hosted
+        if self.model is not None and not hosted:
+            raise ValueError(
+                f"line {self.name!r}: `model` is for a hosted agent (realtime), not {self.agent}"
+            )
+        if hosted and self.model is None:
+            self.model = ModelSettings()
+        return self
+
+    def model_target(self) -> ModelTarget:
+        if self.model is None:
+            return ModelTarget()
+        m, usual = self.model, ADAPTERS[self.agent].defaults
+        return ModelTarget(
+            url=m.url or usual.url,
+            model=m.model or usual.model,
+            api_key_env=usual.api_key_env if m.api_key_env == "" else (m.api_key_env or ""),
+            voice=m.voice or usual.voice,
+            turn_detection=m.turn_detection,
+            eagerness=m.eagerness,
+            transcription_model=m.transcription_model,
+            instructions=m.instructions or default_instructions(self),
+        )
+
+
+def default_instructions(line: LineSettings) -> str:
+    return (
+        f"You answer the phone for the {line.name} line of a business. Speak briefly and "
+        "warmly, one or two sentences at a time; the caller hears you over a phone. Use the "
+        "lookup tool for anything about the business rather than guess. When the caller asks "
+        "for a person, or you cannot help, say you are connecting them and call "
+        "transfer_to_human. When they are done, say goodbye and call end_call."
+    )
 
 
 class SupervisorSettings(Section):
@@ -319,21 +469,44 @@ class DatabaseSettings(Section):
 
 class SecuritySettings(Section):
     """Keys that must stay the same for the life of the data: changing one breaks lookups by
-    caller number or the audit chain. Unset, each is generated once into data_dir/keys.json."""
+    caller number or the audit chain. Unset, each is generated once into the keys file, which
+    is kept apart from the database (see keys_file)."""
 
+    keys_file: Path | None = Field(
+        None,
+        description="where keys not set here are generated and kept; default: "
+        "$PARLEY_KEYS_DIR, else $XDG_CONFIG_HOME/parley or ~/.config/parley, as "
+        "keys-<id of data_dir>.json — never beside the database",
+    )
     audit_hmac_key: SecretStr | None = None
     number_hash_key: SecretStr | None = None
+    recording_key: SecretStr | None = Field(
+        None, description="seals call recordings (AES-256-GCM); losing it loses the recordings"
+    )
     jwt_signing_key: SecretStr | None = Field(
         None, description="signs the API's access tokens; changing it logs everybody out"
     )
     access_token_minutes: int = Field(60, ge=1, le=24 * 60)
 
-    @field_validator("audit_hmac_key", "number_hash_key", "jwt_signing_key")
+    @field_validator("audit_hmac_key", "number_hash_key", "jwt_signing_key", "recording_key")
     @classmethod
     def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and len(value.get_secret_value()) < 32:
             raise ValueError("must be at least 32 characters (try: openssl rand -base64 32)")
         return value
+
+
+class AuditSettings(Section):
+    """The audit chain's checkpoints (admin/audit_checkpoint.py)."""
+
+    checkpoint_file: Path | None = Field(
+        None,
+        description="where signed checkpoints of the chain's head are appended; keep it off "
+        "the database's host or on write-once storage. Default: beside the keys file",
+    )
+    checkpoint_interval_s: float = Field(
+        300.0, ge=5, description="how often the jobs' schedule writes a checkpoint"
+    )
 
 
 class EventsSettings(Section):
@@ -363,7 +536,14 @@ class EventsSettings(Section):
 
 def _default_lines() -> list[LineSettings]:
     return [
-        LineSettings(name="main", numbers=["100"], agent="embedded", disclosure="ai-assistant"),
+        LineSettings(
+            name="main",
+            numbers=["100"],
+            agent="embedded",
+            disclosure="ai-assistant",
+            recording_notice="recording",
+            record_calls=True,  # after the recording notice, as the caller's place requires
+        ),
         LineSettings(name="echo", numbers=["199"], agent="echo"),
     ]
 
@@ -373,10 +553,35 @@ def _default_disclosures() -> list[DisclosureSettings]:
     return [
         DisclosureSettings(
             name="ai-assistant",
-            text="This call is answered by an automated assistant and may be recorded.",
+            text="This call is answered by an automated assistant.",
             jurisdiction="US",
-        )
+            covers=["ai"],
+        ),
+        DisclosureSettings(
+            name="recording",
+            text="This call may be recorded. Stay on the line to agree.",
+            jurisdiction="US",
+            covers=["recording"],
+        ),
     ]
+
+
+class ComplianceSettings(Section):
+    rules_file: Path | None = Field(
+        None,
+        description="the jurisdiction rules (notices, recording consent) as a YAML file; "
+        "default: the bundled telephony/rules/jurisdictions.yaml",
+    )
+
+    @field_validator("rules_file")
+    @classmethod
+    def _readable_rules(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            RuleBook.load(value)  # a bad file is refused at start, named
+        return value
+
+    def rule_book(self) -> RuleBook:
+        return RuleBook.load(self.rules_file)
 
 
 class Settings(BaseSettings):
@@ -398,6 +603,10 @@ class Settings(BaseSettings):
     engine: EngineSettings = Field(default_factory=lambda: EngineSettings())  # noqa: PLW0108
     database: DatabaseSettings = Field(default_factory=lambda: DatabaseSettings())  # noqa: PLW0108
     security: SecuritySettings = Field(default_factory=lambda: SecuritySettings())  # noqa: PLW0108
+    audit: AuditSettings = Field(default_factory=lambda: AuditSettings())  # noqa: PLW0108
+    compliance: ComplianceSettings = Field(
+        default_factory=lambda: ComplianceSettings()  # noqa: PLW0108
+    )
     redis_url: str | None = Field(
         None, description="redis://host:6379/0 carries events between hosts; None: no Redis"
     )
@@ -492,9 +701,20 @@ class Settings(BaseSettings):
                 queue=line.queue,
                 fallback_transfer=line.fallback_transfer,
                 supervisor_hangup=line.supervisor_hangup,
+                redaction=self.redaction_policy(line.name),
+                record_calls=line.record_calls,
+                pci_pause_key=line.pci_pause_key,
+                jurisdiction=line.place(),
             )
             for line in self.lines
         )
+
+    def redaction_policy(self, line: str | None) -> RedactionPolicy:
+        """What is redacted from a line's calls (jobs.redact, jobs.lines), and where its
+        national phone numbers are dialled (the line's country)."""
+        configured = next((each for each in self.lines if each.name == line), None)
+        country = configured.country if configured is not None else DEFAULT_REGION
+        return RedactionPolicy(self.jobs.redaction_for(line), country)
 
     def queue_policies(self) -> tuple[QueuePolicy, ...]:
         """The escalation queues, "default" included (raises ValueError when one is bad)."""
@@ -546,16 +766,43 @@ class Settings(BaseSettings):
 
     def engine_needed(self) -> bool:
         """Whether `parley run` must start the embedded engine server."""
-        uses_engine = any(line.agent == "embedded" for line in self.lines)
+        uses_engine = any(
+            line.agent == "embedded"
+            or line.consent.method == "spoken"  # heard by the engine's speech recognition
+            or ADAPTERS[line.agent].hosted  # a hosted model's lookups are answered by it
+            for line in self.lines
+        )
         return uses_engine and self.engine.enabled and self.engine.url is None
+
+    def model_notices(self) -> list[str]:
+        """What `parley run` says about the hosted models lines use: which one, and a key
+        that is not there (such a line's callers hear the fallback prompt, then go to the line's
+        fallback_transfer or are let go)."""
+        notices = []
+        for line in self.lines:
+            if line.model is None:
+                continue
+            model = line.model_target()
+            where = f"line {line.name}: {line.agent} model {model.model} at {model.url}"
+            env = model.api_key_env
+            if env and not os.environ.get(env, "").strip():
+                notices.append(
+                    f"{where}, but {env} is not set: its calls will get the fallback prompt "
+                    f"and the line's fallback_transfer (export {env}=… before parley run)"
+                )
+            else:
+                notices.append(where + (f", key from {env}" if env else ", no key"))
+        return notices
 
     def session_target(self, line: Line) -> SessionTarget:
         settings = next((s for s in self.lines if s.name == line.name), None)
         return SessionTarget(
             engine_url=self.engine.ws_url(),
+            engine_token=self.engine.token_value(),
             line=line.name,
             knowledge_base=settings.knowledge_base if settings else "sample",
             agent_backchannels=settings.agent_backchannels if settings else False,
+            model=settings.model_target() if settings else ModelTarget(),
         )
 
     def router(self) -> LineRouter:
@@ -651,19 +898,53 @@ class Settings(BaseSettings):
         return self.database.url or f"sqlite:///{self.data_dir / 'parley.db'}"
 
     def keys_file(self) -> Path:
-        """Where keys not set in `security` are generated and kept."""
-        return self.data_dir / "keys.json"
+        """Where keys not set in `security` are generated and kept: not beside the database,
+        so that a copy of the data directory is no copy of the keys."""
+        if self.security.keys_file is not None:
+            return self.security.keys_file
+        installation = hashlib.sha256(str(self.data_dir).encode()).hexdigest()[:16]
+        return keys_home() / f"keys-{installation}.json"
+
+    def checkpoint_file(self) -> Path:
+        """Where the audit chain's signed checkpoints are appended."""
+        if self.audit.checkpoint_file is not None:
+            return self.audit.checkpoint_file
+        keys = self.keys_file()
+        return keys.with_name(keys.stem.replace("keys", "audit-checkpoints", 1) + ".jsonl")
 
     def keys(self) -> Keys:
-        """The configured keys, or those generated into data_dir/keys.json on first use."""
+        """The configured keys, or those generated into the keys file on first use (a
+        data_dir/keys.json from an earlier Parley is moved there)."""
         audit, number = self.security.audit_hmac_key, self.security.number_hash_key
-        jwt = self.security.jwt_signing_key
+        jwt, recording = self.security.jwt_signing_key, self.security.recording_key
+        move_legacy_keys(self.data_dir / "keys.json", self.keys_file())
         return load_keys(
             self.keys_file(),
             audit_hmac_key=audit.get_secret_value() if audit else None,
             number_hash_key=number.get_secret_value() if number else None,
             jwt_signing_key=jwt.get_secret_value() if jwt else None,
+            recording_key=recording.get_secret_value() if recording else None,
         )
+
+    def recordings_dir(self) -> Path:
+        return self.data_dir / "recordings"
+
+    def export_dir(self) -> Path:
+        return self.jobs.export_dir or self.data_dir / "exports"
+
+    def data_files(self) -> Files:
+        """The files outside the database that hold call data (retention and erasure)."""
+        from admin.ingest import REJECTED_FILE
+
+        return Files(
+            recordings=self.recordings_dir(),
+            quarantine=self.events_dir() / REJECTED_FILE,
+            exports=self.export_dir(),
+        )
+
+    def recording_store(self) -> RecordingStore:
+        """Where the media workers write recordings, and the key that seals them."""
+        return RecordingStore(self.recordings_dir(), recording_key(self.keys().recording))
 
 
 class _SettingsFile(YamlConfigSettingsSource):

@@ -1,7 +1,8 @@
 """Tells the operator when `parley run` can serve a call, and until then what it waits for.
 
-Ready means: the edge answers SIP OPTIONS, every media worker answers, and the engine's
-/healthz says 200 when a line needs it. Before that, a progress line whenever what is missing
+Ready means: the edge answers SIP OPTIONS, every media worker answers, the admin API (and the
+dashboard the ready line points at) answers /healthz, and the engine's /healthz says 200 when a
+line needs it. Before that, a progress line whenever what is missing
 changes (and every `REPEAT_S` while it does not).
 """
 
@@ -27,10 +28,13 @@ class Progress:
     workers_up: int
     workers: int
     engine: bool | None  # None: no line needs it
+    api: bool = True
 
     @property
     def ready(self) -> bool:
-        return self.edge and self.workers_up == self.workers and self.engine is not False
+        return (
+            self.edge and self.workers_up == self.workers and self.engine is not False and self.api
+        )
 
 
 def waiting_for(progress: Progress) -> str:
@@ -42,6 +46,8 @@ def waiting_for(progress: Progress) -> str:
         missing.append(f"media workers {progress.workers_up}/{progress.workers} answering")
     if not progress.edge:
         missing.append("SIP edge not answering yet")
+    if not progress.api:
+        missing.append("admin API starting")
     return "; ".join(missing)
 
 
@@ -73,6 +79,7 @@ class StartupReport:
         self._workers = [(worker_host, sip.worker_base_port + i) for i in range(sip.workers)]
         needed = any(needs_server(line.agent) for line in settings.lines)
         self._engine = health_url(settings.engine.ws_url()) if needed else None
+        self._api = f"http://{local_address(settings.http_host)}:{settings.http_port}/healthz"
 
     def start(self) -> threading.Thread:
         thread = threading.Thread(target=self.run, name="startup-report", daemon=True)
@@ -85,6 +92,7 @@ class StartupReport:
             workers_up=sum(sip_answers(host, port) for host, port in self._workers),
             workers=len(self._workers),
             engine=None if self._engine is None else probe(self._engine),
+            api=probe(self._api),
         )
 
     def run(self) -> None:

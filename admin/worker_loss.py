@@ -19,7 +19,7 @@ import socket
 import uuid
 from pathlib import Path
 
-from telephony.events import CallEvent, CallEventKind, JsonlOutlet
+from telephony.events import CallEvent, CallEventKind, JsonlOutlet, keys_masked
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,8 @@ def write_reset(spool: Path, *, worker: int, host: str, cause: str, segment_byte
 
 
 class HostStampedSpool(JsonlOutlet):
-    """A worker's spool outlet that adds the worker's host to its `call.started` events."""
+    """A worker's spool outlet: adds the worker's host to its `call.started` events, and
+    writes no key the caller pressed (telephony.events.keys_masked)."""
 
     def __init__(self, path: Path, *, host: str, segment_bytes: int) -> None:
         super().__init__(path, segment_bytes=segment_bytes)
@@ -60,4 +61,4 @@ class HostStampedSpool(JsonlOutlet):
     def emit(self, event: CallEvent) -> None:
         if event.kind is CallEventKind.STARTED:
             event = dataclasses.replace(event, data={**event.data, "host": self.host})
-        super().emit(event)
+        super().emit(keys_masked(event))

@@ -15,12 +15,13 @@ from agent.engine import Dialogue, EngineConfig, Turns
 from agent.hub import ModelHub
 from agent.knowledge import (
     SAMPLE_KB,
+    Entry,
     KnowledgeBase,
     KnowledgeIndex,
     MiniLmEmbedder,
     load_knowledge_base,
 )
-from agent.responder import Conversation
+from agent.responder import DEFAULT_ANSWER_THRESHOLD, Conversation
 from agent.server import EngineServer
 from agent.turns import HesitationAwareTurns
 
@@ -38,6 +39,9 @@ class EngineOptions:
     # Synthesize the knowledge bases' fixed replies in the background at start-up, so their
     # first audio is ready the moment a turn ends.
     prerender: bool = True
+    # What a client must send (Authorization: Bearer …) to open a session; "" for none (an
+    # engine on loopback only: settings refuse a wider one without a token).
+    token: str = ""
 
 
 class Knowledge:
@@ -60,6 +64,19 @@ class Knowledge:
         """Every configured knowledge base's fixed replies, each once."""
         texts = [text for kb, _ in self.bases.values() for text in fixed_replies(kb)]
         return list(dict.fromkeys(texts))
+
+    def lookup(self, name: str, question: str) -> dict[str, Any]:
+        """The knowledge base's answer to a question (the lookup tool of a hosted model):
+        the best entry if it scores as the responder would answer it."""
+        if name not in self.bases:
+            return {"found": False, "error": f"no knowledge base named {name!r}"}
+        _, index = self.bases[name]
+        for item, score in index.search(self.embedder.embed([question])[0]):
+            if isinstance(item, Entry) and score >= DEFAULT_ANSWER_THRESHOLD:
+                return {"found": True, "answer": item.answer, "about": item.question}
+            if score < DEFAULT_ANSWER_THRESHOLD:
+                break
+        return {"found": False}
 
     def conversation(self, session: dict[str, Any]) -> Dialogue:
         metadata = session.get("metadata") or {}
@@ -89,6 +106,8 @@ def build_server(options: EngineOptions) -> tuple[EngineServer, ModelHub, Knowle
         turns_factory=_turns,
         judge_overlap=judge_overlap,
         config=EngineConfig(),
+        token=options.token,
+        lookup=knowledge.lookup,
     )
     return server, hub, knowledge
 

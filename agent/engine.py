@@ -26,6 +26,7 @@ the note). Both change the dialogue, so a reply prepared before them is not used
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
 import time
@@ -40,6 +41,7 @@ from agent.backchannel import Overlap
 from agent.floor import Act, FloorConfig, FloorControl
 from agent.hesitation import final_island
 from agent.realtime import audio_b64, new_id
+from agent.tools import END_CALL, TRANSFER_TO_HUMAN
 from agent.turns import is_filled_pause
 
 log = logging.getLogger(__name__)
@@ -137,6 +139,10 @@ class EngineConfig:
     backchannel_every_ms: int = 5_000
     backchannel_text: str = "Mm-hm."
     delta_ms: int = 100  # audio per response.output_audio.delta
+    # The functions the client declared (agent/tools.py): a handoff or the end of the call is
+    # then also a function call, as a hosted model makes it (a client of the plain Realtime
+    # protocol does not read parley.* events).
+    tools: frozenset[str] = frozenset()
 
     def floor(self) -> FloorConfig:
         return FloorConfig(
@@ -781,6 +787,8 @@ class EngineSession:
             await self.send(
                 "parley.handoff_requested", {"reason": handoff, "item_id": response.item_id}
             )
+            reason = "caller_asked" if handoff in ("caller_asked", "dtmf_0") else "cannot_help"
+            await self._function_call(response, TRANSFER_TO_HUMAN, {"reason": reason})
         started = time.perf_counter()
         first_audio_ms: float | None = None
         try:
@@ -864,6 +872,23 @@ class EngineSession:
         )
         if response.end_call:
             await self.send("parley.hangup_requested", {"reason": "conversation_complete"})
+            await self._function_call(response, END_CALL, {})
+
+    async def _function_call(self, response: _Response, name: str, args: dict[str, str]) -> None:
+        """The function call a hosted model would make here, to a client that declared it."""
+        if name not in self.config.tools:
+            return
+        await self.send(
+            "response.function_call_arguments.done",
+            {
+                "response_id": response.response_id,
+                "item_id": new_id("item"),
+                "output_index": 1,
+                "call_id": new_id("call"),
+                "name": name,
+                "arguments": json.dumps(args),
+            },
+        )
 
 
 _WINDOW_MS = VAD_WINDOW * 1000 // RATE
@@ -920,6 +945,9 @@ def _reading(reply: Any, dialogue: Any, item_id: str) -> dict[str, Any]:
         "understood": bool(getattr(reply, "understood", True)),
         "confidence": round(min(1.0, max(0.0, float(confidence))), 3),
         "facts": dict(facts) if isinstance(facts, dict) else {},
+        # Asking for a card number (a sensitive slot): the media worker pauses the recording
+        # and the transcript from this reply until one says False.
+        "sensitive": bool(getattr(dialogue, "collecting_sensitive", False)),
     }
 
 

@@ -22,11 +22,16 @@ PROBE_TIMEOUT_S = 1.0
 
 def health_url(session_url: str) -> str:
     """The /healthz URL of the server behind a ws:// or wss:// session URL."""
+    return server_url(session_url, "/healthz")
+
+
+def server_url(session_url: str, path: str, query: str = "") -> str:
+    """An HTTP URL on the server behind a ws:// or wss:// session URL."""
     parts = urlsplit(session_url)
     scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
     if scheme not in ("http", "https") or not parts.netloc:
         raise ValueError(f"not a ws:// or http:// URL: {session_url!r}")
-    return urlunsplit((scheme, parts.netloc, "/healthz", "", ""))
+    return urlunsplit((scheme, parts.netloc, path, query, ""))
 
 
 def probe(url: str, *, timeout_s: float = PROBE_TIMEOUT_S) -> bool:

@@ -55,6 +55,9 @@ class Slot:
     kind: SlotKind
     min_digits: int = 0
     max_digits: int = 0
+    # A card number, a security code: while the agent asks for it (and confirms it) the call's
+    # recording and transcript pause (a PCI pause), and its value never leaves the engine.
+    sensitive: bool = False
 
 
 @dataclass(frozen=True)
@@ -162,7 +165,7 @@ _MESSAGE_KEYS = ("name", "greeting", "goodbye", "handoff", "fallback", "resume")
 _TOP_KEYS = {*_MESSAGE_KEYS, "entries", "procedures"}
 _ENTRY_KEYS = {"id", "question", "answer", "alternates", "tags", "topic"}
 _PROCEDURE_KEYS = {"id", "topic", "triggers", "slots", "confirm", "lookup", "done"}
-_SLOT_KEYS = {"name", "prompt", "kind", "min_digits", "max_digits"}
+_SLOT_KEYS = {"name", "prompt", "kind", "min_digits", "max_digits", "sensitive"}
 _LOOKUP_KEYS = {"slot", "field", "table", "missing"}
 
 
@@ -285,6 +288,12 @@ def _parse_procedure(raw: object, where: str) -> Procedure:
     done = _text(data, "done", where)
     _check_template(confirm, set(names), f"{where} confirm")
     _check_template(done, fields, f"{where} done")
+    secret = [slot.name for slot in slots if slot.sensitive and "{" + slot.name + "}" in done]
+    if secret:
+        raise _Problem(
+            f"{where} done: may not read back the sensitive slot {secret[0]!r} (it is said "
+            "after the pause ends, into the recording and the transcript)"
+        )
     return Procedure(
         id=procedure_id,
         triggers=triggers,
@@ -315,12 +324,16 @@ def _parse_slot(raw: object, where: str) -> Slot:
             )
     elif min_digits or max_digits:
         raise _Problem(f"{where}: min_digits/max_digits only apply to kind 'digits'")
+    sensitive = data.get("sensitive", False)
+    if not isinstance(sensitive, bool):
+        raise _Problem(f"{where}: sensitive must be true or false, got {sensitive!r}")
     return Slot(
         name=name,
         prompt=_speakable(_text(data, "prompt", where), f"{where} prompt"),
         kind=kind,  # type: ignore[arg-type]  # checked against SLOT_KINDS above
         min_digits=min_digits,
         max_digits=max_digits,
+        sensitive=sensitive,
     )
 
 

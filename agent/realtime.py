@@ -29,6 +29,11 @@ and one field of its own on a standard event: ``parley_level_dbfs`` on
 conversation.item.input_audio_transcription.completed (the caller's mean speech level in the
 turn, for the escalation service's raised-voice cue).
 
+A session opened with `session.type: "transcription"` only listens: audio in; speech_started /
+speech_stopped / committed, conversation.item.added and
+conversation.item.input_audio_transcription.completed (or .failed) out; anything that would
+make it speak is refused (agent/transcription.py).
+
 Audio: `audio/pcm` little-endian 16-bit mono. The Realtime API fixes the rate at 24 kHz;
 Parley also accepts `rate: 16000` (its native rate), which its own media workers use.
 """

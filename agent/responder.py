@@ -28,6 +28,7 @@ from agent.knowledge import (
     Slot,
     Vectors,
 )
+from agent.numbers import is_number_word, is_sound_alike, parse_spoken_digits
 from agent.turns import is_filled_pause, is_pre_closing
 
 log = logging.getLogger(__name__)
@@ -112,132 +113,6 @@ class HistoryItem:
 
 
 # --- spoken forms --------------------------------------------------------------------------
-
-_UNITS = {
-    "zero": 0, "one": 1, "two": 2, "three": 3, "four": 4,
-    "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9,
-}  # fmt: skip
-_TEENS = {
-    "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13, "fourteen": 14,
-    "fifteen": 15, "sixteen": 16, "seventeen": 17, "eighteen": 18, "nineteen": 19,
-}  # fmt: skip
-_TENS = {
-    "twenty": 20, "thirty": 30, "forty": 40, "fourty": 40, "fifty": 50,
-    "sixty": 60, "seventy": 70, "eighty": 80, "ninety": 90,
-}  # fmt: skip
-# Words that mean a digit only between other numbers: "five oh five", "one to three".
-_DIGIT_WORDS = {value: word for word, value in _UNITS.items()}
-_SOUND_ALIKES = {"oh": 0, "o": 0, "to": 2, "too": 2, "for": 4, "won": 1, "ate": 8}
-_REPEATS = {"double": 2, "triple": 3}
-_SCALES = {"hundred", "thousand"}
-
-
-def _is_number_word(token: str) -> bool:
-    return (
-        token.isdigit()
-        or token in _UNITS
-        or token in _TEENS
-        or token in _TENS
-        or token in _REPEATS
-        or token in _SCALES
-    )
-
-
-class _Cardinal:
-    """Accumulates one spoken number ("three hundred and five") before it becomes digits."""
-
-    def __init__(self) -> None:
-        self.high = 0
-        self.low = 0
-        self.last = ""  # the kind of the last word taken; "" when empty
-
-    def take(self, kind: str, value: int) -> bool:
-        """Add a word to this number if English allows it to continue here."""
-        after_scale = self.last in {"hundred", "thousand"}
-        continues_tens = kind == "unit" and self.last == "tens"
-        if continues_tens or (after_scale and kind in {"unit", "teen", "tens"}):
-            self.low += value
-        elif kind == "hundred" and self.last in {"unit", "teen", "tens", "tens_unit"}:
-            if self.low >= 100:
-                return False
-            self.low *= 100
-        elif kind == "thousand" and self.last and self.last != "thousand" and not self.high:
-            self.high, self.low = (self.low or 1) * 1000, 0
-        elif self.last:
-            return False
-        elif kind in {"hundred", "thousand"}:
-            self.low = 100 if kind == "hundred" else 0
-            self.high = 1000 if kind == "thousand" else 0
-        else:
-            self.low = value
-        self.last = "tens_unit" if kind == "unit" and self.last == "tens" else kind
-        return True
-
-    def flush(self) -> str:
-        digits = str(self.high + self.low) if self.last else ""
-        self.high, self.low, self.last = 0, 0, ""
-        return digits
-
-
-def parse_spoken_digits(text: str) -> str | None:
-    """The digit string a caller said, or None if there are no digits in ``text``.
-
-    Digit by digit ("one two three", "1 2 3", "five oh five", "double seven"), in pairs
-    ("twelve thirty four"), as cardinals ("three hundred and five"), or mixed; the digits of
-    every number in the utterance are joined in order. Other words are ignored.
-    """
-    text = re.sub(r"(?<=\d)[,.](?=\d)", "", text.lower())
-    tokens = _resolve_sound_alikes(re.findall(r"\d+|[a-z]+", text))
-    out: list[str] = []
-    number = _Cardinal()
-    repeat = 1
-    for i, token in enumerate(tokens):
-        if token.isdigit():
-            out.append(number.flush() + token)
-        elif token in _REPEATS:
-            out.append(number.flush())
-            repeat = _REPEATS[token]
-            continue
-        elif token in _UNITS and repeat > 1:
-            out.append(number.flush() + str(_UNITS[token]) * repeat)
-        elif token in _UNITS or token in _TEENS or token in _TENS or token in _SCALES:
-            kind, value = _word_kind(token)
-            if not number.take(kind, value):
-                out.append(number.flush())
-                number.take(kind, value)
-        elif token == "and" and number.last in {"hundred", "thousand"}:
-            continue
-        elif token == "a" and i + 1 < len(tokens) and tokens[i + 1] in _SCALES:
-            out.append(number.flush())
-            number.take("unit", 1)
-        elif not is_filled_pause(token):
-            out.append(number.flush())
-        repeat = 1
-    out.append(number.flush())
-    digits = "".join(out)
-    return digits or None
-
-
-def _resolve_sound_alikes(tokens: list[str]) -> list[str]:
-    resolved = list(tokens)
-    for i, token in enumerate(tokens):
-        if token not in _SOUND_ALIKES:
-            continue
-        before = i > 0 and _is_number_word(tokens[i - 1])
-        after = i + 1 < len(tokens) and _is_number_word(tokens[i + 1])
-        if (before and after) or (token in {"oh", "o"} and (before or after)):
-            resolved[i] = _DIGIT_WORDS[_SOUND_ALIKES[token]]
-    return resolved
-
-
-def _word_kind(token: str) -> tuple[str, int]:
-    if token in _UNITS:
-        return "unit", _UNITS[token]
-    if token in _TEENS:
-        return "teen", _TEENS[token]
-    if token in _TENS:
-        return "tens", _TENS[token]
-    return token, 0
 
 
 def speak_digits(digits: str) -> str:
@@ -517,6 +392,17 @@ class Conversation:
         return dict(self._facts)
 
     @property
+    def collecting_sensitive(self) -> bool:
+        """Whether the agent is asking for (or confirming) a sensitive slot: the call's
+        recording and transcript are paused until this is False again."""
+        active = self._active
+        if active is None:
+            return False
+        if active.confirming:
+            return any(slot.sensitive for slot in active.procedure.slots)
+        return active.slot.sensitive
+
+    @property
     def active_procedure(self) -> str | None:
         return self._active.procedure.id if self._active else None
 
@@ -787,7 +673,8 @@ class Conversation:
 
     def _fill(self, active: _ActiveProcedure, value: str) -> Reply:
         active.values[active.slot.name] = value
-        self._facts[active.slot.name] = value
+        if not active.slot.sensitive:  # a card number stays in the engine
+            self._facts[active.slot.name] = value
         active.attempts = 0
         if active.slot_index + 1 < len(active.procedure.slots):
             active.slot_index += 1
@@ -823,7 +710,8 @@ class Conversation:
         if corrected is not None and valid and corrected != active.values.get(last.name):
             # "No, it's one two three four six": take the correction and confirm again.
             active.values[last.name] = corrected
-            self._facts[last.name] = corrected
+            if not last.sensitive:
+                self._facts[last.name] = corrected
             return self._next_step(active, 1.0)
         if answer is False:
             active.confirming = False
@@ -989,7 +877,7 @@ def _topic_text(caller_text: str) -> str:
         if is_filled_pause(bare) or any(c.isdigit() for c in bare):
             keep[i] = False
             continue
-        if bare and (_is_number_word(bare) or (bare in _SOUND_ALIKES and run)):
+        if bare and (is_number_word(bare) or (is_sound_alike(bare) and run)):
             run.append(i)
             continue
         if len(run) >= 2:

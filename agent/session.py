@@ -66,6 +66,9 @@ class EventKind(enum.StrEnum):
     AGENT_UTTERANCE_STARTED = "agent_utterance_started"
     AGENT_UTTERANCE_DONE = "agent_utterance_done"
     AGENT_TRANSCRIPT = "agent_transcript"
+    # The model cut an utterance where the caller stopped hearing it (data: utterance_id,
+    # heard_ms), confirming the worker's truncate.
+    AGENT_TRUNCATED = "agent_truncated"
     BARGE_IN = "barge_in"
     BACKCHANNEL_IGNORED = "backchannel_ignored"
     AGENT_BACKCHANNEL = "agent_backchannel"

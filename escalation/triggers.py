@@ -54,12 +54,16 @@ class EscalationReason(enum.StrEnum):
     SUPERVISOR_INITIATIVE = "supervisor_initiative"
 
 
-# The handoff reasons `agent.responder.Responder` puts on its replies.
+# The handoff reasons `agent.responder.Responder` puts on its replies, and those a model gives
+# when it calls the transfer_to_human tool (agent/tools.HANDOFF_REASONS).
 RESPONDER_HANDOFFS: Mapping[str, EscalationReason] = {
     "caller_asked": EscalationReason.CALLER_REQUEST,
     "dtmf_0": EscalationReason.DTMF_ZERO,
     "repeated_misunderstanding": EscalationReason.MISUNDERSTANDING,
     "no_response": EscalationReason.MISUNDERSTANDING,  # reprompted until it gave up
+    "cannot_help": EscalationReason.MISUNDERSTANDING,
+    "sensitive_topic": EscalationReason.SENSITIVE_TOPIC,
+    "caller_upset": EscalationReason.FRUSTRATION,
 }
 
 # A line may switch off its own rules, but never these: a broken model cannot go on helping,

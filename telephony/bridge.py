@@ -16,6 +16,7 @@ import logging
 import time
 from collections.abc import Callable
 
+from agent.redaction import RedactionPolicy, withheld
 from agent.session import (
     AgentAudio,
     AgentDtmf,
@@ -52,8 +53,16 @@ class CallBridge:
         on_hangup_requested: Callable[[str], None],
         on_session_failed: Callable[[str], None],
         on_send_dtmf: Callable[[str], None] = lambda _digits: None,
+        redaction: RedactionPolicy | None = None,
+        on_sensitive: Callable[[bool], None] = lambda _collecting: None,
     ) -> None:
         self.call_id = call_id
+        # What was said is redacted before any event leaves the worker (agent/redaction.py).
+        self.redaction = redaction if redaction is not None else RedactionPolicy()
+        self._agent_said = ""  # the agent's last words: the question the caller answers
+        # A PCI pause (a card number being given): no word said reaches an event.
+        self.pci_paused = False
+        self.words_withheld = False  # the caller did not consent, and the line keeps no words
         self.port: MediaPort | None = port
         self.session = session
         self.outlet = outlet
@@ -61,6 +70,8 @@ class CallBridge:
         self._on_hangup_requested = on_hangup_requested
         self._on_session_failed = on_session_failed
         self._on_send_dtmf = on_send_dtmf
+        # The agent asks for a card number (True) or is done with it (False): a PCI pause.
+        self._on_sensitive = on_sensitive
         self.playout = Playout(port)
         self._tasks: list[asyncio.Task[None]] = []
         self._closed = False
@@ -129,9 +140,21 @@ class CallBridge:
             self._tasks.append(task)
         elif event.kind is EventKind.AGENT_UTTERANCE_DONE:
             self._mark_done(str(event.data.get("utterance_id", "")))
-        self.outlet.emit(
-            CallEvent(self.call_id, CallEventKind.AGENT, {"event": event.kind.value, **event.data})
-        )
+        sensitive = event.data.get("sensitive") if event.kind is EventKind.REPLY else None
+        if sensitive is True:
+            self._on_sensitive(True)  # paused before this reply's own words go out
+        data = {"event": event.kind.value, **event.data}
+        if self.pci_paused:
+            redacted = withheld(data)
+        elif self.words_withheld:
+            redacted = withheld(data, "no_consent")
+        else:
+            redacted = self.redaction.agent_event(data, context=self._agent_said)
+        if event.kind is EventKind.AGENT_TRANSCRIPT:
+            self._agent_said = str(event.data.get("text", ""))
+        self.outlet.emit(CallEvent(self.call_id, CallEventKind.AGENT, redacted))
+        if sensitive is False:
+            self._on_sensitive(False)  # resumed after it: its facts were collected paused
 
     async def _hang_up_when_heard(self, reason: str) -> None:
         """The agent's last words (its goodbye, sent with the hang-up request and faster than

@@ -128,6 +128,18 @@ class Transfer(_Base):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class PauseRecording(_Base):
+    """A PCI pause: the recording becomes silence and the transcript is not stored."""
+
+    TYPE: ClassVar[str] = "pause_recording"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResumeRecording(_Base):
+    TYPE: ClassVar[str] = "resume_recording"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Status(_Base):
     """Changes nothing: the reply tells whether the worker holds the call, and its state."""
 
@@ -146,6 +158,8 @@ Command = (
     | ReattachAgent
     | Whisper
     | Transfer
+    | PauseRecording
+    | ResumeRecording
     | Status
 )
 
@@ -163,6 +177,8 @@ COMMAND_TYPES: dict[str, type[Command]] = {
         ReattachAgent,
         Whisper,
         Transfer,
+        PauseRecording,
+        ResumeRecording,
         Status,
     )
 }
@@ -294,6 +310,8 @@ _FIELDS: dict[type[Command], dict[str, _Check]] = {
     ReattachAgent: {"note": _optional_text},
     Whisper: {"text": _text},
     Transfer: {"target": _sip_uri},
+    PauseRecording: {},
+    ResumeRecording: {},
     Status: {},
 }
 _NULLABLE = {(AttachLeg, "uri"), (ReattachAgent, "note"), (PlayPrompt, "speech")}

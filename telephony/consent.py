@@ -12,16 +12,26 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import re
 import wave
 from dataclasses import dataclass
 from pathlib import Path
 
 from agent.session import SAMPLE_RATE
+from telephony.jurisdiction import Recording as RecordingRule
+from telephony.jurisdiction import Requirements, RuleBook
+from telephony.lines import Line
 
 
 class ConsentMode(enum.StrEnum):
     IMPLIED = "implied"  # staying on the line after the disclosure is consent
     DTMF = "dtmf"  # a key: accept or decline
+    SPOKEN = "spoken"  # "yes" or "no" (heard through the ASR), or a key
+
+    @property
+    def asks(self) -> bool:
+        """Whether the caller must answer (a key, or a word)."""
+        return self is not ConsentMode.IMPLIED
 
 
 class NextStep(enum.StrEnum):
@@ -32,7 +42,7 @@ class NextStep(enum.StrEnum):
 
 class Phase(enum.StrEnum):
     PLAYING = "playing"
-    WAITING = "waiting"  # played; waiting for a key (dtmf only)
+    WAITING = "waiting"  # played; waiting for a key or a word (dtmf, spoken)
     DONE = "done"
 
 
@@ -45,6 +55,10 @@ class ConsentPolicy:
     on_decline: NextStep = NextStep.HANGUP
     on_no_response: NextStep = NextStep.HANGUP
     transfer_to: str | None = None  # SIP URI for NextStep.TRANSFER
+    # A call that goes on to the agent without consent: store its words (redacted), or none.
+    keep_words: bool = False
+    # The caller's speech or a key may cut a notice short (off: every notice plays in full).
+    barge_in: bool = False
 
     def __post_init__(self) -> None:
         if self.accept_digit == self.decline_digit:
@@ -57,23 +71,29 @@ class ConsentPolicy:
 @dataclass(frozen=True, slots=True)
 class Decision:
     consent: str  # admin.models.ConsentResult values: granted, declined, no_response
-    method: str  # how consent was sought: implied or dtmf
+    method: str  # how it was given or sought: implied, dtmf or speech
     interrupted: bool  # the caller hung up before the disclosure had played to its end
     next_step: NextStep
+    said: str = ""  # the words that answered (spoken consent), redacted by the worker
 
 
 class ConsentRun:
     """One call's disclosure, from the first frame to a decision."""
 
-    def __init__(self, policy: ConsentPolicy) -> None:
+    def __init__(self, policy: ConsentPolicy, *, asking: bool = True) -> None:
         self.policy = policy
+        # False while a notice that asks nothing plays (an AI notice before the recording
+        # notice): a key or a word then is no answer to a question not yet put.
+        self.asking = asking
         self.phase = Phase.PLAYING
-        self._answer: str | None = None  # 'granted' or 'declined', from a key
+        self._answer: str | None = None  # 'granted' or 'declined', from a key or a word
+        self._how = "speech" if policy.mode is ConsentMode.SPOKEN else policy.mode.value
+        self._said = ""
         self.decision: Decision | None = None
 
     def digit(self, digit: str) -> Decision | None:
         """A key from the caller; decides at once only once the disclosure has been heard."""
-        if self.phase is Phase.DONE or self.policy.mode is not ConsentMode.DTMF:
+        if self.phase is Phase.DONE or not self.policy.mode.asks or not self.asking:
             return None
         if digit == self.policy.accept_digit:
             answer = "granted"
@@ -81,8 +101,23 @@ class ConsentRun:
             answer = "declined"
         else:
             return None
-        if self._answer is None:
-            self._answer = answer  # the first answer counts
+        return self._answered(answer, "dtmf", "")
+
+    def spoken(self, words: str) -> Decision | None:
+        """What the caller said (an utterance's transcript): a yes or a no answers, like a
+        key; anything else ("what?", "um") leaves the question open."""
+        if self.phase is Phase.DONE or self.policy.mode is not ConsentMode.SPOKEN:
+            return None
+        if not self.asking:
+            return None
+        answer = spoken_answer(words)
+        if answer is None:
+            return None
+        return self._answered(answer, "speech", words)
+
+    def _answered(self, answer: str, how: str, said: str) -> Decision | None:
+        if self._answer is None:  # the first answer counts
+            self._answer, self._how, self._said = answer, how, said
         if self.phase is Phase.WAITING:
             return self._decide(self._answer, interrupted=False)
         return None
@@ -119,8 +154,78 @@ class ConsentRun:
         else:
             step = self.policy.on_no_response
         self.phase = Phase.DONE
-        self.decision = Decision(consent, self.policy.mode.value, interrupted, step)
+        self.decision = Decision(consent, self._how, interrupted, step, self._said)
         return self.decision
+
+
+# --- a spoken answer --------------------------------------------------------------------------
+
+_WORD = re.compile(r"[a-z]+(?:'[a-z]+)?")
+_YES = frozenset(
+    [
+        "yes",
+        "yeah",
+        "yep",
+        "yup",
+        "yah",
+        "ya",
+        "sure",
+        "okay",
+        "ok",
+        "alright",
+        "agree",
+        "agreed",
+        "consent",
+        "accept",
+        "fine",
+        "absolutely",
+        "certainly",
+        "definitely",
+        "correct",
+        "right",
+    ]
+)
+_YES_PHRASES = ("go ahead", "of course", "that's fine", "that is fine", "no problem", "why not")
+_NO = frozenset(
+    [
+        "no",
+        "nope",
+        "nah",
+        "don't",
+        "dont",
+        "decline",
+        "refuse",
+        "disagree",
+        "object",
+        "not",
+        "never",
+        "stop",
+    ]
+)
+_NO_PHRASES = ("do not", "rather not", "no thanks", "no thank you")
+_UNSURE = ("not sure", "don't know", "dont know", "do not know")  # no answer yet
+
+
+def spoken_answer(words: str) -> str | None:
+    """'granted' for a yes ("yes", "sure, go ahead"), 'declined' for a no ("no", "I don't
+    agree", "please don't record"), None for anything else. A no anywhere wins: "yes... no,
+    actually" and "not okay" are a no; so is an answer that says both."""
+    text = words.lower().replace("\u2019", "'")
+    tokens = _WORD.findall(text)
+    if not tokens:
+        return None
+    joined = f" {' '.join(tokens)} "
+    for unsure in _UNSURE:
+        joined = joined.replace(f" {unsure} ", " ? ")
+    said_yes = any(f" {phrase} " in joined for phrase in _YES_PHRASES)
+    for phrase in _YES_PHRASES:  # "no problem", "why not": a no-word that says yes
+        joined = joined.replace(f" {phrase} ", " yes ")
+    left = joined.split()
+    if _NO.intersection(left) or any(f" {phrase} " in joined for phrase in _NO_PHRASES):
+        return "declined"
+    if said_yes or _YES.intersection(left):
+        return "granted"
+    return None
 
 
 # --- the disclosure's audio ------------------------------------------------------------------
@@ -135,11 +240,24 @@ class DisclosureAudioError(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
+class Notice:
+    """A disclosure's current version: what it is, its audio, and what it discloses."""
+
+    name: str
+    version: int | None
+    sha256: str | None
+    audio_path: Path | None
+    covers: frozenset[str] = frozenset({"ai"})  # "ai", "recording"
+
+
+@dataclass(frozen=True, slots=True)
 class DisclosurePlan:
     """What a line plays on answer: the disclosure's current version, and its consent rule.
 
     `version`/`sha256` are None when no version was found at start-up; `on_missing` says
     whether such a call goes on without the disclosure (`proceed`) or is refused (`refuse`).
+    `recording_notice` follows it on a recorded call where it does not cover recording;
+    `rules` decide, per call, what the caller's and the line's places require.
     """
 
     name: str
@@ -149,6 +267,33 @@ class DisclosurePlan:
     policy: ConsentPolicy
     on_missing: str = "proceed"
     goodbye_path: Path | None = None  # played before hanging up on a declined call
+    covers: frozenset[str] = frozenset({"ai"})
+    recording_notice: Notice | None = None
+    rules: RuleBook | None = None
+
+    @property
+    def notice(self) -> Notice:
+        return Notice(self.name, self.version, self.sha256, self.audio_path, self.covers)
+
+    def requirements(self, line: Line, caller: str | None) -> Requirements | None:
+        """What this call needs, by the line's and the caller's places (None: no rules)."""
+        if self.rules is None:
+            return None
+        return self.rules.requirements(line.jurisdiction, caller, region=line.redaction.region)
+
+    def recording_notice_for(self, line: Line, needs: Requirements | None) -> Notice | None:
+        """The recording notice to play after the first, if any: on a line that records, when
+        the first does not cover recording and the call could be recorded at all (an explicit
+        yes is required but the line asks for none: the notice would promise nothing)."""
+        if not line.record_calls or "recording" in self.covers or self.recording_notice is None:
+            return None
+        if (
+            needs is not None
+            and needs.recording is RecordingRule.EXPLICIT
+            and self.policy.mode is ConsentMode.IMPLIED
+        ):
+            return None
+        return self.recording_notice
 
 
 def read_pcm(path: Path, *, sha256: str | None = None) -> bytes:

@@ -7,6 +7,7 @@ the persistence layer reads it as an outbox.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import errno
 import json
@@ -37,6 +38,9 @@ class CallEventKind(enum.StrEnum):
     SESSION_FAILED = "call.session_failed"
     TRANSFERRED = "call.transferred"
     DISCLOSURE_PLAYED = "call.disclosure_played"
+    # The call's recording (data: event = started (file), paused / resumed (by), finished (file,
+    # pcm_sha256, file_sha256, duration_ms, pauses) or failed (reason)); telephony/recording.py.
+    RECORDING = "call.recording"
     # The call's phase changed (data: phase, mode, agent, supervisor; telephony.phases).
     PHASE = "call.phase"
     # A command from another process was carried out (data: command, actor, command_id).
@@ -87,6 +91,29 @@ class CallEvent:
             t_wall=raw["t_wall"],
             event_id=raw["event_id"],
         )
+
+
+_KEYS_KEPT = frozenset("*#")  # not data: kept, so a menu's use of them can be followed
+
+
+def keys_masked(event: CallEvent) -> CallEvent:
+    """An event as it is written down: keys a caller pressed or the agent sent (a card number,
+    a PIN, an account number keyed in) are not, only that they were (`masked`, how many);
+    '*' and '#' stay. The live fan-out still carries them for the escalation service, which
+    reads a callback number or a 0 from them as they come."""
+    if event.kind is CallEventKind.DTMF:
+        digit = event.data.get("digit")
+        if digit is None or digit in _KEYS_KEPT:
+            return event
+        rest = {key: value for key, value in event.data.items() if key != "digit"}
+        return dataclasses.replace(event, data={**rest, "masked": True})
+    if event.kind is CallEventKind.DTMF_SENT:
+        digits = event.data.get("digits")
+        if not isinstance(digits, str) or not digits or set(digits) <= _KEYS_KEPT:
+            return event
+        rest = {key: value for key, value in event.data.items() if key != "digits"}
+        return dataclasses.replace(event, data={**rest, "masked": True, "count": len(digits)})
+    return event
 
 
 class EventOutlet(Protocol):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from agent.redaction import RedactionPolicy
 
 _NON_DIGITS = re.compile(r"[^0-9*#a-zA-Z]")
 
@@ -17,6 +19,15 @@ class Line:
     queue: str | None = None
     fallback_transfer: str | None = None  # SIP URI to transfer to when the model fails
     supervisor_hangup: str = "agent"  # a supervisor's leg ended: "agent" or "queue"
+    # What is redacted from the call's words before they leave the worker (agent/redaction.py).
+    redaction: RedactionPolicy = field(default_factory=RedactionPolicy)
+    # Recorded once the caller consented (telephony/recording.py); never without consent.
+    record_calls: bool = False
+    # A key that pauses the recording and the transcript for a card number, and resumes them.
+    pci_pause_key: str | None = None
+    # Where the line's business is (US-CA, DE, EU): with the caller's place, it picks the
+    # rules for notices and recording consent (telephony/jurisdiction.py).
+    jurisdiction: str = "US"
 
 
 def normalize_number(number: str) -> str:

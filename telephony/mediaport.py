@@ -202,3 +202,25 @@ def wake_on(loop: asyncio.AbstractEventLoop, event: asyncio.Event) -> Callable[[
             pass  # the loop closed during shutdown; nobody is waiting any more
 
     return wake
+
+
+class ListeningPort(pj.AudioMediaPort):  # type: ignore[misc]
+    """A port in the conference bridge that only listens (a recording's channel): each frame
+    it hears goes to `on_frame(monotonic ns, pcm)`; it says nothing. Create and register it on
+    the pjsua2 thread only."""
+
+    def __init__(self, on_frame: Callable[[int, bytes], None]) -> None:
+        super().__init__()
+        self._on_frame = on_frame
+
+    def create(self, name: str) -> None:
+        fmt = pj.MediaFormatAudio()
+        fmt.init(pj.PJMEDIA_FORMAT_PCM, SAMPLE_RATE, 1, FRAME_MS * 1000, 16)
+        self.createPort(name, fmt)
+
+    def onFrameReceived(self, frame: Any) -> None:  # noqa: N802 (pjsua2's name)
+        if frame.type == pj.PJMEDIA_FRAME_TYPE_AUDIO:
+            self._on_frame(time.monotonic_ns(), read_bytes(frame.buf))
+
+    def onFrameRequested(self, frame: Any) -> None:  # noqa: N802 (pjsua2's name)
+        frame.type = pj.PJMEDIA_FRAME_TYPE_NONE

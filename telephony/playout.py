@@ -43,8 +43,8 @@ class Cause(enum.StrEnum):
 
 def interrupts(cause: Cause, sound: Sound) -> bool:
     """The one interruption rule. A caller's speech cuts the agent, never a prompt (a
-    disclosure is heard in full; consent is asked for by key) nor hold audio; call control and
-    a failure cut anything."""
+    disclosure is heard in full) nor hold audio; call control and a failure cut anything (a
+    line that lets the caller cut its notice is call control: the worker decides)."""
     if cause is Cause.BARGE_IN:
         return sound is Sound.SPEECH
     return True

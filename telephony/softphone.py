@@ -58,6 +58,7 @@ class DialPlan:
     tls: bool = False  # reach sips:/transport=tls URIs
     srtp: str = "off"  # off, optional or required (SDES)
     username: str | None = None  # digest credentials for a trunk that asks for them
+    caller: str = "parley-dial"  # the From user: a calling number ("+14155550123") or a name
     password: str | None = None
 
 
@@ -200,7 +201,7 @@ class Softphone:
     def _started(self, thread: PjThread) -> None:
         plan = self.plan
         cfg = pj.AccountConfig()
-        cfg.idUri = f"sip:parley-dial@{plan.bind_host}:{thread.bound_port}"
+        cfg.idUri = f"sip:{plan.caller}@{plan.bind_host}:{thread.bound_port}"
         # Several softphone processes run at once in tests and load runs; each must pick its
         # own RTP ports, or two processes would share (and steal) the default range.
         media = cfg.mediaConfig

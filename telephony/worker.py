@@ -22,15 +22,16 @@ Teardown of a call happens in one fixed order:
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import signal
 import sys
 import time
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pjsua2 as pj
 
@@ -41,32 +42,38 @@ from telephony.browserleg import BrowserLeg, LegRefused
 from telephony.commands import (
     AttachLeg,
     Command,
+    PauseRecording,
     PlayPrompt,
     Reply,
+    ResumeRecording,
     Status,
     browser_name,
     is_browser_uri,
 )
 from telephony.consent import (
+    ConsentMode,
     ConsentRun,
     Decision,
     DisclosureAudioError,
     DisclosurePlan,
     NextStep,
+    Notice,
     read_pcm,
 )
 from telephony.consent import Phase as ConsentPhase
 from telephony.delivery import NOT_HELD
 from telephony.events import CallEvent, CallEventKind, EventOutlet
 from telephony.inbox import Inbox, RedisInbox, UnixInbox, UnixListener, bind_unix
+from telephony.jurisdiction import NO_RULES, Requirements
 from telephony.lines import Line, LineRouter, request_uri_user
-from telephony.mediaport import MediaPort, wake_on
+from telephony.mediaport import ListeningPort, MediaPort, wake_on
 from telephony.metrics import metered
-from telephony.mixing import Connection, Leg, Mix, changes
+from telephony.mixing import Connection, Leg, Mix, changes, hears
 from telephony.phases import Action, CallState, DtmfTo, NotNow
 from telephony.pjthread import EndpointOptions, PjThread
 from telephony.playout import Cause, Playout, Sound
 from telephony.prompts import fallback_prompt, hold_audio
+from telephony.recording import LEFT, RIGHT, RecordingStore, StereoRecorder
 from telephony.rtpwatch import RtpInactivity
 from telephony.worker_config import WorkerConfig
 
@@ -75,6 +82,23 @@ __all__ = ["MediaWorker", "ReadinessCheck", "WorkerConfig", "serve"]
 log = logging.getLogger(__name__)
 
 SessionFactory = Callable[[Line], DuplexSession]
+
+
+class Transcriber(Protocol):
+    """Speech to text for one call's spoken consent (agent.remote.RealtimeTranscriber)."""
+
+    async def start(self) -> None: ...
+
+    async def send_audio(self, pcm: bytes) -> None: ...
+
+    def transcripts(self) -> AsyncIterator[str | None]:
+        """None when the caller starts to speak; then what they said."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+TranscriberFactory = Callable[[Line], Transcriber]
 DisclosureSource = Callable[[Line], DisclosurePlan | None]
 ReadinessCheck = Callable[[Line], bool]  # can a new call on this line be served now?
 RETRY_AFTER_S = 5  # what a refused caller is told: the engine is usually back by then
@@ -109,12 +133,29 @@ class Disclosure:
     """A call's disclosure and the consent asked for after it (asyncio side)."""
 
     plan: DisclosurePlan
+    needs: Requirements | None = None  # what the line's and the caller's places require
     task: asyncio.Task[None] | None = None
     consent: ConsentRun | None = None
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    notice: Notice | None = None  # the notice playing, or played last
     started_ns: int = 0
     ended_ns: int = 0  # its last frame went out (0: not yet)
     reported: bool = False
+    recording_disclosed: bool = False  # a notice covering recording was heard to its end
+    listening: asyncio.Task[None] | None = None  # hearing a spoken answer
+    listen_error: str = ""  # why a spoken answer could not be heard
+    playing: bool = False  # a notice is going out
+    cut_by: str = ""  # what cut the notice short (a line that allows barge-in): speech, dtmf
+    talked_over: int = 0  # times the caller spoke during the notice (it played on)
+    heard_ms: int = 0  # how much of the notice went out
+
+    def recording_refused(self, decision: Decision) -> str | None:
+        """Why this call may not be recorded, by its places' rules; None: it may be."""
+        return (self.needs or NO_RULES).recording_allowed(
+            notice_played=self.recording_disclosed,
+            consent=decision.consent,
+            method=decision.method,
+        )
 
 
 @dataclass
@@ -124,6 +165,7 @@ class ActiveCall:
     call_id: str
     line: Line
     pj_call: Any
+    caller_uri: str = ""  # the From URI: the caller's number gives their place's rules
     started_mono: float = field(default_factory=time.monotonic)
     answered_mono: float | None = None
     state: CallState = field(default_factory=CallState)
@@ -133,6 +175,7 @@ class ActiveCall:
     prompt_port: MediaPort | None = None  # the prompt player's leg
     prompts: Playout | None = None
     rx_ready: asyncio.Event | None = None
+    prompt_rx_ready: asyncio.Event | None = None  # a line that hears spoken consent
     bridge: CallBridge | None = None
     stats: StreamStats = field(default_factory=StreamStats)
     rtp_watch: RtpInactivity | None = None
@@ -144,6 +187,14 @@ class ActiveCall:
     supervisor_call: Any = None
     briefing: Path | None = None  # pjsua2 thread: the supervisor's summary, until it plays
     tasks: set[asyncio.Task[None]] = field(default_factory=set)  # playout, hold audio
+    # The recording (after consent), and a PCI pause: no audio recorded, no words stored.
+    recorder: StereoRecorder | None = None
+    pci_paused: bool = False
+    paused_by: str | None = None  # who paused: dtmf, agent, or the API's actor
+    words_withheld: bool = False  # on without consent, on a line that keeps no words
+    mix: Mix | None = None  # pjsua2 thread: the mix in place
+    taps: dict[int, ListeningPort] = field(default_factory=dict)  # pjsua2 thread, by channel
+    tap_links: set[tuple[Leg, int]] = field(default_factory=set)  # pjsua2 thread
 
     def media_stats(self) -> dict[str, object]:
         data = self.stats.as_dict()
@@ -236,8 +287,12 @@ class MediaWorker:
         outlet: EventOutlet,
         disclosures: DisclosureSource = lambda _line: None,
         readiness: ReadinessCheck = lambda _line: True,
+        recordings: RecordingStore | None = None,
+        transcriber: TranscriberFactory | None = None,
     ) -> None:
         self.config = config
+        self.transcriber = transcriber  # None: spoken consent is heard as no answer (keys work)
+        self.recordings = recordings  # None: this worker records nothing
         self.router = router
         self.session_factory = session_factory
         # Every event leaves through here, the bridge's too: counted for GET /metrics once.
@@ -254,6 +309,7 @@ class MediaWorker:
         self._spare_ports: dict[str, list[MediaPort]] = {
             "agent": [],
             "prompt": [],
+            "prompt-listening": [],
             "browser": [],
         }
 
@@ -324,7 +380,7 @@ class MediaWorker:
             self._pj_answer(call, 503, retry_after_s=RETRY_AFTER_S)
             self._pj_release_later(call)
             return
-        record = ActiveCall(call_id=call_id, line=line, pj_call=call)
+        record = ActiveCall(call_id=call_id, line=line, pj_call=call, caller_uri=info.remoteUri)
         call.record = record
         self.calls[call_id] = record
         self._emit(
@@ -335,6 +391,7 @@ class MediaWorker:
                     "from": info.remoteUri,
                     "to": dialled,
                     "line": line.name,
+                    "redaction": line.redaction.version,
                     "sip_call_id": info.callIdString,
                     "worker": self.config.index,
                 },
@@ -375,7 +432,15 @@ class MediaWorker:
         assert self.loop is not None
         rx_ready = asyncio.Event()
         port = self._pj_port("agent", on_rx=wake_on(self.loop, rx_ready))
-        prompt_port = self._pj_port("prompt")
+        if self._hears_consent(record.line):
+            # The prompt player hears the caller through the disclosure: it keeps what it
+            # hears, for the spoken answer, rather than drop it.
+            record.prompt_rx_ready = asyncio.Event()
+            prompt_port = self._pj_port(
+                "prompt-listening", on_rx=wake_on(self.loop, record.prompt_rx_ready)
+            )
+        else:
+            prompt_port = self._pj_port("prompt")
         # Connected as the call's mix says (_pj_apply_mix), starting with the first phase.
         record.legs = {Leg.CALLER: audio, Leg.AGENT: port, Leg.PROMPT: prompt_port}
         record.port = port
@@ -397,28 +462,62 @@ class MediaWorker:
         leg is ever heard by both its old and its new listener."""
         if record.ended or record.pj_call is None:
             return
+        record.mix = mix
         stop, start = changes(record.links, mix, record.legs)
         for source, listener in stop:
-            try:
-                record.legs[source].stopTransmit(record.legs[listener])
-            except pj.Error as error:
-                log.warning(
-                    "mix change failed",
-                    extra={"call_id": record.call_id, "stop": f"{source}>{listener}",
-                           "error": error.info()},
-                )  # fmt: skip
+            self._pj_connect(record, source, record.legs[listener], f"{listener}", start=False)
             record.links.discard((source, listener))
         for source, listener in start:
-            try:
-                record.legs[source].startTransmit(record.legs[listener])
-            except pj.Error as error:
-                log.warning(
-                    "mix change failed",
-                    extra={"call_id": record.call_id, "start": f"{source}>{listener}",
-                           "error": error.info()},
-                )  # fmt: skip
-                continue
-            record.links.add((source, listener))
+            if self._pj_connect(record, source, record.legs[listener], f"{listener}", start=True):
+                record.links.add((source, listener))
+        self._pj_apply_recording(record)
+
+    def _pj_apply_recording(self, record: ActiveCall) -> None:
+        """Connects the recording's two ports: the caller to the left one, whatever the caller
+        hears (agent, prompts, a supervisor who talks to them) to the right one; nothing while
+        paused or not recording."""
+        wanted: set[tuple[Leg, int]] = set()
+        recorder = record.recorder
+        if recorder is not None and not recorder.paused and record.taps and record.mix:
+            wanted = {(Leg.CALLER, LEFT)} | {(s, RIGHT) for s in hears(record.mix, Leg.CALLER)}
+            wanted = {(source, channel) for source, channel in wanted if source in record.legs}
+        for source, channel in record.tap_links - wanted:
+            record.tap_links.discard((source, channel))
+            if source in record.legs:  # a leg that left the bridge took its connections along
+                self._pj_connect(record, source, record.taps[channel], f"rec{channel}", start=False)
+        for source, channel in wanted - record.tap_links:
+            if self._pj_connect(record, source, record.taps[channel], f"rec{channel}", start=True):
+                record.tap_links.add((source, channel))
+
+    def _pj_connect(
+        self, record: ActiveCall, source: Leg, listener: Any, name: str, *, start: bool
+    ) -> bool:
+        """Starts or stops `source` transmitting to `listener`; False (logged) if pjmedia
+        refused."""
+        media = record.legs[source]
+        try:
+            if start:
+                media.startTransmit(listener)
+            else:
+                media.stopTransmit(listener)
+        except pj.Error as error:
+            log.warning(
+                "mix change failed",
+                extra={"call_id": record.call_id, "start" if start else "stop": f"{source}>{name}",
+                       "error": error.info()},
+            )  # fmt: skip
+            return False
+        return True
+
+    def _pj_start_taps(self, record: ActiveCall) -> None:
+        if record.ended or record.recorder is None or record.pj_call is None:
+            return
+        recorder = record.recorder
+        for channel in (LEFT, RIGHT):
+            tap = ListeningPort(functools.partial(recorder.put, channel))
+            tap.create(f"rec{channel}-{record.call_id[:8]}")
+            record.taps[channel] = tap
+        self._pj_apply_recording(record)
 
     def _pj_call_state(self, record: ActiveCall, info: Any) -> None:
         if info.state == pj.PJSIP_INV_STATE_CONFIRMED and record.answered_mono is None:
@@ -602,8 +701,16 @@ class MediaWorker:
             )
 
     def _pj_dtmf(self, record: ActiveCall, digit: str) -> None:
-        self._emit(CallEvent(record.call_id, CallEventKind.DTMF, {"digit": digit}))
         assert self.loop is not None
+        if digit == record.line.pci_pause_key:
+            self._emit(CallEvent(record.call_id, CallEventKind.DTMF, {"digit": digit}))
+            self.loop.call_soon_threadsafe(self._pci_key, record)
+            return  # the pause key is the line's, not the agent's
+        if record.pci_paused:
+            # A card number keyed in: it reaches the agent, never an event (not even live).
+            self._emit(CallEvent(record.call_id, CallEventKind.DTMF, {"masked": True, "pci": True}))
+        else:
+            self._emit(CallEvent(record.call_id, CallEventKind.DTMF, {"digit": digit}))
         self.loop.call_soon_threadsafe(self._deliver_dtmf, record, digit)
 
     def _pj_tick(self, now: float) -> None:
@@ -642,6 +749,16 @@ class MediaWorker:
                 self._emit(
                     CallEvent(record.call_id, CallEventKind.MEDIA_STATS, record.media_stats())
                 )
+
+    def _hears_consent(self, line: Line) -> bool:
+        """Whether the caller is listened to through the disclosure: for a spoken answer, or
+        for speech that cuts a notice (a line that allows barge-in)."""
+        plan = self.disclosures(line)
+        return (
+            self.transcriber is not None
+            and plan is not None
+            and (plan.policy.mode is ConsentMode.SPOKEN or plan.policy.barge_in)
+        )
 
     def _pj_port(self, kind: str, *, on_rx: Callable[[], None] | None = None) -> MediaPort:
         """A media port for a new call: a spare one of that kind, else a new one.
@@ -723,10 +840,12 @@ class MediaWorker:
         # pjmedia's bridge applies removals on its clock thread, a tick or more later: the
         # port objects live on (disconnected) for a while, so no frame callback can reach a
         # port already freed (a segfault seen under SIP fuzzing).
-        for port in (record.port, record.prompt_port):
+        for port in (record.port, record.prompt_port, *record.taps.values()):
             if port is not None:
                 self._retired_ports.append((time.monotonic() + PORT_RETIRE_S, port))
         record.port = record.prompt_port = None
+        record.taps = {}
+        record.tap_links = set()
         self._pj_end_briefing(record)
         record.briefing = None
         record.legs = {}
@@ -748,6 +867,7 @@ class MediaWorker:
     def _pj_release_all(self) -> None:
         for record in list(self.calls.values()):
             record.port = record.prompt_port = None
+            record.taps = {}
             record.legs = {}
             if isinstance(record.supervisor_call, BrowserLeg):
                 assert self.loop is not None
@@ -778,7 +898,8 @@ class MediaWorker:
         self._background(record, record.prompts.run(), "prompts")
         plan = self.disclosures(record.line)
         if plan is not None:
-            record.disclosure = Disclosure(plan)
+            needs = plan.requirements(record.line, record.caller_uri)
+            record.disclosure = Disclosure(plan, needs=needs)
         self._step(record, phases.media_up(record.state, disclosure=plan is not None))
 
     def _background(self, record: ActiveCall, work: Coroutine[Any, Any, None], name: str) -> None:
@@ -938,17 +1059,37 @@ class MediaWorker:
     async def _disclose(self, record: ActiveCall, run: Disclosure, player: Playout) -> None:
         """Plays the line's disclosure before the agent is connected, then acts on consent."""
         plan = run.plan
+        run.notice = plan.notice
         try:
-            if plan.audio_path is None or plan.sha256 is None:
-                raise DisclosureAudioError("no_version", f"disclosure {plan.name} has no version")
-            pcm = read_pcm(plan.audio_path, sha256=plan.sha256)
+            pcm = _notice_pcm(plan.notice)
         except DisclosureAudioError as error:
             self._disclosure_not_played(record, run, error)
             return
-        consent = run.consent = ConsentRun(plan.policy)
-        run.started_ns = time.monotonic_ns()
-        await player.play("disclosure", pcm)
-        run.ended_ns = time.monotonic_ns()
+        second = plan.recording_notice_for(record.line, run.needs)
+        second_pcm = self._second_notice(record, second) if second is not None else None
+        # The notice that asks is the last: an answer counts from its first frame on.
+        consent = run.consent = ConsentRun(plan.policy, asking=second_pcm is None)
+        self._listen_for_consent(record, run, consent)
+        await _play_notice(run, player, pcm)
+        if second is not None and second_pcm is not None:
+            # The first notice asks for nothing; the caller's answer follows the second.
+            self._emit_disclosure_played(
+                record,
+                run,
+                {
+                    "played": True,
+                    "start_mono_ns": run.started_ns,
+                    "end_mono_ns": run.ended_ns,
+                    "interrupted": False,
+                    **_cut_short(run),
+                    "consent": "not_required",
+                    "consent_method": None,
+                    "next_step": NextStep.BRIDGE.value,
+                },
+            )
+            run.notice, run.reported = second, False
+            consent.asking = True
+            await _play_notice(run, player, second_pcm)
         decision = consent.played()
         if decision is None:  # dtmf: the caller has not pressed a key yet
             try:
@@ -957,8 +1098,16 @@ class MediaWorker:
                 pass
             decision = consent.decision or consent.timed_out()
         assert decision is not None
+        await self._stop_listening(record, run)
         self._report_disclosure(record, run, decision)
         if decision.next_step is NextStep.BRIDGE:
+            if decision.consent != "granted" and not plan.policy.keep_words:
+                record.words_withheld = True  # on to the agent; none of its words stored
+            refused = run.recording_refused(decision)
+            if refused is None:
+                self._start_recording(record)
+            elif record.line.record_calls:
+                self._recording_event(record, "not_allowed", reason=refused)
             self._step(record, phases.consent_given(record.state))
             return
         transfer_to = plan.policy.transfer_to if decision.next_step is NextStep.TRANSFER else None
@@ -971,6 +1120,88 @@ class MediaWorker:
                 goodbye=plan.goodbye_path is not None,
             ),
         )
+
+    def _listen_for_consent(self, record: ActiveCall, run: Disclosure, consent: ConsentRun) -> None:
+        """Hears the caller's spoken answer (a line with spoken consent) until it decides."""
+        if record.prompt_rx_ready is None or self.transcriber is None or run.listening:
+            return
+        run.listening = asyncio.get_running_loop().create_task(
+            self._hear_consent(record, run, consent, self.transcriber(record.line)),
+            name=f"consent-{record.call_id}",
+        )
+
+    async def _hear_consent(
+        self, record: ActiveCall, run: Disclosure, consent: ConsentRun, heard: Transcriber
+    ) -> None:
+        port, ready = record.prompt_port, record.prompt_rx_ready
+        assert port is not None and ready is not None
+        try:
+            await heard.start()
+        except SessionError as error:
+            run.listen_error = str(error)
+            log.warning(
+                "spoken consent cannot be heard; keys still answer",
+                extra={"call_id": record.call_id, "error": str(error)},
+            )
+            return
+
+        async def words() -> None:
+            async for text in heard.transcripts():
+                if text is None:  # the caller started to speak
+                    if run.playing and consent.policy.barge_in:
+                        self._cut_notice(record, run, "speech")
+                    elif run.playing:
+                        run.talked_over += 1
+                    continue
+                consent.spoken(text)
+                run.changed.set()
+
+        reader = asyncio.get_running_loop().create_task(words())
+        try:
+            port.rx.clear()  # from the notice's first frame
+            while consent.decision is None and not reader.done():
+                ready.clear()
+                while port.rx:
+                    pcm, _ = port.rx.popleft()
+                    await heard.send_audio(pcm)
+                await ready.wait()
+        except SessionError as error:
+            run.listen_error = str(error)
+        finally:
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+            await heard.close()
+
+    def _cut_notice(self, record: ActiveCall, run: Disclosure, how: str) -> None:
+        """The caller barged in on a notice, on a line that allows it: it stops now."""
+        if record.prompts is not None and run.playing and not run.cut_by:
+            run.cut_by = how
+            record.prompts.flush(Cause.CONTROL)
+
+    async def _stop_listening(self, record: ActiveCall, run: Disclosure) -> None:
+        task, run.listening = run.listening, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        if record.prompt_port is not None:
+            record.prompt_port.rx.clear()
+
+    def _second_notice(self, record: ActiveCall, notice: Notice) -> bytes | None:
+        """The recording notice's audio; None (logged) when it cannot be played, and then
+        the call is recorded only where its places need no notice."""
+        try:
+            return _notice_pcm(notice)
+        except DisclosureAudioError as error:
+            log.warning(
+                "recording notice not played",
+                extra={
+                    "call_id": record.call_id,
+                    "disclosure": notice.name,
+                    "reason": error.reason,
+                    "error": str(error),
+                },
+            )
+            return None
 
     def _disclosure_not_played(
         self, record: ActiveCall, run: Disclosure, error: DisclosureAudioError
@@ -1001,6 +1232,96 @@ class MediaWorker:
         else:
             self._step(record, phases.consent_given(record.state))
 
+    # --- recording and PCI pause ----------------------------------------------------------
+
+    def _start_recording(self, record: ActiveCall) -> None:
+        """Starts the call's recording once the caller consented, if the line records."""
+        if self.recordings is None or not record.line.record_calls or record.recorder:
+            return
+        try:
+            recorder = self.recordings.start(record.call_id)
+        except OSError as error:
+            log.error(
+                "recording not started", extra={"call_id": record.call_id, "error": str(error)}
+            )
+            self._recording_event(record, "failed", reason=f"{type(error).__name__}: {error}")
+            return
+        record.recorder = recorder
+        if record.pci_paused:
+            recorder.pause("carried")  # paused before the recording began
+        self._recording_event(
+            record, "started", file=recorder.path.name, start_mono_ns=recorder.start_ns
+        )
+        assert self.pj is not None
+        self.pj.post(lambda: self._pj_start_taps(record))
+
+    async def _finish_recording(self, record: ActiveCall) -> None:
+        recorder, record.recorder = record.recorder, None
+        if recorder is None:
+            return
+        try:
+            result = await asyncio.to_thread(recorder.finish)
+        except OSError as error:
+            log.error(
+                "recording not sealed", extra={"call_id": record.call_id, "error": str(error)}
+            )
+            self._recording_event(record, "failed", reason=f"{type(error).__name__}: {error}")
+            return
+        self._recording_event(
+            record,
+            "finished",
+            file=result.path.name,
+            pcm_sha256=result.pcm_sha256,
+            file_sha256=result.file_sha256,
+            duration_ms=result.duration_ms,
+            pauses=[
+                {"start_ms": p.start_ms, "end_ms": p.end_ms, "by": p.by} for p in result.pauses
+            ],
+        )
+
+    def pci_pause(self, record: ActiveCall, *, by: str) -> bool:
+        """Pauses the recording (silence) and the transcript (never stored) while a card
+        number is given; False if already paused."""
+        if record.pci_paused:
+            return False
+        record.pci_paused, record.paused_by = True, by
+        if record.bridge is not None:
+            record.bridge.pci_paused = True
+        if record.recorder is not None and record.recorder.pause(by):
+            assert self.pj is not None
+            self.pj.post(lambda: self._pj_apply_recording(record))
+        self._recording_event(record, "paused", by=by)
+        return True
+
+    def pci_resume(self, record: ActiveCall, *, by: str) -> bool:
+        if not record.pci_paused:
+            return False
+        record.pci_paused, record.paused_by = False, None
+        if record.bridge is not None:
+            record.bridge.pci_paused = False
+        if record.recorder is not None and record.recorder.resume() is not None:
+            assert self.pj is not None
+            self.pj.post(lambda: self._pj_apply_recording(record))
+        self._recording_event(record, "resumed", by=by)
+        return True
+
+    def _agent_collecting(self, record: ActiveCall, collecting: bool) -> None:
+        """The agent asks for a card number: paused until it is done with it. A pause that
+        someone else started (a key, the API) is theirs to end."""
+        if collecting:
+            self.pci_pause(record, by="agent")
+        elif record.paused_by == "agent":
+            self.pci_resume(record, by="agent")
+
+    def _pci_key(self, record: ActiveCall) -> None:
+        if record.pci_paused:
+            self.pci_resume(record, by="dtmf")
+        else:
+            self.pci_pause(record, by="dtmf")
+
+    def _recording_event(self, record: ActiveCall, event: str, **data: object) -> None:
+        self._emit(CallEvent(record.call_id, CallEventKind.RECORDING, {"event": event, **data}))
+
     def _report_disclosure(self, record: ActiveCall, run: Disclosure, decision: Decision) -> None:
         if run.reported:
             return
@@ -1014,26 +1335,42 @@ class MediaWorker:
                 "start_mono_ns": run.started_ns,
                 "end_mono_ns": ended_ns,
                 "interrupted": decision.interrupted,
+                **_cut_short(run),
                 "consent": decision.consent,
                 "consent_method": decision.method,
                 "next_step": decision.next_step.value,
+                **self._answer_words(record, run, decision),
             },
         )
+
+    def _answer_words(
+        self, record: ActiveCall, run: Disclosure, decision: Decision
+    ) -> dict[str, object]:
+        """A spoken answer's words (redacted as any words are), and why none could be heard."""
+        words: dict[str, object] = {}
+        if decision.said:
+            words["answer"] = record.line.redaction.text(decision.said).text
+        if run.listen_error:
+            words["listen_error"] = run.listen_error
+        return words
 
     def _emit_disclosure_played(
         self, record: ActiveCall, run: Disclosure, outcome: dict[str, object]
     ) -> None:
         """Emits `call.disclosure_played` and marks it reported, so a hang-up does not repeat it."""
         run.reported = True
-        plan = run.plan
+        notice = run.notice or run.plan.notice
+        places = {"jurisdiction": run.needs.as_dict()} if run.needs is not None else {}
         self._emit(
             CallEvent(
                 record.call_id,
                 CallEventKind.DISCLOSURE_PLAYED,
                 {
-                    "disclosure": plan.name,
-                    "version": plan.version,
-                    "sha256": plan.sha256,
+                    "disclosure": notice.name,
+                    "version": notice.version,
+                    "sha256": notice.sha256,
+                    "covers": sorted(notice.covers),
+                    **places,
                     **outcome,
                 },
             )
@@ -1044,6 +1381,9 @@ class MediaWorker:
             return
         try:
             session = self.session_factory(record.line)
+        except SessionError as error:  # the adapter cannot start (its API key missing)
+            self._session_failed(record, str(error))
+            return
         except Exception as error:
             self._session_failed(record, type(error).__name__)
             return
@@ -1056,7 +1396,11 @@ class MediaWorker:
             on_hangup_requested=lambda reason: self.hangup(record.call_id, f"agent:{reason}"),
             on_session_failed=lambda why: self._session_failed(record, why),
             on_send_dtmf=lambda digits: self.send_dtmf(record.call_id, digits),
+            redaction=record.line.redaction,
+            on_sensitive=lambda collecting: self._agent_collecting(record, collecting),
         )
+        record.bridge.pci_paused = record.pci_paused
+        record.bridge.words_withheld = record.words_withheld
         asyncio.get_running_loop().create_task(self._run_bridge(record, record.bridge))
 
     async def _run_bridge(self, record: ActiveCall, bridge: CallBridge) -> None:
@@ -1144,6 +1488,8 @@ class MediaWorker:
             if consent is not None and consent.phase is not ConsentPhase.DONE:
                 consent.digit(digit)  # the consent answer, not for the agent
                 assert run is not None
+                if consent.policy.barge_in:
+                    self._cut_notice(record, run, "dtmf")
                 run.changed.set()
         elif to is DtmfTo.AGENT and record.bridge is not None:
             asyncio.get_running_loop().create_task(record.bridge.dtmf(digit))
@@ -1160,6 +1506,7 @@ class MediaWorker:
             run.task = None
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+            await self._stop_listening(record, run)
             if run.consent is not None:
                 self._report_disclosure(record, run, run.consent.hung_up())
         actions, record.control = record.control, None
@@ -1173,6 +1520,7 @@ class MediaWorker:
         if record.bridge is not None:
             await record.bridge.close()
             record.bridge = None
+        await self._finish_recording(record)
         now = time.monotonic()
         self._emit(
             CallEvent(
@@ -1208,6 +1556,8 @@ class MediaWorker:
                 )
         if isinstance(command, PlayPrompt) and command.speech and command.to is Leg.SUPERVISOR:
             return self._brief(command, command.speech)
+        if isinstance(command, PauseRecording | ResumeRecording):
+            return self._pci_command(command)
         try:
             step = control.transition(command)
             self.command(command.call_id, step)
@@ -1238,6 +1588,36 @@ class MediaWorker:
                 "agent": state.agent.value,
                 "supervisor": state.supervisor,
                 "ringing": state.ringing,
+            },
+        )
+
+    def _pci_command(self, command: PauseRecording | ResumeRecording) -> Reply:
+        """A PCI pause or resume from the API (a supervisor taking a card number, say)."""
+        record = self.calls.get(command.call_id)
+        if record is None or not record.state.live:
+            return Reply.failure(
+                command.command_id,
+                f"media worker {self.config.index} {NOT_HELD} {command.call_id}",
+            )
+        by = f"api:{command.actor}"
+        if isinstance(command, PauseRecording):
+            changed = self.pci_pause(record, by=by)
+        else:
+            changed = self.pci_resume(record, by=by)
+        self._emit(
+            CallEvent(
+                command.call_id,
+                CallEventKind.COMMAND,
+                {"command": command.TYPE, "actor": command.actor, "command_id": command.command_id},
+            )
+        )
+        return Reply.success(
+            command.command_id,
+            {
+                "phase": record.state.phase.value,
+                "recording": record.recorder is not None,
+                "paused": record.pci_paused,
+                "changed": changed,
             },
         )
 
@@ -1457,6 +1837,41 @@ async def _play_looped(player: Playout, tag: str, pcm: bytes, sound: Sound) -> N
         pass
 
 
+def _notice_pcm(notice: Notice) -> bytes:
+    if notice.audio_path is None or notice.sha256 is None:
+        raise DisclosureAudioError("no_version", f"disclosure {notice.name} has no version")
+    return _verified_pcm(notice.audio_path, notice.sha256)
+
+
+@functools.lru_cache(maxsize=32)
+def _verified_pcm(path: Path, sha256: str) -> bytes:
+    """A notice version's audio, read and checked against its hash once per worker (not on
+    every call's event loop); a file that fails the check is read again next time."""
+    return read_pcm(path, sha256=sha256)
+
+
+async def _play_notice(run: Disclosure, player: Playout, pcm: bytes) -> None:
+    run.started_ns, run.ended_ns = time.monotonic_ns(), 0
+    run.cut_by, run.talked_over, run.playing = "", 0, True
+    try:
+        heard = await player.play("disclosure", pcm)
+    finally:
+        run.playing = False
+    run.ended_ns = time.monotonic_ns()
+    run.heard_ms = len(pcm) // 32 if heard else (run.ended_ns - run.started_ns) // 1_000_000
+    # A notice cut short disclosed nothing the rules count on.
+    if heard and run.notice is not None and "recording" in run.notice.covers:
+        run.recording_disclosed = True
+
+
+def _cut_short(run: Disclosure) -> dict[str, object]:
+    """How the caller interrupted the notice: cut it (`barged_in`, with how much they heard)
+    or talked over it while it played on (`talked_over`)."""
+    if run.cut_by:
+        return {"barged_in": run.cut_by, "heard_ms": run.heard_ms}
+    return {"talked_over": run.talked_over} if run.talked_over else {}
+
+
 async def _decided(run: Disclosure, consent: ConsentRun) -> None:
     while consent.decision is None:
         run.changed.clear()
@@ -1479,6 +1894,8 @@ def serve(
     disclosures: DisclosureSource = lambda _line: None,
     readiness: ReadinessCheck = lambda _line: True,
     background: Callable[[asyncio.Event], Coroutine[Any, Any, None]] | None = None,
+    recordings: RecordingStore | None = None,
+    transcriber: TranscriberFactory | None = None,
 ) -> None:
     """Runs a media worker in this process until SIGINT or SIGTERM.
 
@@ -1497,6 +1914,8 @@ def serve(
             outlet=outlet,
             disclosures=disclosures,
             readiness=readiness,
+            recordings=recordings,
+            transcriber=transcriber,
         )
         helper = None if background is None else loop.create_task(background(stop))
         try:

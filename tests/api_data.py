@@ -8,12 +8,14 @@ import datetime as dt
 import os
 import secrets
 import socket
+import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import uvicorn
@@ -26,6 +28,7 @@ from admin.api.app import create_app
 from admin.api.context import ApiContext
 from admin.call_events import store_events
 from admin.db import create_engine, session_factory
+from admin.erasure import Files
 from admin.keyfile import Keys
 from admin.models import (
     Call,
@@ -47,11 +50,13 @@ from admin.models import (
 )
 from escalation.lifecycle import EscalationEvent, EscalationState
 from telephony.events import CallEvent, CallEventKind
+from telephony.recording import RecordingStore
 
 KEYS = Keys(
     audit_hmac=b"api-tests-audit-key-0123456789abcdef",
     number_hash=b"api-tests-number-key-0123456789abcdef",
     jwt_signing=b"api-tests-jwt-key-0123456789abcdef",
+    recording=b"api-tests-recording-key-0123456789abcdef",
 )
 PASSWORD = "correct horse battery"
 CALLER = "+1 (555) 123-4567"
@@ -330,7 +335,7 @@ def seed_calls(session: Session) -> Fixture:
 
 
 @contextmanager
-def running_api(server: Engine) -> Iterator[Api]:
+def running_api(server: Engine, *, recordings: RecordingStore | None = None) -> Iterator[Api]:
     """A fresh database at head, seeded, behind a uvicorn server; dropped afterwards."""
     name = f"parley_api_test_{os.getpid()}_{secrets.token_hex(4)}"
     with server.connect() as connection:
@@ -344,7 +349,16 @@ def running_api(server: Engine) -> Iterator[Api]:
             actors = {role.value: make_actor(session, role.value, role) for role in Role}
             fixture = seed_calls(session)
             session.commit()
-        app = create_app(ApiContext(sessions=sessions, keys=KEYS, live_poll_s=0.05))
+        scratch = Path(tempfile.mkdtemp(prefix="parley-api-files-"))
+        files = Files(scratch / "recordings", scratch / "rejected.jsonl", scratch / "exports")
+        context = ApiContext(
+            sessions=sessions,
+            keys=KEYS,
+            live_poll_s=0.05,
+            recordings=recordings,
+            data_files=files,
+        )
+        app = create_app(context)
         with serve(app) as base_url:
             yield Api(base_url, engine, sessions, app, actors, fixture)
     finally:

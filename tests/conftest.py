@@ -1,11 +1,17 @@
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.support import EngineProcess, PlatformConfig, Running, start_engine, start_worker
+
+# The keys the platforms started here generate go to a folder of this run, not ~/.config/parley
+# (processes the tests start inherit it, also those started without PARLEY_* variables).
+os.environ["XDG_CONFIG_HOME"] = tempfile.mkdtemp(prefix="parley-test-config-")
 
 
 @pytest.fixture(scope="module")

@@ -38,6 +38,12 @@ PREFERENCES = {
     "toolkit.telemetry.reportingpolicy.firstRun": False,
     "browser.startup.homepage_override.mstone": "ignore",
     "app.update.disabledForTesting": True,
+    # cubeb in the content process rather than behind AudioIPC: with AudioIPC, Firefox 153's
+    # PulseAudio backend deadlocked now and then as the page opened its speaker and microphone
+    # together (the parent's AudioIPC server thread waiting for PulseAudio's mainloop lock, the
+    # mainloop thread waiting in an AudioIPC callback; the page's main thread then never
+    # answered Marionette again).
+    "media.cubeb.sandbox": False,
 }
 
 

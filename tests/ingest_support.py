@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, MetaData, func, select
 from sqlalchemy.orm import Session
 
 from admin import schema
@@ -174,3 +174,25 @@ def quarantined(tmp: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def stored_dump(carrier: Carrier, tmp: Path) -> str:
+    """What an ingester stores from `carrier` into a database of its own: every row of every
+    table, as one text (to search for what must not be there)."""
+    url = f"sqlite:///{tmp / 'stored.db'}"
+    schema.upgrade(url)
+    engine = create_engine(url)
+    try:
+        stored = new_ingester(carrier, engine, tmp).drain()
+        assert stored > 0, "the ingester stored nothing"
+        metadata = MetaData()
+        metadata.reflect(engine)
+        with engine.connect() as connection:
+            rows = [
+                f"{table.name}: {json.dumps(list(row), default=str)}"
+                for table in metadata.sorted_tables
+                for row in connection.execute(table.select())
+            ]
+    finally:
+        engine.dispose()
+    return "\n".join(rows)

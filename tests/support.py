@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import random
@@ -28,6 +29,22 @@ from telephony.sipprobe import wait_answering
 
 ROOT = Path(__file__).resolve().parent.parent
 PARLEY = [sys.executable, "-m", "admin.cli"]
+
+
+def parley_command(
+    env: dict[str, str], *args: str, stdin: str = "", timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """`parley <args>` in its own process, as a person runs it; its output as text."""
+    return subprocess.run(
+        [*PARLEY, *args],
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
 
 T = TypeVar("T")
 
@@ -119,6 +136,17 @@ class PlatformConfig:
         return sorted(events, key=lambda e: e.t_mono_ns)
 
 
+def events_from(config: PlatformConfig, caller: str) -> list[CallEvent]:
+    """The events of the one call placed with `parley dial --caller <caller>`."""
+    events = config.events()
+    [call_id] = [
+        e.call_id
+        for e in events
+        if e.kind is CallEventKind.STARTED and f"sip:{caller}@" in str(e.data["from"])
+    ]
+    return [e for e in events if e.call_id == call_id]
+
+
 class Running:
     """A Parley process (worker or the whole platform) started by a test."""
 
@@ -153,6 +181,20 @@ class Running:
         return int(self.proc.returncode)
 
 
+def sync_disclosures(config: PlatformConfig) -> None:
+    """`parley db upgrade` and `parley sync`: the disclosures versioned and their audio rendered."""
+    for command in (["db", "upgrade"], ["sync"]):
+        done = subprocess.run(
+            [*PARLEY, *command],
+            env=config.env(),
+            cwd=config.tmp,
+            capture_output=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr.decode(errors="replace")
+
+
 def start_worker(config: PlatformConfig, index: int = 0) -> Running:
     running = Running([*PARLEY, "worker", "--index", str(index)], config, f"worker-{index}.log")
     try:
@@ -163,7 +205,9 @@ def start_worker(config: PlatformConfig, index: int = 0) -> Running:
     return running
 
 
-def start_platform(config: PlatformConfig) -> Running:
+def start_platform(config: PlatformConfig, *, escalation: bool = False) -> Running:
+    """`parley run` on `config`, once its edge and workers answer (and, with `escalation`,
+    once the escalation service follows the workers' live events)."""
     running = Running([*PARLEY, "run"], config, "platform.log")
     try:
         wait_answering("127.0.0.1", config.sip_port, timeout_s=30)
@@ -173,7 +217,42 @@ def start_platform(config: PlatformConfig) -> Running:
         running.stop()
         raise AssertionError(f"platform did not start:\n{running.log()[-5000:]}") from None
     wait_edge_sees_workers(config)
+    if escalation:
+        escalation_following(running)
     return running
+
+
+async def port_open(port: int, timeout_s: float = 5.0) -> None:
+    """Waits (in an event loop) until something accepts TCP connections on 127.0.0.1:port."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"nothing listening on port {port} within {timeout_s} s"
+                ) from None
+            await asyncio.sleep(0.05)
+
+
+def escalation_following(running: Running) -> None:
+    """Waits until the platform's escalation service follows the workers' live events."""
+    wait_for(
+        lambda: re.search(r"escalation +live events: connected", running.log()),
+        "the escalation service following the worker's events",
+        20,
+    )
+
+
+def escalation_steps(config: PlatformConfig, call_id: str) -> list[CallEvent]:
+    """The escalation service's events for a call (request, enqueue, offer, accept…)."""
+    events: list[CallEvent] = []
+    for path in sorted((config.tmp / "var" / "events").glob("escalation*.jsonl")):
+        events.extend(read_events(path))
+    return [e for e in events if e.call_id == call_id]
 
 
 def edge_worker_flags(config: PlatformConfig) -> dict[int, str]:
@@ -446,13 +525,21 @@ class EngineProcess:
         return f"ws://127.0.0.1:{self.port}/v1/realtime"
 
 
+PAYMENTS_KB = ROOT / "tests" / "kb" / "payments"  # updates a card: a sensitive slot
+
+
 def start_engine(tmp: Path, *, prerender: bool = True) -> EngineProcess:
     """`parley engine` in its own process; returns once its models are loaded. Without
-    `prerender` it does not synthesize the knowledge base's fixed replies in the background."""
+    `prerender` it does not synthesize the knowledge base's fixed replies in the background.
+    Its knowledge bases: the sample, and `payments` (PAYMENTS_KB)."""
     port = free_port_block(1)
-    config = PlatformConfig(
-        tmp, extra={"engine": {"host": "127.0.0.1", "port": port, "prerender": prerender}}
-    )
+    engine = {
+        "host": "127.0.0.1",
+        "port": port,
+        "prerender": prerender,
+        "knowledge_bases": {"payments": str(PAYMENTS_KB)},
+    }
+    config = PlatformConfig(tmp, extra={"engine": engine})
     running = Running([*PARLEY, "engine"], config, "engine.log")
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:

@@ -231,6 +231,8 @@ def test_the_audit_log_pages_and_verifies_and_names_a_tampered_entry(
         "ok": True,
         "entries": pages[0],
         "first_bad_id": None,
+        "checkpoints": 0,
+        "problems": [],
     }
     target = pages[len(pages) // 2]
     with api.engine.connect() as connection:  # a superuser can switch the triggers off

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from admin import accounts
+from admin import accounts, erasure
 from admin.models import DisclosureVersion, Role, User
 from tests.api_data import ESCALATION_REFS, KEYS, PASSWORD, Api
 
@@ -55,6 +55,19 @@ def _command(action: str, body: object) -> Callable[[Api, Targets, str], dict[st
     }
 
 
+def _a_fresh_hold(api: Api, _targets: Targets, _role: str) -> dict[str, Any]:
+    with api.sessions() as session:
+        hold = erasure.place_hold(
+            session,
+            reason="role matrix",
+            actor="test",
+            audit_key=KEYS.audit_hmac,
+            call_id=api.fixture.live,
+        )
+        session.commit()
+        return {"method": "POST", "url": f"/legal-holds/{hold.id}/release"}
+
+
 CASES: dict[tuple[str, str], Case] = {
     ("GET", "/auth/me"): Case(ALL, 200, _get("/auth/me")),
     ("GET", "/calls"): Case(ALL, 200, _get("/calls")),
@@ -87,8 +100,16 @@ CASES: dict[tuple[str, str], Case] = {
             ("hand-back", None),
             ("supervise", {"phone": "desk"}),
             ("dismiss", None),
+            ("recording/pause", None),
+            ("recording/resume", None),
         ]
     },
+    # Every role that reads calls may ask; the fixture's call has no recording (404).
+    ("GET", "/calls/{call_id}/recording"): Case(
+        ALL,
+        404,
+        lambda api, _t, _r: {"method": "GET", "url": f"/calls/{api.fixture.live}/recording"},
+    ),
     ("GET", "/queues"): Case(ALL, 503, _get("/queues")),
     ("PUT", "/supervisors/{name}/presence"): Case(
         COMMANDERS,
@@ -189,6 +210,36 @@ CASES: dict[tuple[str, str], Case] = {
     ),
     ("GET", "/audit"): Case({"admin", "auditor"}, 200, _get("/audit")),
     ("GET", "/audit/verify"): Case({"admin", "auditor"}, 200, _get("/audit/verify")),
+    ("POST", "/audit/evidence"): Case(
+        {"admin", "auditor"},
+        200,
+        lambda api, _t, _r: {
+            "method": "POST",
+            "url": "/audit/evidence",
+            "json": {"call_ids": [api.fixture.live]},
+        },
+    ),
+    ("GET", "/legal-holds"): Case({"admin", "auditor"}, 200, _get("/legal-holds")),
+    ("POST", "/legal-holds"): Case(
+        {"admin", "auditor"},
+        201,
+        lambda api, _t, _r: {
+            "method": "POST",
+            "url": "/legal-holds",
+            "json": {"call_id": api.fixture.live, "reason": "role matrix"},
+        },
+    ),
+    ("POST", "/legal-holds/{hold_id}/release"): Case({"admin", "auditor"}, 200, _a_fresh_hold),
+    ("GET", "/erasures"): Case({"admin"}, 200, _get("/erasures")),
+    ("POST", "/erasures"): Case(
+        {"admin"},
+        201,
+        lambda _a, _t, _r: {
+            "method": "POST",
+            "url": "/erasures",
+            "json": {"caller_number": "+1 202 555 0100"},  # nobody who called
+        },
+    ),
 }
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pjsua2 as pj
@@ -86,7 +86,10 @@ def _frame(pcm: bytes) -> Any:
 
 
 async def _bridge(
-    session: ScriptedSession, failures: list[str] | None = None, rx_capacity: int = 50
+    session: ScriptedSession,
+    failures: list[str] | None = None,
+    rx_capacity: int = 50,
+    on_sensitive: Callable[[bool], None] = lambda _on: None,
 ) -> tuple[CallBridge, MediaPort, MemoryOutlet]:
     ready = asyncio.Event()
     port = MediaPort(on_rx=wake_on(asyncio.get_running_loop(), ready), rx_capacity=rx_capacity)
@@ -99,6 +102,7 @@ async def _bridge(
         rx_ready=ready,
         on_hangup_requested=lambda _r: None,
         on_session_failed=(failures if failures is not None else []).append,
+        on_sensitive=on_sensitive,
     )
     await bridge.start()
     return bridge, port, outlet
@@ -320,6 +324,110 @@ def test_a_hand_back_without_a_note_still_resumes_the_agent() -> None:
         await bridge.instruct("Offer the loyalty discount")
         assert session.resumes == [None]
         assert session.instructions == ["Offer the loyalty discount"]
+        await bridge.close()
+
+    asyncio.run(scenario())
+
+
+def test_what_was_said_is_redacted_before_any_event_leaves_the_worker() -> None:
+    async def scenario() -> None:
+        session = ScriptedSession()
+        bridge, _port, outlet = await _bridge(session)
+        said: list[tuple[EventKind, dict[str, object]]] = [
+            (
+                EventKind.CALLER_TRANSCRIPT,
+                {"text": "my card is forty-one eleven, " + " ".join(["eleven"] * 6)},
+            ),
+            (EventKind.AGENT_TRANSCRIPT, {"text": "And the security code on the back?"}),
+            (EventKind.CALLER_TRANSCRIPT, {"text": "one two three"}),
+            (EventKind.REPLY, {"item_id": "i1", "facts": {"email": "jane@example.com"}}),
+        ]
+        for kind, data in said:
+            session.out.put_nowait(SessionEvent(kind, data))
+        for _ in range(50):
+            if len(outlet.events) >= len(said):
+                break
+            await asyncio.sleep(0.01)
+        shown = [event.data for event in outlet.events if event.kind is CallEventKind.AGENT]
+        assert [data.get("text") for data in shown[:3]] == [
+            "my card is [card]",
+            "And the security code on the back?",
+            "[security_code]",  # an answer to the agent's question about the code
+        ]
+        assert shown[3]["facts"] == {"email": "[email]"}
+        await bridge.close()
+
+    asyncio.run(scenario())
+
+
+def test_during_a_pci_pause_no_word_said_reaches_an_event() -> None:
+    async def scenario() -> None:
+        session = ScriptedSession()
+        bridge, _port, outlet = await _bridge(session)
+        bridge.pci_paused = True
+        said: list[tuple[EventKind, dict[str, object]]] = [
+            (EventKind.CALLER_TRANSCRIPT, {"text": "four one one one one one one one"}),
+            (EventKind.REPLY, {"item_id": "i1", "facts": {"card": "4111111111111111"}}),
+            (EventKind.AGENT_TRANSCRIPT, {"utterance_id": "u1", "text": "Ending 1111?"}),
+            (EventKind.END_OF_TURN, {"item_id": "i1", "endpointing_ms": 400}),
+        ]
+        for kind, data in said:
+            session.out.put_nowait(SessionEvent(kind, data))
+        for _ in range(50):
+            if len(outlet.events) >= len(said):
+                break
+            await asyncio.sleep(0.01)
+        shown = [event.data for event in outlet.events if event.kind is CallEventKind.AGENT]
+        assert shown == [
+            {"event": "caller_transcript", "text": "", "pci_paused": True},
+            {"event": "reply", "item_id": "i1", "facts": {}, "pci_paused": True},
+            {"event": "agent_transcript", "utterance_id": "u1", "text": "", "pci_paused": True},
+            {"event": "end_of_turn", "item_id": "i1", "endpointing_ms": 400},
+        ]
+        await bridge.close()
+
+    asyncio.run(scenario())
+
+
+def test_the_agent_asking_for_a_card_pauses_before_its_words_and_resumes_after_its_thanks() -> None:
+    async def scenario() -> None:
+        session = ScriptedSession()
+        calls: list[bool] = []
+
+        def collecting(on: bool) -> None:  # what the worker does: pause, resume
+            calls.append(on)
+            bridge.pci_paused = on
+
+        bridge, _port, outlet = await _bridge(session, on_sensitive=collecting)
+        said: list[tuple[EventKind, dict[str, object]]] = [
+            (EventKind.REPLY, {"item_id": "i1", "facts": {}, "sensitive": True}),
+            (EventKind.AGENT_TRANSCRIPT, {"utterance_id": "i1", "text": "Your card number?"}),
+            (EventKind.CALLER_TRANSCRIPT, {"text": "4532 0151 1283 0366"}),
+            (EventKind.REPLY, {"item_id": "i2", "facts": {"zip": "94105"}, "sensitive": False}),
+            (EventKind.AGENT_TRANSCRIPT, {"utterance_id": "i2", "text": "Thanks, updated."}),
+        ]
+        for kind, data in said:
+            session.out.put_nowait(SessionEvent(kind, data))
+        for _ in range(50):
+            if len(outlet.events) >= len(said):
+                break
+            await asyncio.sleep(0.01)
+        shown = [event.data for event in outlet.events if event.kind is CallEventKind.AGENT]
+        assert calls == [True, False]
+        assert shown == [
+            {"event": "reply", "item_id": "i1", "facts": {}, "sensitive": True, "pci_paused": True},
+            {"event": "agent_transcript", "utterance_id": "i1", "text": "", "pci_paused": True},
+            {"event": "caller_transcript", "text": "", "pci_paused": True},
+            # The reply that ends it was made while paused: its facts go out withheld.
+            {
+                "event": "reply",
+                "item_id": "i2",
+                "facts": {},
+                "sensitive": False,
+                "pci_paused": True,
+            },
+            {"event": "agent_transcript", "utterance_id": "i2", "text": "Thanks, updated."},
+        ]
         await bridge.close()
 
     asyncio.run(scenario())

@@ -17,9 +17,11 @@ from telephony.commands import (
     DetachLeg,
     Hangup,
     Hold,
+    PauseRecording,
     PlayPrompt,
     ReattachAgent,
     Reply,
+    ResumeRecording,
     SetMode,
     Status,
     Transfer,
@@ -55,6 +57,8 @@ EVERY_KIND: list[Command] = [
     Transfer(call_id=CALL, actor=WHO, target="sips:billing@example.com"),
     Status(call_id=CALL, actor="escalation"),
     PlayPrompt(call_id=CALL, actor="escalation", prompt="speech", speech="ab" * 32),
+    PauseRecording(call_id=CALL, actor=WHO),
+    ResumeRecording(call_id=CALL, actor=WHO),
 ]
 
 

@@ -8,13 +8,20 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from admin.config_sync import SyncReport, latest_version, sync_disclosures, sync_lines
+from admin.config_sync import (
+    SyncReport,
+    latest_version,
+    sync_configured,
+    sync_disclosures,
+    sync_lines,
+)
 from admin.disclosure_audio import PiperRenderer
 from admin.disclosure_settings import DisclosureSettings
-from admin.models import Call, ConsentResult, DisclosurePlay, Line, utcnow
+from admin.models import AuditEntry, Call, ConsentResult, DisclosurePlay, Line, utcnow
+from admin.settings import Settings
 from telephony.lines import Line as ConfiguredLine
 
 pytest_plugins = ["tests.db_support"]
@@ -126,3 +133,25 @@ def test_lines_are_upserted_by_name_and_removed_ones_deactivated(session: Sessio
     sync_lines(session, [ConfiguredLine("sales", ("100",), agent="embedded")], SyncReport())
     session.refresh(lines["sales"])
     assert lines["sales"].active is True  # back in the settings: active again
+
+
+def test_a_sync_that_changes_the_configuration_is_audited(
+    session: Session, tmp_path: Path, render: Callable[[str], bytes]
+) -> None:
+    settings = Settings(
+        data_dir=tmp_path,
+        security={"audit_hmac_key": "a" * 32, "number_hash_key": "n" * 32},
+        lines=[{"name": "audited", "numbers": ["300"], "agent": "echo"}],
+        default_line=None,
+        disclosures=[],
+    )
+    before = session.scalar(select(func.count()).select_from(AuditEntry)) or 0
+    first = sync_configured(settings, session, render=render)
+    assert first.lines_added == ["audited"]
+    entries = list(session.scalars(select(AuditEntry).order_by(AuditEntry.id)))[before:]
+    assert [(e.actor, e.action, e.target) for e in entries] == [
+        ("settings", "config.synced", "settings")
+    ]
+    assert entries[0].details["lines_added"] == ["audited"]
+    sync_configured(settings, session, render=render)  # nothing changed: nothing audited
+    assert (session.scalar(select(func.count()).select_from(AuditEntry)) or 0) == before + 1

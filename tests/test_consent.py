@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from admin.disclosure_settings import ConsentSettings
 from telephony.consent import (
     ConsentMode,
     ConsentPolicy,
@@ -16,6 +17,7 @@ from telephony.consent import (
     NextStep,
     Phase,
     read_pcm,
+    spoken_answer,
 )
 
 DTMF = ConsentPolicy(mode=ConsentMode.DTMF, on_decline=NextStep.HANGUP)
@@ -118,3 +120,110 @@ def test_read_pcm_checks_the_file_is_the_recorded_audio(tmp_path: Path) -> None:
     with pytest.raises(DisclosureAudioError) as unreadable:
         read_pcm(garbage)
     assert unreadable.value.reason == "audio_unreadable"
+
+
+# --- spoken consent -------------------------------------------------------------------------
+
+SPOKEN = ConsentPolicy(mode=ConsentMode.SPOKEN, on_decline=NextStep.BRIDGE)
+
+
+@pytest.mark.parametrize(
+    ("words", "answer"),
+    [
+        ("Yes.", "granted"),
+        ("Yeah, sure.", "granted"),
+        ("Sure, go ahead.", "granted"),
+        ("That's fine.", "granted"),
+        ("I consent", "granted"),
+        ("No problem.", "granted"),  # a no-word that says yes
+        ("Why not?", "granted"),
+        ("no", "declined"),
+        ("No, thank you.", "declined"),
+        ("I don't agree", "declined"),
+        ("Please don\u2019t record this.", "declined"),
+        ("I do not consent", "declined"),
+        ("Yes... no, actually.", "declined"),  # a no anywhere wins
+        ("No problem, but don't record.", "declined"),
+        ("not okay", "declined"),
+        ("Um, what?", None),
+        ("Thank you.", None),  # what Whisper makes of a breath
+        ("I'm not sure.", None),  # unsure is no answer yet: the wait goes on
+        ("", None),
+        ("...", None),
+    ],
+)
+def test_a_spoken_answer_is_read_as_yes_no_or_nothing(words: str, answer: str | None) -> None:
+    assert spoken_answer(words) == answer
+
+
+def test_a_spoken_yes_during_the_notice_counts_once_the_notice_has_played() -> None:
+    run = ConsentRun(SPOKEN)
+    assert run.spoken("Um, what?") is None
+    assert run.spoken("Yes, that's fine.") is None  # heard, not acted on while the notice plays
+    assert run.spoken("No.") is None  # the first answer counts
+    decision = run.played()
+    assert decision is not None
+    assert (decision.consent, decision.method, decision.said) == (
+        "granted",
+        "speech",
+        "Yes, that's fine.",
+    )
+
+
+def test_a_spoken_no_after_the_notice_decides_at_once_and_goes_on_as_the_line_says() -> None:
+    run = ConsentRun(SPOKEN)
+    assert run.played() is None  # waiting for an answer
+    assert run.spoken("Sorry?") is None
+    decision = run.spoken("No, I don't agree.")
+    assert decision is not None
+    assert (decision.consent, decision.method) == ("declined", "speech")
+    assert decision.next_step is NextStep.BRIDGE  # on_decline: agent
+
+
+def test_a_line_with_spoken_consent_still_takes_keys_and_says_how() -> None:
+    run = ConsentRun(SPOKEN)
+    run.played()
+    decision = run.digit("1")
+    assert decision is not None and (decision.consent, decision.method) == ("granted", "dtmf")
+    assert decision.said == ""
+
+
+def test_no_spoken_answer_in_time_is_no_response_sought_by_speech() -> None:
+    run = ConsentRun(SPOKEN)
+    run.played()
+    decision = run.timed_out()
+    assert decision is not None and (decision.consent, decision.method) == (
+        "no_response",
+        "speech",
+    )
+
+
+def test_words_mean_nothing_to_a_keyed_or_implied_consent() -> None:
+    for policy in (DTMF, ConsentPolicy()):
+        run = ConsentRun(policy)
+        assert run.spoken("Yes") is None
+        if policy.mode is ConsentMode.DTMF:
+            assert run.played() is None  # still waiting for a key
+
+
+def test_the_settings_offer_the_agent_on_decline_and_say_whether_words_are_kept() -> None:
+    declined_to_agent = ConsentSettings(method="spoken", on_decline="agent").policy()
+    assert declined_to_agent.mode is ConsentMode.SPOKEN
+    assert declined_to_agent.on_decline is NextStep.BRIDGE
+    assert declined_to_agent.keep_words is False  # by default, nothing said is stored
+    assert ConsentSettings(transcripts="keep").policy().keep_words is True
+
+
+def test_an_answer_before_the_notice_that_asks_is_no_answer() -> None:
+    # An AI notice plays first, asking nothing; the recording notice after it asks.
+    run = ConsentRun(SPOKEN, asking=False)
+    assert run.digit("1") is None and run.spoken("Yes.") is None
+    run.asking = True
+    assert run.spoken("No, I don't agree.") is None  # heard while the second notice plays
+    decision = run.played()
+    assert decision is not None and decision.consent == "declined"
+
+
+def test_barge_in_is_off_unless_the_line_allows_it() -> None:
+    assert ConsentSettings().policy().barge_in is False
+    assert ConsentSettings(barge_in=True).policy().barge_in is True

@@ -75,12 +75,7 @@ def config(tmp_path_factory: pytest.TempPathFactory, engine: EngineProcess) -> P
 
 @pytest.fixture(scope="module")
 def platform(config: PlatformConfig) -> Iterator[Running]:
-    running = start_platform(config)
-    wait_for(
-        lambda: re.search(r"escalation +live events: connected", running.log()),
-        "the escalation service following the worker's events",
-        20,
-    )
+    running = start_platform(config, escalation=True)
     env = {**config.env(), "PARLEY_USER_PASSWORD": PASSWORD}
     for name, role in USERS.items():
         subprocess.run(
@@ -541,7 +536,11 @@ def test_the_dashboard_and_its_browser_leg_work_in_firefox(
     frames_in, frames_out, level, refused = audio
     assert refused is None and level > 0.001, audio
     assert frames_in > 200 and frames_out > 200, audio  # 20 ms frames both ways
-    score, _ = echo_match(caller_says[16000 * 2 : 16000 * 6], heard)
+    # The page's last 4 s lie somewhere in the caller's 20 s, wherever a slow Firefox start put
+    # them: each piece of what it heard is looked for in all the caller said.
+    heard = np.trim_zeros(heard)
+    assert len(heard) > 16000, len(heard)
+    score, _ = echo_match(heard, caller_says)
     assert score > 0.5, score  # the page heard the caller
     recording = read_wav(Path(result["recording"]))
     times = np.array(result["frame_times_ns"], dtype=np.int64)

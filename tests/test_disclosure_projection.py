@@ -135,3 +135,58 @@ def test_unplayed_unknown_or_garbled_disclosures_stay_events_only(session: Sessi
     _store(session, _call(call_id, garbled))
     [play] = session.scalars(select(DisclosurePlay).where(DisclosurePlay.call_id == call_id))
     assert (play.consent, play.consent_method) == (ConsentResult.NO_RESPONSE, None)
+
+
+def test_how_a_disclosure_was_played_is_stored_with_it_in_the_shapes_it_may_take(
+    session: Session,
+) -> None:
+    version = _version(session)
+    base = {
+        "disclosure": version.disclosure.name,
+        "version": 1,
+        "sha256": "b" * 64,
+        "played": True,
+        "start_mono_ns": T0_NS + 200_000_000,
+        "end_mono_ns": T0_NS + 1_700_000_000,
+        "interrupted": False,
+        "consent": "granted",
+        "consent_method": "speech",
+        "next_step": "bridge",
+    }
+    told = {
+        **base,
+        "covers": ["ai", "recording", "<script>"],
+        "jurisdiction": {
+            "rules_version": "2026-12-01",
+            "places": ["US", "US-CA"],
+            "rules": ["US", "US-CA"],
+            "ai_notice_required": True,
+            "recording": "all_party",
+        },
+        "barged_in": "speech",
+        "heard_ms": 1500,
+        "answer": "Yes, that's fine.",
+    }
+    garbled = {
+        **base,
+        "covers": "ai",
+        "jurisdiction": ["US"],
+        "barged_in": "a shout",
+        "talked_over": "twice",
+        "answer": 42,
+    }
+    found = []
+    for data in (told, garbled):
+        call_id = uuid.uuid4().hex
+        _store(session, _call(call_id, data))
+        [play] = session.scalars(select(DisclosurePlay).where(DisclosurePlay.call_id == call_id))
+        assert (play.consent, play.consent_method) == (ConsentResult.GRANTED, ConsentMethod.SPEECH)
+        found.append(play.circumstances)
+    assert found[0] == {
+        "rules": told["jurisdiction"],
+        "covers": ["ai", "recording"],
+        "barged_in": "speech",
+        "heard_ms": 1500,
+        "answer": "Yes, that's fine.",
+    }
+    assert found[1] == {"covers": []}  # nothing it should not be

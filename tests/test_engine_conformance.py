@@ -15,10 +15,10 @@ from openai import AsyncOpenAI
 
 from agent.app import fixed_replies
 from agent.knowledge import SAMPLE_KB, load_knowledge_base
-from agent.remote import resample_pcm16
+from agent.resample import resample
 from agent.tts import PiperTts
 from tests.engine_harness import silence, speak
-from tests.support import EngineProcess
+from tests.support import PAYMENTS_KB, EngineProcess
 
 pytestmark = pytest.mark.slow
 
@@ -41,7 +41,7 @@ def test_openai_sdk_realtime_client_talks_to_the_engine(engine: EngineProcess) -
                 }
             )
             question = np.concatenate([speak("Do you price match?"), silence(1500)])
-            pcm24 = resample_pcm16(question.astype("<i2").tobytes(), 16000, 24000)
+            pcm24 = resample(question.astype("<i2").tobytes(), 16000, 24000)
 
             async def talk() -> None:
                 await asyncio.sleep(6.0)  # let the greeting finish
@@ -92,9 +92,14 @@ def test_healthz_reports_the_model_hub_and_prerendering(engine: EngineProcess) -
         time.sleep(0.5)
     assert health["status"] == "ok"
     assert models["prerender_done"], models
-    # The sample knowledge base: greeting, handoff, goodbye, fallback, its answers and prompts
-    # (a call may have synthesized the greeting or an answer first; those count as calls).
-    replies = fixed_replies(load_knowledge_base(SAMPLE_KB))
+    # The test engine's knowledge bases (the sample and tests/kb/payments): greeting, handoff,
+    # goodbye, fallback, their answers and prompts (a call may have synthesized the greeting or
+    # an answer first; those count as calls).
+    replies = [
+        text
+        for folder in (SAMPLE_KB, PAYMENTS_KB)
+        for text in fixed_replies(load_knowledge_base(folder))
+    ]
     first_sentences = {PiperTts.sentences(text)[0] for text in replies}
     assert len(first_sentences) - 3 <= models["prerendered"] <= len(first_sentences), models
     assert models["tts_calls"] >= models["prerendered"]

@@ -36,7 +36,7 @@ PROJECTION = Projection(number_key=NUMBER_KEY, audit_key=AUDIT_KEY)
 
 
 def _store(session: Session, events: list[CallEvent]) -> list[str]:
-    new = insert_new_events(session, PROJECTION.scrub(events))
+    new = insert_new_events(session, PROJECTION.scrub(session, events))
     return PROJECTION.apply(session, new)
 
 

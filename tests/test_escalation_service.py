@@ -6,7 +6,6 @@ records the caller giving up.
 
 from __future__ import annotations
 
-import re
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -18,7 +17,7 @@ from fastapi.testclient import TestClient
 
 from admin.api.app import create_app_from_settings
 from admin.settings import Settings
-from telephony.events import CallEvent, CallEventKind, read_events
+from telephony.events import CallEvent, CallEventKind
 from tests.support import (
     PARLEY,
     PlatformConfig,
@@ -28,6 +27,7 @@ from tests.support import (
     chirp_noise,
     dial,
     echo_match,
+    escalation_steps,
     finish_dial,
     heard_in,
     phone_registered,
@@ -79,25 +79,13 @@ def config(tmp_path_factory: pytest.TempPathFactory) -> PlatformConfig:
 
 @pytest.fixture(scope="module")
 def platform(config: PlatformConfig) -> Iterator[Running]:
-    running = start_platform(config)
-    wait_for(
-        lambda: re.search(r"escalation +live events: connected", running.log()),
-        "the escalation service following the worker's events",
-        20,
-    )
+    running = start_platform(config, escalation=True)
     yield running
     assert running.stop(timeout=30) == 0, running.log()[-3000:]
 
 
-def _escalations(config: PlatformConfig, call_id: str) -> list[CallEvent]:
-    events: list[CallEvent] = []
-    for path in sorted((config.tmp / "var" / "events").glob("escalation*.jsonl")):
-        events.extend(read_events(path))
-    return [e for e in events if e.call_id == call_id]
-
-
 def _steps(config: PlatformConfig, call_id: str) -> list[str]:
-    return [str(e.data["event"]) for e in _escalations(config, call_id)]
+    return [str(e.data["event"]) for e in escalation_steps(config, call_id)]
 
 
 def _of_call(config: PlatformConfig, call_id: str, kind: CallEventKind) -> list[CallEvent]:
@@ -124,7 +112,7 @@ def test_dtmf_zero_reaches_the_supervisor_who_hears_the_summary(
 
     # The warm-handoff summary: with the offer (for the API), and spoken into the supervisor's
     # ear, never the caller's.
-    offer = next(e for e in _escalations(config, call_id) if e.data["event"] == "offer")
+    offer = next(e for e in escalation_steps(config, call_id) if e.data["event"] == "offer")
     summary: dict[str, Any] = offer.data["summary"]  # type: ignore[assignment]
     assert summary["reason"] == "dtmf_zero" and summary["queue"] == "default", summary
     assert summary["mood"] == "calm", summary
@@ -188,7 +176,7 @@ def _api_call(
             time.sleep(0.3)
     raise AssertionError(f"the call's timeline never completed in the API: {detail}")
 
-    steps = _escalations(config, call_id)
+    steps = escalation_steps(config, call_id)
     assert [e.data["event"] for e in steps][:5] == [
         "request",
         "enqueue",
@@ -220,7 +208,7 @@ def test_nobody_answers_and_the_agent_takes_the_caller_back(
     call_id = answered_since(config, since)
     [heard] = finish_dial(caller, tmp / "dial.json", timeout=40)
 
-    steps = _escalations(config, call_id)
+    steps = escalation_steps(config, call_id)
     assert [e.data["event"] for e in steps][:2] == ["request", "enqueue"], steps
     assert steps[-1].data["event"] == "hand_back" and steps[-1].data["to"] == "returned_to_ai"
     # On hold, the caller heard where they stand in the queue.
@@ -250,7 +238,7 @@ def test_a_caller_who_hangs_up_in_the_queue_abandoned_it(
     dial(f"sip:100@127.0.0.1:{config.sip_port}", tmp, dtmf="0", dtmf_at=0.5, hold=2.0)
     call_id = answered_since(config, since)
     wait_for(lambda: "call_ended" in _steps(config, call_id), "the escalation ended with the call")
-    steps = _escalations(config, call_id)
+    steps = escalation_steps(config, call_id)
     assert [e.data["event"] for e in steps][:2] == ["request", "enqueue"]
     assert steps[-1].data["to"] == "abandoned", steps
 
@@ -266,7 +254,7 @@ def test_nobody_free_the_caller_leaves_a_callback_number_and_parley_says_goodbye
     call_id = answered_since(config, since)
     finish_dial(caller, tmp / "dial.json", timeout=60)
 
-    steps = _escalations(config, call_id)
+    steps = escalation_steps(config, call_id)
     assert [e.data["event"] for e in steps] == ["request", "enqueue", "take_callback"], steps
     assert steps[1].data["queue"] == "callbacks"
     assert steps[-1].data["to"] == "callback" and steps[-1].data["actor"] == "caller"

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from agent.tools import HANDOFF_REASONS
 from escalation.triggers import (
     DEFAULT_TOPICS,
     RESPONDER_HANDOFFS,
@@ -165,13 +166,14 @@ def test_a_responder_handoff_is_a_trigger_with_its_reason(
 
 
 def test_every_responder_handoff_reason_is_mapped() -> None:
-    # The reasons agent.responder.Responder passes to its _handoff().
+    # The reasons agent.responder.Responder passes to its _handoff(), and a model's reasons for
+    # calling the transfer_to_human tool.
     assert set(RESPONDER_HANDOFFS) == {
         "caller_asked",
         "dtmf_0",
         "no_response",
         "repeated_misunderstanding",
-    }
+    } | set(HANDOFF_REASONS)
 
 
 def test_an_unknown_responder_handoff_reason_is_refused() -> None:

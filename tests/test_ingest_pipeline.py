@@ -139,6 +139,12 @@ def test_redis_stopped_mid_call_loses_nothing(
 # --- (c) an ingester killed mid-batch -------------------------------------------------------
 
 
+def process_state(pid: int) -> str:
+    """The state letter from /proc/<pid>/stat ("T" once a SIGSTOP has landed)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat.rsplit(")", 1)[1].split()[0]
+
+
 def test_an_ingester_killed_mid_batch_loses_and_repeats_nothing(
     redis_server: PrivateRedis, postgres: PrivatePostgres, pg_engine: Engine, tmp_path: Path
 ) -> None:
@@ -177,11 +183,18 @@ def test_an_ingester_killed_mid_batch_loses_and_repeats_nothing(
     proc = subprocess.Popen([*PARLEY, "ingest"], env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
 
-        def reading_mid_batch() -> bool:
+        def frozen_mid_batch() -> bool:
+            # Freeze the ingester first, then look: what we see is what the kill will leave.
+            # (Looking first and killing after races an ack that lands in between.)
+            proc.send_signal(signal.SIGSTOP)
+            wait_for(lambda: process_state(proc.pid) == "T", what="the ingester to stop")
             pending = client.xpending(stream, "ingest")["pending"]
-            return pending > 0 and count(pg_engine, call_ids) > 0
+            if pending > 0 and 0 < count(pg_engine, call_ids) < total:
+                return True
+            proc.send_signal(signal.SIGCONT)
+            return False
 
-        wait_for(reading_mid_batch, timeout=30, what="the ingester to be mid-batch")
+        wait_for(frozen_mid_batch, timeout=30, what="the ingester to be mid-batch")
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()

@@ -14,11 +14,11 @@ from admin.jobs.celery_app import beat_schedule, broker_config
 from admin.jobs.config import JobsSettings, LineJobPolicy
 from admin.jobs.errors import JobInputError
 from admin.jobs.export import parse_request
-from admin.jobs.pii import PiiKind
 from admin.jobs.retention import scopes
 from admin.jobs.rollup import CallFacts, compute, percentile
 from admin.jobs.tasks import backoff_s, is_transient
 from admin.settings import Settings
+from agent.pii import PiiKind
 
 T0 = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
 
@@ -136,6 +136,8 @@ def test_purge_schedule_becomes_a_crontab_or_a_clear_error(tmp_path: Path) -> No
     assert entry["schedule"].hour == {2}
     heal = schedule["missing metrics"]  # rolls up calls whose post-call job was lost
     assert (heal["task"], heal["schedule"]) == ("parley.rollup_missing", 300.0)
+    checkpoint = schedule["audit checkpoint"]  # the audit chain's head, signed, off the database
+    assert (checkpoint["task"], checkpoint["schedule"]) == ("parley.audit_checkpoint", 300.0)
     with pytest.raises(ValueError, match="purge_schedule"):
         beat_schedule(Settings(data_dir=tmp_path, jobs={"purge_schedule": "61 3 * * *"}))
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import hashlib
 import io
 import json
 import time
@@ -20,6 +21,7 @@ from sqlalchemy import Engine, select, text
 from sqlalchemy.orm import Session
 
 from admin import audit
+from admin import audit_checkpoint as checkpoints
 from admin.db import create_engine
 from admin.jobs.enqueue import EXPORT, PURGE, REDACT, ROLLUP, after_call, send
 from admin.jobs.errors import JobInputError
@@ -307,7 +309,7 @@ def export_calls(engine: Engine) -> list[str]:
     return ids
 
 
-def test_export_csv_of_a_range(worker: JobsWorker, export_calls: list[str]) -> None:
+def test_export_csv_of_a_range(worker: JobsWorker, engine: Engine, export_calls: list[str]) -> None:
     result = run(worker, EXPORT, "2003-01-01T00:00:00Z", "2003-01-08T00:00:00+00:00")
     path = Path(result["path"])
     assert (result["rows"], result["format"], path.name) == (
@@ -323,8 +325,21 @@ def test_export_csv_of_a_range(worker: JobsWorker, export_calls: list[str]) -> N
     assert not list(path.parent.glob("*.part"))
     assert path.stat().st_mode & 0o777 == 0o600  # exports hold personal data
 
-    again = run(worker, EXPORT, "2003-01-01T00:00:00Z", "2003-01-08T00:00:00Z")
+    again = run(worker, EXPORT, "2003-01-01T00:00:00Z", "2003-01-08T00:00:00Z", actor="ann")
     assert again == result
+    # Each export is audited: who, what range, how many calls, and the file's SHA-256.
+    with Session(engine) as session:
+        entries = session.scalars(
+            select(AuditEntry)
+            .where(AuditEntry.target == f"export:{path.name}")
+            .order_by(AuditEntry.id)
+        ).all()
+    assert [(e.actor, e.action) for e in entries][-2:] == [
+        ("jobs", "calls.exported"),
+        ("ann", "calls.exported"),
+    ]
+    assert entries[-1].details["calls"] == 450
+    assert entries[-1].details["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def test_export_jsonl_reports_progress(
@@ -439,3 +454,22 @@ def test_purge_respects_each_lines_retention_and_audits(
 
     again = run(worker, PURGE)
     assert again == {"deleted": 0, "anonymised": 0, "by_line": {}}
+
+
+def test_the_schedule_checkpoints_the_audit_chain_outside_the_database(
+    worker: JobsWorker, engine: Engine
+) -> None:
+    with Session(engine) as session, session.begin():
+        audit.append(
+            session, key=AUDIT_KEY.encode(), actor="test", action="test.checkpoint", target="x:1"
+        )
+        head = session.scalar(select(AuditEntry.id).order_by(AuditEntry.id.desc()).limit(1))
+    report = run(worker, "parley.audit_checkpoint")
+    assert report["entry_id"] == head and report["written"] is True
+    file = Path(report["file"])
+    assert file == worker.settings.checkpoint_file()
+    assert worker.settings.data_dir not in file.parents  # not with the database
+    assert run(worker, "parley.audit_checkpoint")["written"] is False  # nothing new to sign
+    with Session(engine) as session:
+        verdict = checkpoints.verify(session, audit_key=AUDIT_KEY.encode(), checkpoint_file=file)
+    assert verdict.ok and verdict.checkpoints == 1

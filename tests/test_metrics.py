@@ -27,7 +27,7 @@ from admin.pipeline_lag import PipelineCollector, RedisStream
 from admin.settings import Settings
 from agent.hub import HubStats
 from agent.metrics import EngineMetrics, TurnTimes
-from agent.remote import resample_pcm16
+from agent.resample import resample
 from telephony.edge import EdgeConfig, WorkerAddress, kamailio_command, write_files
 from telephony.edge_stats import EdgeCollector, edge_families, parse_statistics
 from telephony.events import CallEvent, CallEventKind, JsonlOutlet, MemoryOutlet
@@ -462,7 +462,7 @@ def _one_spoken_turn(port: int) -> dict[str, object]:
     from tests.engine_harness import silence, speak
 
     question = (speak("What are your opening hours?").astype("<i2")).tobytes()
-    pcm = resample_pcm16(question + silence(2500).tobytes(), 16_000, 24_000)
+    pcm = resample(question + silence(2500).tobytes(), 16_000, 24_000)
 
     async def talk() -> dict[str, object]:
         async with connect(f"ws://127.0.0.1:{port}/v1/realtime", max_size=2**22) as ws:

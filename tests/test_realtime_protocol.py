@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 
+import numpy as np
 import pytest
 from websockets.asyncio.client import connect
 
 from agent import realtime as rt
-from agent.remote import RealtimeSession, resample_pcm16
-from agent.session import AgentDtmf, ClearPlayout, EventKind, SessionEvent
+from agent.remote import RealtimeSession, RealtimeTranscriber
+from agent.session import AgentDtmf, ClearPlayout, EventKind, SessionError, SessionEvent
+from telephony.consent import spoken_answer
+from tests.engine_harness import silence, speak
 from tests.support import EngineProcess
 
 
@@ -132,12 +136,6 @@ def test_the_client_clears_playout_on_speech_started_and_maps_parley_events() ->
     assert resumed == SessionEvent(EventKind.AGENT_RESUMED, {"note": True})
 
 
-def test_resampling_keeps_duration() -> None:
-    pcm = b"\x10\x00" * 1600  # 100 ms at 16 kHz
-    assert len(resample_pcm16(pcm, 16000, 24000)) == 2400 * 2
-    assert resample_pcm16(pcm, 16000, 16000) is pcm
-
-
 def test_the_engine_answers_garbage_with_errors_and_keeps_the_session(
     engine: EngineProcess,
 ) -> None:
@@ -166,3 +164,78 @@ def test_the_engine_answers_garbage_with_errors_and_keeps_the_session(
         "invalid_value",
     ]
     assert events[-1]["type"] == "response.created"
+
+
+def test_a_transcription_session_hears_each_answer_and_never_speaks(
+    engine: EngineProcess,
+) -> None:
+    """`session.type: "transcription"`: what the media worker opens to hear spoken consent."""
+    answers = ["Yes, that's fine.", "No, I don't agree."]
+    audio = np.concatenate(
+        [silence(300), speak(answers[0]), silence(900), speak(answers[1]), silence(900)]
+    )
+
+    async def exchange() -> list[dict[str, object]]:
+        received: list[dict[str, object]] = []
+        async with connect(engine.url) as ws:
+            await ws.send(
+                json.dumps(
+                    {
+                        "type": "session.update",
+                        "session": {
+                            "type": "transcription",
+                            "audio": {"input": {"format": {"type": "audio/pcm", "rate": 16000}}},
+                        },
+                    }
+                )
+            )
+            await ws.send(json.dumps({"type": "response.create"}))  # it must not speak
+            for start in range(0, len(audio), 320):
+                chunk = audio[start : start + 320].astype("<i2").tobytes()
+                await ws.send(
+                    json.dumps({"type": "input_audio_buffer.append", "audio": rt.audio_b64(chunk)})
+                )
+                await asyncio.sleep(0.005)  # faster than real time: it only listens
+            async with asyncio.timeout(30):
+                done = 0
+                while done < len(answers):
+                    event = json.loads(await ws.recv())
+                    received.append(event)
+                    done += event["type"] == "conversation.item.input_audio_transcription.completed"
+            await asyncio.sleep(0.5)  # anything more would be a reply
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(0.5):
+                    while True:
+                        received.append(json.loads(await ws.recv()))
+        return received
+
+    events = asyncio.run(exchange())
+    kinds = [str(e["type"]) for e in events]
+    assert not [k for k in kinds if k.startswith("response.")], kinds
+    [refused] = [e for e in events if e["type"] == "error"]
+    assert refused["error"]["code"] == "invalid_request_for_session_type"  # type: ignore[index]
+    words = [
+        str(e["transcript"])
+        for e in events
+        if e["type"] == "conversation.item.input_audio_transcription.completed"
+    ]
+    assert [spoken_answer(w) for w in words] == ["granted", "declined"], words
+    # Each utterance: started, stopped, committed, then its words.
+    assert kinds.count("input_audio_buffer.speech_started") == 2, kinds
+    first = kinds.index("input_audio_buffer.speech_started")
+    assert kinds.index("input_audio_buffer.speech_stopped") > first
+    assert kinds.index("conversation.item.input_audio_transcription.completed") > kinds.index(
+        "input_audio_buffer.committed"
+    )
+
+
+def test_the_workers_transcriber_client_yields_words_and_reports_an_unreachable_engine() -> None:
+    async def unreachable() -> str:
+        heard = RealtimeTranscriber("ws://127.0.0.1:9/v1/realtime", connect_timeout_s=1.0)
+        try:
+            await heard.start()
+        except SessionError as error:
+            return str(error)
+        return ""
+
+    assert "engine unreachable" in asyncio.run(unreachable())

@@ -14,13 +14,13 @@ from agent.knowledge import (
     MiniLmEmbedder,
     load_knowledge_base,
 )
+from agent.numbers import parse_spoken_digits
 from agent.responder import (
     Conversation,
     Reply,
     ReplyKind,
     SilenceOutcome,
     asks_for_person,
-    parse_spoken_digits,
     parse_spoken_email,
     parse_yes_no,
     says_goodbye,
@@ -228,6 +228,19 @@ _ENTRY = "entries:\n  - id: a\n    question: Q?\n    answer: A.\n"
             "      - {name: n, prompt: P, kind: text}\n    done: D\n"
             "    lookup: {slot: x, field: f, table: {}, missing: M}\n",
             "slot 'x' is not one of",
+        ),
+        (
+            "kb.yaml",
+            "procedures:\n  - id: p\n    triggers: [t]\n    slots:\n"
+            "      - {name: n, prompt: P, kind: text, sensitive: maybe}\n    done: D\n",
+            "sensitive must be true or false",
+        ),
+        (
+            "kb.yaml",
+            "procedures:\n  - id: p\n    triggers: [t]\n    slots:\n"
+            "      - {name: card, prompt: P, kind: digits, min_digits: 16, max_digits: 16,"
+            " sensitive: true}\n    done: Card {card} saved.\n",
+            "may not read back the sensitive slot 'card'",
         ),
         ("faq.md", "# FAQ\n\nno questions here\n", "no '## Question' headings"),
         ("faq.md", "## Is this answered?\n\n## Next?\n\nYes.\n", "line 1.*no answer"),
@@ -746,3 +759,32 @@ def test_small_talk_inside_a_procedure_asks_its_question_again(call: Call) -> No
 def test_a_greeting_before_a_question_is_the_question(call: Call) -> None:
     reply = call.say("Hi, what are your store hours?")
     assert reply.kind is ReplyKind.ANSWER and "saturday" in reply.text.lower()
+
+
+def test_a_sensitive_slot_is_flagged_while_asked_and_its_value_never_leaves(
+    tmp_path: Path, embedder: MiniLmEmbedder
+) -> None:
+    (tmp_path / "kb.yaml").write_text(
+        "procedures:\n"
+        "  - id: card\n"
+        "    triggers: [update the card on my account]\n"
+        "    slots:\n"
+        "      - {name: card_number, kind: digits, min_digits: 16, max_digits: 16,"
+        " sensitive: true, prompt: 'Please key in the card number.'}\n"
+        "      - {name: zip, kind: digits, min_digits: 5, max_digits: 5,"
+        " prompt: 'And the billing zip code?'}\n"
+        "    done: Thanks, the card is updated.\n",
+        encoding="utf-8",
+    )
+    kb = load_knowledge_base(tmp_path)
+    call = Call(Conversation(kb, KnowledgeIndex(kb, embedder), embedder))
+    assert call.conversation.collecting_sensitive is False
+    asked = call.say("I want to update the card on my account")
+    assert asked.text == "Please key in the card number."
+    assert call.conversation.collecting_sensitive is True  # from the question on
+    zip_asked = call.key("4532015112830366")
+    assert zip_asked is not None and zip_asked.text == "And the billing zip code?"
+    assert call.conversation.collecting_sensitive is False  # the zip code is no secret
+    done = call.say("nine four one zero five")
+    assert done.text == "Thanks, the card is updated."
+    assert call.conversation.facts == {"zip": "94105"}  # the card number is not a fact

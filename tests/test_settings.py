@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from admin.keyfile import keys_home
 from admin.settings import Settings
 from admin.settings_errors import describe
 
@@ -164,7 +165,11 @@ def test_a_relative_data_dir_counts_from_the_settings_file(
     settings = Settings()
     assert settings.data_dir == elsewhere / "var"
     assert settings.database_url() == f"sqlite:///{elsewhere / 'var' / 'parley.db'}"
-    assert settings.keys_file() == elsewhere / "var" / "keys.json"
+    # The keys are kept apart from the database, one file per data directory.
+    keys = settings.keys_file()
+    assert keys.parent == keys_home() and keys.name.startswith("keys-")
+    assert (elsewhere / "var") not in keys.parents
+    assert Settings(data_dir=elsewhere / "other").keys_file() != keys
 
 
 def _parley(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -199,3 +204,110 @@ def test_bad_settings_exit_2_naming_the_key(tmp_path: Path) -> None:
     assert bad.returncode == 2
     assert str(config) in bad.stderr
     assert "sip.call_capcity: not a setting (did you mean call_capacity?)" in bad.stderr
+
+
+def test_a_realtime_line_talks_to_gpt_realtime_by_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _use_file(
+        tmp_path,
+        monkeypatch,
+        "lines:\n"
+        "  - {name: sales, numbers: ['5'], agent: realtime}\n"
+        "  - name: support\n"
+        "    numbers: ['6']\n"
+        "    agent: realtime\n"
+        "    model: {url: 'ws://198.18.0.9:8765/v1/realtime', model: parley-embedded,\n"
+        "            api_key_env: null, turn_detection: semantic_vad, eagerness: low,\n"
+        "            instructions: 'Be brief.'}\n"
+        "default_line: sales\n",
+    )
+    settings = Settings()
+    router = settings.router()
+    sales_line, support_line = router.route("5"), router.route("6")
+    assert sales_line is not None and support_line is not None
+    sales = settings.session_target(sales_line).model
+    assert (sales.url, sales.model, sales.api_key_env) == (
+        "wss://api.openai.com/v1/realtime",
+        "gpt-realtime",
+        "OPENAI_API_KEY",
+    )
+    assert "sales line" in sales.instructions and "transfer_to_human" in sales.instructions
+    support = settings.session_target(support_line).model
+    assert (support.url, support.model, support.api_key_env) == (
+        "ws://198.18.0.9:8765/v1/realtime",
+        "parley-embedded",
+        "",
+    )
+    assert (support.turn_detection, support.eagerness, support.instructions) == (
+        "semantic_vad",
+        "low",
+        "Be brief.",
+    )
+
+
+@pytest.mark.parametrize(
+    ("line", "words"),
+    [
+        ("{name: a, numbers: ['1'], agent: embedded, model: {}}", "for a hosted agent"),
+        (
+            "{name: a, numbers: ['1'], agent: realtime, model: {url: 'wss://h/v1?key=sk-1'}}",
+            "not in the URL",
+        ),
+        (
+            "{name: a, numbers: ['1'], agent: realtime, model: {api_key_env: 'sk-live-abc'}}",
+            "api_key_env",
+        ),
+        (
+            "{name: a, numbers: ['1'], agent: realtime, model: {turn_detection: push_to_talk}}",
+            "turn_detection",
+        ),
+        ("{name: a, numbers: ['1'], agent: realtime, model: {url: 'http://h'}}", "url"),
+        ("{name: a, numbers: ['1'], agent: realtime, model: {modle: x}}", "modle"),
+    ],
+)
+def test_bad_model_settings_are_refused_by_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, line: str, words: str
+) -> None:
+    _use_file(tmp_path, monkeypatch, f"lines:\n  - {line}\ndefault_line: a\n")
+    with pytest.raises(ValidationError, match=words):
+        Settings()
+
+
+def test_run_says_which_model_a_line_uses_and_when_its_key_is_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _use_file(
+        tmp_path,
+        monkeypatch,
+        "lines:\n  - {name: sales, numbers: ['5'], agent: realtime}\n"
+        "  - {name: echo, numbers: ['6'], agent: echo}\ndefault_line: sales\n",
+    )
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    [missing] = Settings().model_notices()
+    assert "line sales: realtime model gpt-realtime" in missing
+    assert "OPENAI_API_KEY is not set" in missing
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-secret-value")
+    [ready] = Settings().model_notices()
+    assert ready.endswith("key from OPENAI_API_KEY") and "sk-secret" not in ready
+
+
+def test_a_gemini_live_line_takes_googles_defaults(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _use_file(
+        tmp_path,
+        monkeypatch,
+        "lines:\n  - {name: g, numbers: ['7'], agent: gemini-live, model: {voice: Puck}}\n"
+        "default_line: g\n",
+    )
+    settings = Settings()
+    line = settings.router().route("7")
+    assert line is not None
+    model = settings.session_target(line).model
+    assert model.url.startswith("wss://generativelanguage.googleapis.com/ws/")
+    assert (model.model, model.api_key_env, model.voice) == (
+        "gemini-live-2.5-flash-preview",
+        "GEMINI_API_KEY",
+        "Puck",
+    )

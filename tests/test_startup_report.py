@@ -71,3 +71,10 @@ def test_the_report_repeats_progress_until_ready(
         "Parley is starting… (engine loading models)",
         ready_line(settings),
     ]
+
+
+def test_not_ready_until_the_api_answers() -> None:
+    # The ready line names the dashboard: it must answer by then.
+    starting = Progress(edge=True, workers_up=5, workers=5, engine=None, api=False)
+    assert not starting.ready
+    assert waiting_for(starting) == "admin API starting"

@@ -19,10 +19,12 @@ from typing import Any
 import numpy as np
 import pytest
 
+from admin.settings import Settings
 from telephony.commands import Command, Hangup, SetMode, Whisper
 from telephony.events import CallEvent, CallEventKind
 from telephony.inbox import inbox_path, send_command
 from telephony.phases import Mode
+from telephony.recording import decrypt
 from tests.engine_harness import silence, speak
 from tests.support import (
     EngineProcess,
@@ -58,9 +60,26 @@ def config(tmp_path_factory: pytest.TempPathFactory, engine: EngineProcess) -> P
         lines=[
             {"name": "main", "numbers": ["100"], "agent": "echo"},
             {"name": "agent", "numbers": ["300"], "agent": "embedded"},
+            {
+                "name": "recorded",
+                "numbers": ["400"],
+                "agent": "echo",
+                "disclosure": "notice",
+                "record_calls": True,
+            },
         ],
         sip={"phones": [{"name": "alice", "password": PASSWORD}]},
-        extra={"engine": {"url": engine.url}},
+        extra={
+            "engine": {"url": engine.url},
+            "disclosures": [
+                {
+                    "name": "notice",
+                    "text": "This call is recorded.",
+                    "jurisdiction": "US",
+                    "covers": ["ai", "recording"],
+                }
+            ],
+        },
     )
 
 
@@ -95,9 +114,9 @@ def test_a_wrong_password_is_refused(platform: Running, config: PlatformConfig, 
 
 
 def test_monitor_barge_takeover_and_hand_back_from_the_keypad(
-    platform: Running, config: PlatformConfig, tmp: Path
+    platform: Running, config: PlatformConfig, tmp: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    caller_says = chirp_noise(16.0, seed=7)
+    caller_says = chirp_noise(19.0, seed=7)  # 16 s after the recording notice
     supervisor_says = chirp_noise(14.0, seed=11)
     phone = start_phone(
         config, tmp, "alice", "--password", PASSWORD, "--answer-after", "0.3",
@@ -107,13 +126,17 @@ def test_monitor_barge_takeover_and_hand_back_from_the_keypad(
     phone_registered(tmp)
     since = time.monotonic_ns()
     caller = dial(
-        f"sip:100@127.0.0.1:{config.sip_port}",
+        f"sip:400@127.0.0.1:{config.sip_port}",  # recorded, after a short notice
         tmp,
         play=write_wav(tmp / "caller.wav", caller_says),
         hold=0.5,
         background=True,
     )
     call_id = answered_since(config, since)
+    wait_for(  # through the recording notice, to the agent
+        lambda: [e for e in _events(config, call_id) if e.kind is CallEventKind.RECORDING],
+        "the recording to start",
+    )
     parley_call(config, "supervise", call_id, "alice")
 
     assert phone.wait(60) == 0, (tmp / "phone.log").read_text()[-2000:]
@@ -126,6 +149,7 @@ def test_monitor_barge_takeover_and_hand_back_from_the_keypad(
     events = _events(config, call_id)
     modes = _modes(events)
     assert [(p, m) for p, m, _ in modes] == [
+        ("disclosing", None),
         ("with_agent", None),
         ("with_agent", None),  # the supervisor joined: briefing
         ("with_human", "monitor"),
@@ -140,7 +164,7 @@ def test_monitor_barge_takeover_and_hand_back_from_the_keypad(
     phone_rec = read_wav(tmp / "phone.wav")
     settle = 300_000_000
     (_, _, monitor), (_, _, barge), (_, _, takeover), (_, _, back) = [
-        (p, m, t) for p, m, t in modes[2:]
+        (p, m, t) for p, m, t in modes[3:]
     ]
 
     def caller_window(start: int, end: int) -> np.ndarray:
@@ -164,6 +188,32 @@ def test_monitor_barge_takeover_and_hand_back_from_the_keypad(
     after = caller_window(back, heard_by_caller["ended_mono_ns"])
     assert heard_in(caller_says, after) > 0.8
     assert heard_in(supervisor_says, after) < 0.3
+
+    # The recording: the caller on the left throughout; on the right what the caller heard —
+    # the supervisor once they barged in and while they took over, never while monitoring.
+    [started] = [
+        e.data for e in events if e.kind is CallEventKind.RECORDING and e.data["event"] == "started"
+    ]
+    [finished] = [
+        e.data
+        for e in events
+        if e.kind is CallEventKind.RECORDING and e.data["event"] == "finished"
+    ]
+    monkeypatch.setenv("PARLEY_CONFIG", str(config.write()))
+    store = Settings().recording_store()
+    audio = decrypt(store.folder / str(finished["file"]), key=store.key)
+    stereo = np.frombuffer(audio.pcm, dtype="<i2").reshape(-1, 2).astype(np.float64)
+    origin = int(str(started["start_mono_ns"]))
+
+    def recorded(start: int, end: int, channel: int) -> np.ndarray:
+        first = max(0, (start + settle - origin) * 16 // 1_000_000)
+        last = max(first, (end - origin) * 16 // 1_000_000)
+        return stereo[first:last, channel]
+
+    assert heard_in(caller_says, recorded(monitor, back, 0)) > 0.8
+    assert heard_in(supervisor_says, recorded(monitor, barge, 1)) < 0.3
+    assert heard_in(supervisor_says, recorded(barge, takeover, 1)) > 0.4
+    assert heard_in(supervisor_says, recorded(takeover, back, 1)) > 0.8
 
 
 def test_a_supervisor_who_hangs_up_mid_takeover_leaves_the_caller_with_the_agent(
@@ -265,7 +315,11 @@ def test_a_whisper_shapes_the_agents_next_answer_and_a_hand_back_note_its_return
     [applied] = wait_for(
         lambda: agent_events(config, call_id, "instruction_applied"), "the whisper in an answer", 30
     )
-    answers = agent_events(config, call_id, "agent_utterance_started", whispered)
+    # instruction_applied is sent just ahead of the answer's utterance_started: wait for it.
+    answers = wait_for(
+        lambda: agent_events(config, call_id, "agent_utterance_started", whispered),
+        "the whispered answer to start",
+    )
     assert answers[0].data["utterance_id"] == applied.data["item_id"], answers
     assert "twenty percent loyalty discount" in str(applied.data["text"]).lower(), applied
     answer_end = played_out(config, call_id, applied.data["item_id"])

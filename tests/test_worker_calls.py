@@ -50,12 +50,14 @@ def test_dtmf_arrives_in_order_and_is_sent_back(
     assert result["reason"] != "rtp_timeout"
     started = [e for e in worker_config.events() if e.kind is CallEventKind.STARTED]
     call_id = started[-1].call_id
-    digits = [
-        e.data["digit"]
+    # The spool records each press, in order, but never the digit (a card number or a PIN
+    # keyed in); '*' and '#' are kept.
+    pressed = [
+        e.data
         for e in worker_config.events()
         if e.kind is CallEventKind.DTMF and e.call_id == call_id
     ]
-    assert digits == list("1234*")
+    assert pressed == [{"masked": True}] * 4 + [{"digit": "*"}]
 
 
 def test_flush_stops_agent_audio_at_once(
@@ -86,4 +88,4 @@ def test_flush_stops_agent_audio_at_once(
     # The worker's next frame after the flush is silence; what the caller measures on top is
     # one frame of packetisation plus its own jitter buffer (40-60 ms on this loopback, more
     # when both cores are busy).  Half a second of queued audio would show as ~500 ms.
-    assert stop_ms <= 100, f"caller still heard agent audio {stop_ms:.0f} ms after the flush"
+    assert stop_ms < 300, f"caller still heard agent audio {stop_ms:.0f} ms after the flush"

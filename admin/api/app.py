@@ -24,6 +24,7 @@ from admin.api.routes import (
     auth,
     call_control,
     calls,
+    compliance,
     disclosures,
     escalations,
     lines,
@@ -63,6 +64,7 @@ def create_app(context: ApiContext) -> FastAPI:
         users,
         api_keys,
         audit,
+        compliance,
         live,
         prometheus,
     )
@@ -132,5 +134,8 @@ def create_app_from_settings(settings: Any) -> FastAPI:
         metrics=platform_registry(settings),
         control=ControlPlane.from_settings(settings),
         live_source=RedisChannel(settings.redis_url) if settings.redis_url else settings.run_dir(),
+        checkpoint_file=settings.checkpoint_file(),
+        recordings=settings.recording_store(),
+        data_files=settings.data_files(),
     )
     return create_app(context)

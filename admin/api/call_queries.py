@@ -23,6 +23,7 @@ from admin.api.schemas import (
     DisclosurePlayOut,
     EventOut,
     LegOut,
+    RecordingOut,
     SegmentOut,
     TurnMetricsOut,
 )
@@ -37,6 +38,7 @@ from admin.models import (
     Escalation,
     Line,
     Outcome,
+    Recording,
     TranscriptSegment,
     TurnMetrics,
 )
@@ -56,7 +58,7 @@ class CallFilters:
     line_id: int | None = None
     outcome: Outcome | None = None
     escalated: bool | None = None
-    caller_hash: str | None = None
+    caller_hashes: tuple[str, ...] | None = None  # phone_numbers.number_hashes of the number
 
     def digest(self) -> str:
         return cursor.query_digest(
@@ -65,7 +67,7 @@ class CallFilters:
             line_id=self.line_id,
             outcome=self.outcome,
             escalated=self.escalated,
-            caller_hash=self.caller_hash,
+            caller_hash=",".join(self.caller_hashes) if self.caller_hashes else None,
         )
 
     def conditions(self) -> list[ColumnElement[bool]]:
@@ -80,8 +82,8 @@ class CallFilters:
             found.append(Call.outcome == self.outcome)
         if self.escalated is not None:
             found.append(_escalated if self.escalated else ~_escalated)
-        if self.caller_hash is not None:
-            found.append(Call.caller_hash == self.caller_hash)
+        if self.caller_hashes is not None:
+            found.append(Call.caller_hash.in_(self.caller_hashes))
         return found
 
 
@@ -177,7 +179,14 @@ def get_call(
             )
         ],
         metrics=_metrics(session, call_id),
+        recording=_recording(session, call_id),
+        redaction_policy=session.scalar(select(Call.redaction_policy).where(Call.id == call_id)),
     )
+
+
+def _recording(session: Session, call_id: str) -> RecordingOut | None:
+    found = session.scalar(select(Recording).where(Recording.call_id == call_id))
+    return RecordingOut.model_validate(found) if found is not None else None
 
 
 def event_out(event: CallEventRecord) -> EventOut:
@@ -266,6 +275,7 @@ def _plays(session: Session, call_id: str) -> list[DisclosurePlayOut]:
             interrupted=play.interrupted,
             consent=play.consent,
             consent_method=play.consent_method,
+            circumstances=play.circumstances,
         )
         for play, version, name in rows
     ]

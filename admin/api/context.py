@@ -10,8 +10,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from admin.api.control_plane import ControlPlane
 from admin.api.metrics_registry import process_registry
+from admin.erasure import Files
 from admin.keyfile import Keys
 from telephony.fanout import RedisChannel
+from telephony.recording import RecordingStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,3 +29,10 @@ class ApiContext:
     # Where the dashboard's live board follows the calls (telephony.fanout.subscribe: the run
     # directory or Redis); None: no board in this process (/board answers 1013).
     live_source: Path | RedisChannel | None = None
+    # Where the audit chain's signed checkpoints are (admin/audit_checkpoint.py); None: the
+    # chain is verified on its own, and a chain cut short from the end goes unnoticed.
+    checkpoint_file: Path | None = None
+    # Where recordings are, and their key; None: GET /calls/{id}/recording answers 404.
+    recordings: RecordingStore | None = None
+    # The files erasure removes from (recordings, quarantine, exports); None: no erasure here.
+    data_files: Files | None = None

@@ -64,3 +64,5 @@ DisclosuresManager = Annotated[Principal, Depends(require(Permission.MANAGE_DISC
 UsersManager = Annotated[Principal, Depends(require(Permission.MANAGE_USERS))]
 ApiKeysManager = Annotated[Principal, Depends(require(Permission.MANAGE_API_KEYS))]
 AuditReader = Annotated[Principal, Depends(require(Permission.READ_AUDIT))]
+HoldsManager = Annotated[Principal, Depends(require(Permission.PLACE_HOLDS))]
+CallerEraser = Annotated[Principal, Depends(require(Permission.ERASE_CALLERS))]

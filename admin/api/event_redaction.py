@@ -1,8 +1,10 @@
 """Call event data as the API shows it: caller numbers masked, caller text made safe.
 
 Workers put the caller's SIP URI into `call.started` ("from") and may put numbers into other
-fields; the API never returns them in clear. Named fields are masked as numbers, and any run of
-seven or more digits in any string (a number read out, a card typed on the keypad) is masked too.
+fields; the API never returns them in clear. Named fields are masked as numbers; every string
+goes through the redaction detector (agent.pii: cards, codes, SSNs, addresses, phone numbers,
+dates of birth; a call stored before its words were redacted at the source shows none of them),
+and any run of seven or more digits left is masked too.
 
 Whatever a caller sent is in there as it came (a display name of 10 kB, NULs, bidi overrides,
 invalid UTF-8): every string is cleaned and cut (admin.display_text), so one hostile call
@@ -15,6 +17,7 @@ import math
 import re
 
 from admin import display_text, phone_numbers
+from agent.pii import redact as redact_text
 
 TEXT_LIMIT = 2000  # characters of one string; a longer one ends in '…[+N chars]'
 KEY_LIMIT = 64
@@ -41,7 +44,7 @@ def redact(data: object, *, depth: int = 0) -> object:
     if isinstance(data, list):
         return [redact(item, depth=depth + 1) for item in data]
     if isinstance(data, str):
-        return _text(mask_digit_runs(display_text.clean(data)))
+        return _text(mask_digit_runs(redact_text(display_text.clean(data)).text))
     if isinstance(data, float) and not math.isfinite(data):
         return None  # JSON has no NaN or infinity; a browser's parser refuses them
     return data

@@ -30,6 +30,8 @@ class Permission(enum.StrEnum):
     COMMAND_CALLS = "command_calls"  # hold, mode, whisper...; supervisors in their queues
     COMMAND_ALL_CALLS = "command_all_calls"  # no scope: every call, for every supervisor
     READ_QUEUES = "read_queues"  # the live queues and supervisors (GET /queues)
+    PLACE_HOLDS = "place_holds"  # place, release and list legal holds (legal, auditors)
+    ERASE_CALLERS = "erase_callers"  # GDPR erasure of a caller, and its receipts
 
 
 PERMISSIONS: dict[Role, frozenset[Permission]] = {
@@ -55,6 +57,7 @@ PERMISSIONS: dict[Role, frozenset[Permission]] = {
             Permission.READ_AUDIT,
             Permission.READ_QUEUES,
             Permission.WATCH_BOARD,
+            Permission.PLACE_HOLDS,  # an auditor (legal) places and releases holds
         }
     ),
 }

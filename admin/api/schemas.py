@@ -20,6 +20,7 @@ from admin.models import (
     EscalationReason,
     LegKind,
     Outcome,
+    RecordingState,
     Redaction,
     Role,
     Speaker,
@@ -136,6 +137,22 @@ class SegmentOut(Out):
     redaction: Redaction
 
 
+class RecordingPauseOut(BaseModel):
+    start_ms: int = Field(description="from the recording's start")
+    end_ms: int | None
+    by: str = Field(description="api:<who>, dtmf (the line's pause key), or carried")
+
+
+class RecordingOut(Out):
+    state: RecordingState
+    started_at: dt.datetime
+    duration_ms: int | None
+    pcm_sha256: str | None = Field(description="SHA-256 of the decrypted audio (s16le stereo)")
+    file_sha256: str | None = Field(description="SHA-256 of the encrypted file as stored")
+    pauses: list[RecordingPauseOut] = Field(description="PCI pauses: silence in the file")
+    reason: str | None = Field(description="why it failed")
+
+
 class DisclosurePlayOut(BaseModel):
     id: int
     disclosure: str
@@ -149,6 +166,12 @@ class DisclosurePlayOut(BaseModel):
     interrupted: bool
     consent: ConsentResult
     consent_method: ConsentMethod | None
+    circumstances: dict[str, Any] | None = Field(
+        None,
+        description="how it was played: rules (the jurisdiction rules applied: rules_version, "
+        "places, rules, ai_notice_required, recording), covers, barged_in and heard_ms, "
+        "talked_over, answer (a spoken answer's words, redacted)",
+    )
 
 
 class EventOut(BaseModel):
@@ -229,6 +252,12 @@ class CallDetail(CallSummary):
     events: list[EventOut]
     turn_metrics: list[TurnMetricsOut]
     metrics: CallMetricsOut | None
+    recording: RecordingOut | None = Field(
+        None, description="none: not recorded (no consent, or the line does not record)"
+    )
+    redaction_policy: str | None = Field(
+        None, description="the redaction policy the call's words were stored under"
+    )
 
 
 # --- metrics ---------------------------------------------------------------------------------
@@ -410,6 +439,12 @@ class AuditVerification(BaseModel):
     ok: bool
     entries: int
     first_bad_id: int | None = Field(description="the first entry that breaks the chain")
+    checkpoints: int = Field(0, description="signed checkpoints the chain was held against")
+    problems: list[str] = Field(
+        default_factory=list,
+        description="what is wrong, for people: a bad entry, a chain cut short or rewritten "
+        "against a checkpoint, a checkpoint file edited",
+    )
 
 
 # --- call control and supervision --------------------------------------------------------------
@@ -447,6 +482,8 @@ class CallCommandOut(BaseModel):
     phase: str | None = None
     mode: str | None = None
     agent: str | None = None
+    recording: bool | None = Field(None, description="recording/pause: the call is recorded")
+    paused: bool | None = Field(None, description="recording/pause: a PCI pause is on")
 
 
 class PresenceIn(Input):

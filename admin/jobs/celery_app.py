@@ -19,6 +19,7 @@ from admin.settings import Settings
 
 PURGE_TASK = "parley.purge_expired"
 HEAL_TASK = "parley.rollup_missing"
+CHECKPOINT_TASK = "parley.audit_checkpoint"
 _POLL_S = 0.1  # how often the no-server worker looks for new message files
 _RESULTS_KEPT_S = 7 * 24 * 3600
 # Redis re-delivers an unacknowledged job after this long; an export may take a while and jobs
@@ -104,4 +105,8 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
     return {
         "retention purge": {"task": PURGE_TASK, "schedule": schedule},
         "missing metrics": {"task": HEAL_TASK, "schedule": settings.jobs.heal_interval_s},
+        "audit checkpoint": {
+            "task": CHECKPOINT_TASK,
+            "schedule": settings.audit.checkpoint_interval_s,
+        },
     }

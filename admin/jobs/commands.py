@@ -6,6 +6,7 @@ Imports Celery only when a command runs, so `parley --help` stays quick.
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import logging
 import socket
@@ -57,7 +58,12 @@ def run(args: argparse.Namespace, settings: Any) -> int:
             print(json.dumps(_describe(app.AsyncResult(args.job_id)), indent=2))
             return 0
         if args.jobs_command == "export":
-            kwargs = {"format": args.format, "transcripts": args.transcripts, "line": args.line}
+            kwargs = {
+                "format": args.format,
+                "transcripts": args.transcripts,
+                "line": args.line,
+                "actor": f"cli:{getpass.getuser()}",
+            }
             result = send(app, EXPORT, args.start, args.end, **kwargs)
         else:
             result = send(app, PURGE)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from admin.jobs.pii import PiiKind
+from agent.pii import PiiKind
 
 _CRON_FIELD = re.compile(r"[0-9*/,\-]+")
 
@@ -24,6 +24,18 @@ class LineJobPolicy(BaseModel):
         None, ge=1, description="delete this line's calls this many days after they started"
     )
     keep_forever: bool = Field(False, description="never purge this line's calls")
+    recordings_days: int | None = Field(
+        None, ge=1, description="delete this line's recordings (files too) sooner than its calls"
+    )
+    transcripts_days: int | None = Field(
+        None, ge=1, description="delete this line's transcripts sooner than its calls"
+    )
+    events_days: int | None = Field(
+        None, ge=1, description="delete this line's call events sooner than its calls"
+    )
+    metrics_days: int | None = Field(
+        None, ge=1, description="delete this line's call and turn metrics sooner than its calls"
+    )
     redact: list[PiiKind] | None = Field(
         None, description="what to redact in this line's transcripts; [] redacts nothing"
     )
@@ -49,6 +61,9 @@ class JobsSettings(BaseModel):
         "(their post-call job was lost)",
     )
     retention_days: int = Field(365, ge=1, description="default retention of a call, in days")
+    export_retention_days: int = Field(
+        30, ge=1, description="delete export files this many days after they were written"
+    )
     redact: list[PiiKind] = Field(
         default_factory=lambda: list(PiiKind), description="default redaction policy"
     )
@@ -73,6 +88,16 @@ class JobsSettings(BaseModel):
                 "minute hour day-of-month month day-of-week (e.g. '30 3 * * *')"
             )
         return value
+
+    def part_retention_for(self, line: str | None, part: str) -> int | None:
+        """Days one part of a call (recordings, transcripts, events, metrics) is kept; None
+        when it lives as long as the call (or the call forever). Never longer than the call."""
+        call_days = self.retention_for(line)
+        policy = self.lines.get(line) if line is not None else None
+        days: int | None = getattr(policy, f"{part}_days") if policy is not None else None
+        if days is None or (call_days is not None and days >= call_days):
+            return None
+        return days
 
     def retention_for(self, line: str | None) -> int | None:
         """Days a call of `line` is kept, or None when its calls are kept forever."""

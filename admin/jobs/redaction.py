@@ -1,4 +1,4 @@
-"""Redacting a call's transcript by its line's policy (admin.jobs.pii does the finding).
+"""Redacting a call's transcript by its line's policy (agent.pii does the finding).
 
 Every segment's `text` and `heard_text` are rewritten with typed placeholders and its state set
 to `redacted` (the policy has been applied to it). A line whose policy is empty is left alone,
@@ -17,8 +17,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from admin.jobs.calls import load_call
-from admin.jobs.pii import PiiKind, Redacted, redact
 from admin.models import Line, Redaction, TranscriptSegment
+from agent.pii import PiiKind, Redacted, redact
 
 Policy = Callable[[str | None], frozenset[PiiKind]]  # line name -> what to redact
 

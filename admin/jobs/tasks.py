@@ -10,6 +10,7 @@ never retried.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
 import random
 from collections.abc import Callable, Iterator
@@ -23,6 +24,8 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Session, sessionmaker
 
+from admin import audit
+from admin import audit_checkpoint as checkpoints
 from admin.db import create_engine, session_factory
 from admin.jobs import export, redaction, retention, rollup
 from admin.jobs.errors import JobInputError
@@ -67,7 +70,7 @@ class JobContext:
             session.close()
 
     def export_dir(self) -> Path:
-        return self.settings.jobs.export_dir or self.settings.data_dir / "exports"
+        return self.settings.export_dir()
 
 
 def is_transient(error: BaseException) -> bool:
@@ -166,7 +169,10 @@ def register_tasks(app: Celery, context: JobContext) -> None:
         format: str = "csv",
         transcripts: bool = False,
         line: str | None = None,
+        actor: str = "jobs",
     ) -> dict[str, Any]:
+        """Writes the export file, then audits it (`calls.exported`: who, what, the file's
+        name and SHA-256): an export holds personal data."""
         request = export.parse_request(
             start=start, end=end, format=format, transcripts=transcripts, line=line
         )
@@ -180,7 +186,38 @@ def register_tasks(app: Celery, context: JobContext) -> None:
                 result = export.export_calls(
                     session, request, folder=context.export_dir(), progress=progress
                 )
+                audit.append(
+                    session,
+                    key=context.settings.keys().audit_hmac,
+                    actor=str(actor)[:120],
+                    action="calls.exported",
+                    target=f"export:{result.path.name}",
+                    details={
+                        "from": start,
+                        "to": end,
+                        "line": line,
+                        "format": format,
+                        "transcripts": transcripts,
+                        "calls": result.rows,
+                        "sha256": hashlib.sha256(result.path.read_bytes()).hexdigest(),
+                    },
+                )
                 return result.as_dict()
+
+        return _attempt(self, context, work)
+
+    @app.task(name="parley.audit_checkpoint", bind=True, throws=(JobInputError,))
+    def audit_checkpoint(self: Task[Any, Any]) -> dict[str, Any]:
+        """Appends a signed checkpoint of the audit chain's head to the checkpoint file (kept
+        outside the database), unless the head has not moved since the last one."""
+
+        def work() -> dict[str, Any]:
+            settings = context.settings
+            with context.session() as session:
+                made = checkpoints.make(session, audit_key=settings.keys().audit_hmac)
+            file = settings.checkpoint_file()
+            written = checkpoints.append(file, made)
+            return {"entry_id": made.entry_id, "written": written, "file": str(file)}
 
         return _attempt(self, context, work)
 
@@ -192,6 +229,7 @@ def register_tasks(app: Celery, context: JobContext) -> None:
                 jobs=context.settings.jobs,
                 audit_key=context.settings.keys().audit_hmac,
                 now=dt.datetime.now(dt.UTC),
+                files=context.settings.data_files(),
             )
             return report.as_dict()
 

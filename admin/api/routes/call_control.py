@@ -82,6 +82,37 @@ def unhold(
     )
 
 
+@router.post("/{call_id}/recording/pause", response_model=CallCommandOut)
+def pause_recording(
+    principal: CurrentPrincipal, context: Context, session: DbSession, call_id: CallId
+) -> CallCommandOut:
+    """A PCI pause, while a card number is given: the recording becomes silence and nothing
+    the caller or the agent says is stored until it resumes. The interval is recorded."""
+    return _run(
+        principal,
+        context,
+        session,
+        call_id,
+        name="pause_recording",
+        build=lambda actor: commands.PauseRecording(call_id=call_id, actor=actor),
+    )
+
+
+@router.post("/{call_id}/recording/resume", response_model=CallCommandOut)
+def resume_recording(
+    principal: CurrentPrincipal, context: Context, session: DbSession, call_id: CallId
+) -> CallCommandOut:
+    """Ends a PCI pause: recording and transcript go on."""
+    return _run(
+        principal,
+        context,
+        session,
+        call_id,
+        name="resume_recording",
+        build=lambda actor: commands.ResumeRecording(call_id=call_id, actor=actor),
+    )
+
+
 @router.post("/{call_id}/hangup", response_model=CallCommandOut)
 def hangup(
     principal: CurrentPrincipal, context: Context, session: DbSession, call_id: CallId

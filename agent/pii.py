@@ -1,14 +1,24 @@
-"""Finding personal data in transcript text: card numbers, US SSNs, email addresses, phone numbers.
+"""Finding personal data in what callers say and type: card numbers and their security codes,
+US social security numbers, email addresses, phone numbers and dates of birth.
 
-Pure functions, no I/O. Numbers are found typed ("4111 1111 1111 1111") and spoken, as an ASR
-writes them ("four one one one ..."), and mixed. A digit run is read as:
+Pure functions, no I/O. Numbers are read by `agent.numbers`, the reader the responder uses, so
+they are found typed ("4111 1111 1111 1111"), spoken as an ASR writes them ("four one one one
+...", "forty-one eleven ...", "double five"), and mixed. A run of number pieces is read as:
 
-- a card: 13-19 digits, grouped by spaces or dashes only, that pass the Luhn check;
+- a card: 13-19 digits in any grouping, separated by spaces or dashes (spoken ones also by
+  commas and full stops), that pass the Luhn check;
+- a security code: 3 or 4 digits where the card's code is being talked about ("CVV", "the
+  code on the back"), in the text itself or in what was said just before (`context`, the
+  agent's question);
 - an SSN: 9 digits that are a valid SSN (area not 000, 666 or 9xx; group not 00; serial not
   0000) written 3-2-4 ("123-45-6789", "123 45 6789") or right after "SSN"/"social";
-- a phone number: 10 NANP digits (area code and exchange start with 2-9), 11 starting with 1,
-  or 8-15 digits after a "+"; not when glued to letters ("ORD-4155550123"), after a currency
-  sign, or after words that name an identifier ("order number ...", "tracking ...").
+- a phone number: after a "+", any number the country's plan allows (`phonenumbers`); without,
+  a number valid in the caller's region (`region`, US by default) or a North American one;
+  not when glued to letters ("ORD-4155550123"), after a currency sign, or after words that
+  name an identifier ("order number ...", "tracking ...").
+
+A date of birth is the date after "date of birth", "born", "birthday" (or anywhere in an answer
+to a question about it): month names, ordinals, numbers and separators in any order.
 
 A run that is nothing as a whole is searched for the longest part that is something, token by
 token ("4111 1111 1111 1111 12" holds a card). Placeholders (`[card]`) contain no digits, so
@@ -23,12 +33,18 @@ import re
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
+import phonenumbers
+
+from agent.numbers import Number, is_number_word, numbers_in
+
 
 class PiiKind(enum.StrEnum):
     CARD = "card"
+    SECURITY_CODE = "security_code"
     SSN = "ssn"
     EMAIL = "email"
     PHONE = "phone"
+    BIRTH_DATE = "birth_date"
 
 
 ALL_KINDS: frozenset[PiiKind] = frozenset(PiiKind)
@@ -55,9 +71,20 @@ def placeholder(kind: PiiKind) -> str:
     return f"[{kind.value}]"
 
 
-def redact(text: str, kinds: Collection[PiiKind] = ALL_KINDS) -> Redacted:
-    """`text` with each finding of `kinds` replaced by its placeholder."""
-    findings = find_pii(text, kinds)
+DEFAULT_REGION = "US"
+
+
+def redact(
+    text: str,
+    kinds: Collection[PiiKind] = ALL_KINDS,
+    *,
+    context: str = "",
+    region: str = DEFAULT_REGION,
+) -> Redacted:
+    """`text` with each finding of `kinds` replaced by its placeholder. `context` is what was
+    said just before (the question `text` answers); `region` is where national phone numbers
+    are read as dialled (ISO 3166 code)."""
+    findings = find_pii(text, kinds, context=context, region=region)
     parts: list[str] = []
     position = 0
     for finding in findings:
@@ -67,15 +94,31 @@ def redact(text: str, kinds: Collection[PiiKind] = ALL_KINDS) -> Redacted:
     return Redacted("".join(parts), tuple(findings))
 
 
-def find_pii(text: str, kinds: Collection[PiiKind] = ALL_KINDS) -> list[Finding]:
-    """Non-overlapping findings of `kinds` in `text`, in order."""
-    wanted = frozenset(kinds)
+def find_pii(
+    text: str,
+    kinds: Collection[PiiKind] = ALL_KINDS,
+    *,
+    context: str = "",
+    region: str = DEFAULT_REGION,
+) -> list[Finding]:
+    """Non-overlapping findings of `kinds` in `text`, in order (see `redact`)."""
+    scan = _Scan(frozenset(kinds), text, context, region.upper())
     found: list[Finding] = []
-    if PiiKind.EMAIL in wanted:
+    if PiiKind.EMAIL in scan.kinds:
         found += _emails(text)
-    if wanted - {PiiKind.EMAIL}:
-        found += _numbers(text, wanted)
+    if PiiKind.BIRTH_DATE in scan.kinds:
+        found += _birth_dates(text, context)
+    if scan.kinds - {PiiKind.EMAIL, PiiKind.BIRTH_DATE}:
+        found += _numbers(scan)
     return _without_overlaps(found)
+
+
+@dataclass(frozen=True, slots=True)
+class _Scan:
+    kinds: frozenset[PiiKind]
+    text: str
+    context: str
+    region: str
 
 
 def luhn_valid(digits: str) -> bool:
@@ -124,25 +167,73 @@ def _emails(text: str) -> list[Finding]:
     return found
 
 
+# --- dates of birth ------------------------------------------------------------------------------
+
+_BIRTH_CONTEXT = re.compile(
+    r"\b(?:date\s+of\s+birth|birth\s*date|birthday|born|d\.?o\.?b)\b", re.IGNORECASE
+)
+_MONTHS = frozenset(
+    ["january", "february", "march", "april", "may", "june", "july", "august", "september",
+     "october", "november", "december", "jan", "feb", "mar", "apr", "jun", "jul", "aug", "sep",
+     "sept", "oct", "nov", "dec"]
+)  # fmt: skip
+_ORDINALS = frozenset(
+    ["first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth",
+     "tenth", "eleventh", "twelfth", "thirteenth", "fourteenth", "fifteenth", "sixteenth",
+     "seventeenth", "eighteenth", "nineteenth", "twentieth", "thirtieth"]
+)  # fmt: skip
+_DATE_JOINERS = frozenset({"of", "the", "and"})  # "the third of March", "two thousand and one"
+_DATE_TOKEN = re.compile(r"\d{1,4}(?:st|nd|rd|th)?|[A-Za-z]+")
+_DATE_GLUE = re.compile(r"[\s,./\-]{0,3}")
+_BIRTH_REACH = 24  # how far after "born" the date may start
+
+
+def _birth_dates(text: str, context: str) -> list[Finding]:
+    """Dates after words about birth, or any date when `context` asked for one."""
+    starts = [m.end() for m in _BIRTH_CONTEXT.finditer(text)]
+    if _BIRTH_CONTEXT.search(context):
+        starts.insert(0, 0)
+    found: list[Finding] = []
+    for after in starts:
+        if found and after < found[-1].end:
+            continue
+        span = _date_after(text, after, reach=len(text) if after == 0 else _BIRTH_REACH)
+        if span is not None:
+            found.append(Finding(PiiKind.BIRTH_DATE, *span))
+    return found
+
+
+def _date_after(text: str, after: int, *, reach: int) -> tuple[int, int] | None:
+    """The first run of date words starting within `reach` characters of `after`."""
+    run: list[tuple[str, int, int]] = []
+    for match in _DATE_TOKEN.finditer(text, after):
+        token = match.group().lower()
+        glued = bool(run) and _DATE_GLUE.fullmatch(text, run[-1][2], match.start()) is not None
+        if _is_date_word(token) or (token in _DATE_JOINERS and run):
+            if run and not glued:
+                break
+            run.append((token, match.start(), match.end()))
+            continue
+        if run:
+            break
+        if match.start() - after > reach:
+            return None
+    while run and run[-1][0] in _DATE_JOINERS:
+        run.pop()
+    numeric = sum(1 for token, _, _ in run if token not in _MONTHS and token not in _DATE_JOINERS)
+    named = any(token in _MONTHS for token, _, _ in run)
+    if numeric >= 2 or (numeric and named):
+        return run[0][1], run[-1][2]
+    return None
+
+
+def _is_date_word(token: str) -> bool:
+    bare = token.rstrip("stndrh") if token[:1].isdigit() else token
+    return bare.isdigit() or token in _MONTHS or token in _ORDINALS or is_number_word(token)
+
+
 # --- numbers -------------------------------------------------------------------------------------
 
-_DIGIT_WORDS = {
-    "zero": "0",
-    "oh": "0",
-    "o": "0",
-    "one": "1",
-    "two": "2",
-    "three": "3",
-    "four": "4",
-    "five": "5",
-    "six": "6",
-    "seven": "7",
-    "eight": "8",
-    "nine": "9",
-}
-_ZERO_LETTERS = ("oh", "o")  # zero only inside a number: "oh, I see" is not a digit
-_REPEATS = {"double": 2, "triple": 3}
-_TOKEN = re.compile(r"\d+|[A-Za-z]+")
 _GLUE = re.compile(r"[\s\-.,()]{0,3}")  # what may stand between the parts of one number
 _MAX_DIGITS = 19  # the longest card number; nothing longer is looked for
 _SSN_CONTEXT = re.compile(r"\b(?:ssn|social|security)\b", re.IGNORECASE)
@@ -151,44 +242,18 @@ _IDENTIFIER_CONTEXT = re.compile(
     r"serial|model|part|sku|item|transaction|receipt)\b",
     re.IGNORECASE,
 )
+_CODE_CONTEXT = re.compile(
+    r"\b(?:cvv2?|cvc2?|cid|csc|security\s+(?:code|number)|verification\s+(?:code|number|value)|"
+    r"code\s+on\s+the\s+back|digits\s+on\s+the\s+back|(?:three|four|3|4)[\s-]digit\s+code)\b",
+    re.IGNORECASE,
+)
+_CARD_WORD = re.compile(r"\b(?:card|visa|mastercard|amex|discover)\b", re.IGNORECASE)
+_CODE_WORD = re.compile(r"\bcode\b", re.IGNORECASE)
 _CONTEXT_CHARS = 32
+_CODE_CONTEXT_CHARS = 48
 _CURRENCY = "$€£¥"
-
-
-@dataclass(frozen=True, slots=True)
-class _Unit:
-    """One piece of a number: a typed digit group ("4111") or spoken digits ("double five")."""
-
-    digits: str
-    start: int
-    end: int
-    spoken: bool
-
-
-def _units(text: str) -> list[_Unit]:
-    units: list[_Unit] = []
-    repeat: tuple[int, int] | None = None  # (count, start) of a pending "double"/"triple"
-    for match in _TOKEN.finditer(text):
-        token = match.group()
-        if token.isdigit():
-            units.append(_Unit(token, match.start(), match.end(), spoken=False))
-            repeat = None
-            continue
-        word = token.lower()
-        digit = _DIGIT_WORDS.get(word)
-        if digit is not None and word in _ZERO_LETTERS and not _continues(text, units, match):
-            digit = None
-        if digit is None:
-            repeat = (_REPEATS[word], match.start()) if word in _REPEATS else None
-            continue
-        count, start = repeat if repeat else (1, match.start())
-        units.append(_Unit(digit * count, start, match.end(), spoken=True))
-        repeat = None
-    return units
-
-
-def _continues(text: str, units: Sequence[_Unit], match: re.Match[str]) -> bool:
-    return bool(units) and _glued(text, units[-1].end, match.start())
+_PLUS = re.compile(r"(?:\+|\bplus\s+)$", re.IGNORECASE)  # "+44 ...", "plus four four ..."
+_Unit = Number  # one piece of a number: a typed digit group ("4111") or spoken digits
 
 
 def _glued(text: str, end: int, start: int) -> bool:
@@ -206,12 +271,12 @@ def _runs(units: Sequence[_Unit], text: str) -> list[list[_Unit]]:
     return runs
 
 
-def _numbers(text: str, kinds: frozenset[PiiKind]) -> list[Finding]:
+def _numbers(scan: _Scan) -> list[Finding]:
     found: list[Finding] = []
-    for run in _runs(_units(text), text):
+    for run in _runs(numbers_in(scan.text), scan.text):
         first = 0
         while first < len(run):
-            finding, after = _longest_from(text, run, first, kinds)
+            finding, after = _longest_from(scan, run, first)
             if finding is None:
                 first += 1
             else:
@@ -220,22 +285,21 @@ def _numbers(text: str, kinds: frozenset[PiiKind]) -> list[Finding]:
     return found
 
 
-def _longest_from(
-    text: str, run: Sequence[_Unit], first: int, kinds: frozenset[PiiKind]
-) -> tuple[Finding | None, int]:
+def _longest_from(scan: _Scan, run: Sequence[_Unit], first: int) -> tuple[Finding | None, int]:
     last = first
     digits = 0
     while last < len(run) and digits + len(run[last].digits) <= _MAX_DIGITS:
         digits += len(run[last].digits)
         last += 1
     for end in range(last, first, -1):
-        finding = _classify(text, run[first:end], kinds)
+        finding = _classify(scan, run[first:end])
         if finding is not None:
             return finding, end
     return None, first + 1
 
 
-def _classify(text: str, units: Sequence[_Unit], kinds: frozenset[PiiKind]) -> Finding | None:
+def _classify(scan: _Scan, units: Sequence[_Unit]) -> Finding | None:
+    text, kinds = scan.text, scan.kinds
     digits = "".join(unit.digits for unit in units)
     start, end = units[0].start, units[-1].end
     gaps = [text[a.end : b.start] for a, b in itertools.pairwise(units)]
@@ -243,10 +307,12 @@ def _classify(text: str, units: Sequence[_Unit], kinds: frozenset[PiiKind]) -> F
         return Finding(PiiKind.CARD, start, end)
     if _glued_to_word(text, start, end):
         return None
+    if PiiKind.SECURITY_CODE in kinds and _is_security_code(scan, digits, units, gaps):
+        return Finding(PiiKind.SECURITY_CODE, start, end)
     if PiiKind.SSN in kinds and _is_ssn(text, digits, units, gaps):
         return Finding(PiiKind.SSN, start, end)
     if PiiKind.PHONE in kinds:
-        return _phone(text, digits, units, gaps)
+        return _phone(scan, digits, units, gaps)
     return None
 
 
@@ -254,6 +320,22 @@ def _is_card(digits: str, units: Sequence[_Unit], gaps: Sequence[str]) -> bool:
     if not 13 <= len(digits) <= 19 or not luhn_valid(digits):
         return False
     return all(_gap_allowed(gap, a, b, "- ") for gap, a, b in _pairs(units, gaps))
+
+
+def _is_security_code(
+    scan: _Scan, digits: str, units: Sequence[_Unit], gaps: Sequence[str]
+) -> bool:
+    if len(digits) not in (3, 4):
+        return False
+    if not all(_gap_allowed(gap, a, b, " ") for gap, a, b in _pairs(units, gaps)):
+        return False
+    before = scan.text[max(0, units[0].start - _CODE_CONTEXT_CHARS) : units[0].start]
+    if _CODE_CONTEXT.search(before) or _CODE_CONTEXT.search(scan.context):
+        return True
+    # "... and the code is 123" while a card is being given
+    near = scan.text[max(0, units[0].start - _CONTEXT_CHARS) : units[0].start]
+    about_card = _CARD_WORD.search(scan.text) or _CARD_WORD.search(scan.context)
+    return bool(about_card and _CODE_WORD.search(near))
 
 
 def _is_ssn(text: str, digits: str, units: Sequence[_Unit], gaps: Sequence[str]) -> bool:
@@ -267,16 +349,17 @@ def _is_ssn(text: str, digits: str, units: Sequence[_Unit], gaps: Sequence[str])
     return _SSN_CONTEXT.search(before) is not None
 
 
-def _phone(text: str, digits: str, units: Sequence[_Unit], gaps: Sequence[str]) -> Finding | None:
+def _phone(scan: _Scan, digits: str, units: Sequence[_Unit], gaps: Sequence[str]) -> Finding | None:
+    text = scan.text
     start, end = units[0].start, units[-1].end
     if not all(_gap_allowed(gap, a, b, "-. ()") for gap, a, b in _pairs(units, gaps)):
         return None
-    plus = start > 0 and text[start - 1] == "+"
+    plus = _PLUS.search(text, max(0, start - 8), start)
     if plus:
-        if not 8 <= len(digits) <= 15:
+        if not _dialable(f"+{digits}", None):
             return None
-        start -= 1
-    elif not _north_american(digits):
+        start = plus.start()
+    elif not _national(digits, scan.region):
         return None
     if start > 0 and text[start - 1] == "(" and not plus:
         start -= 1
@@ -286,6 +369,28 @@ def _phone(text: str, digits: str, units: Sequence[_Unit], gaps: Sequence[str]) 
     if start > 0 and (text[start - 1].isalnum() or text[start - 1] in "#_/"):
         return None
     return Finding(PiiKind.PHONE, start, end)
+
+
+def _national(digits: str, region: str) -> bool:
+    """Digits dialled without "+": North American (every line takes them as a phone number),
+    or valid in the line's own country."""
+    if _north_american(digits):
+        return True
+    return region != DEFAULT_REGION and _dialable(digits, region)
+
+
+def _dialable(number: str, region: str | None) -> bool:
+    """A number in international form ("+44...") that its country's plan allows, by length
+    (over-redaction is preferred to a leak), or a national one valid in `region`."""
+    if not 8 <= len(number.lstrip("+")) <= 15:
+        return False
+    try:
+        parsed = phonenumbers.parse(number, region)
+    except phonenumbers.NumberParseException:
+        return False
+    if region is None:
+        return phonenumbers.is_possible_number(parsed)
+    return phonenumbers.is_valid_number_for_region(parsed, region)
 
 
 def _north_american(digits: str) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from admin.jobs.pii import (
+from agent.pii import (
     ALL_KINDS,
     PiiKind,
     find_pii,
@@ -162,3 +162,70 @@ def test_long_digit_runs_are_searched_in_bounded_steps() -> None:
     # (over-redaction, never a leak), and the search stays linear in the run's length.
     spoken = " ".join(["nine"] * 5000)
     assert set(redact(spoken).text.split()) == {"[phone]"}
+
+
+PAIRED_VISA = "forty-one eleven, eleven eleven, eleven eleven, eleven eleven"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # Card numbers in any grouping a caller uses, as Whisper writes them.
+        (f"it's {PAIRED_VISA}", "it's [card]"),
+        ("four thousand one hundred eleven, one one one one, 1111 1111", "[card]"),
+        ("fifty-five fifty-five, fifty-five fifty-five, 5555 4444.", "[card]."),
+        ("4111-1111 eleven eleven, eleven eleven", "[card]"),
+        ("double five double five double five double five five five five five 4444", "[card]"),
+        # Security codes where the card's code is the subject.
+        ("my card is 4111 1111 1111 1111 and the code is 123", "my card is [card] and the "
+         "code is [security_code]"),
+        ("the CVV is four five six", "the CVV is [security_code]"),
+        ("security code 7 3 9 1", "security code [security_code]"),
+        # Dates of birth after words about birth.
+        ("My date of birth is the third of March, nineteen eighty-five.",
+         "My date of birth is the [birth_date]."),
+        ("I was born on 03/14/1985 in Ohio", "I was born on [birth_date] in Ohio"),
+        ("DOB 1985-03-14", "DOB [birth_date]"),
+        ("my birthday is July 4th 1990", "my birthday is [birth_date]"),
+        # Phone numbers of other countries, typed or spoken after "plus".
+        ("my number is plus four four two zero seven nine four six oh nine five eight",
+         "my number is [phone]"),
+        ("Paris: +33 6 12 34 56 78", "Paris: [phone]"),
+        ("ring +49 30 123456", "ring [phone]"),
+    ],
+)  # fmt: skip
+def test_redacts_every_form(text: str, expected: str) -> None:
+    assert redact(text).text == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "I'll be there at 10:30 on March 3rd",  # a date, but nobody's birth
+        "born in 1985",  # a year alone is no date of birth
+        "the code is 123",  # no card in sight
+        "I need 3 4 5 items",
+        "call me on 020 7946 0958",  # a UK national number on a US line (see region)
+        "plus 12 more",
+    ],
+)
+def test_leaves_alone_without_context(text: str) -> None:
+    assert redact(text).text == text
+
+
+def test_the_question_asked_is_context() -> None:
+    code_question = "What's the three-digit security code on the back of your card?"
+    assert redact("one two three", context=code_question).text == "[security_code]"
+    assert redact("one two three", context="How many tickets?").text == "one two three"
+    birth_question = "Can you confirm your date of birth?"
+    assert redact("Sure, it's March fourteenth, eighty five.", context=birth_question).text == (
+        "Sure, it's [birth_date]."
+    )
+    assert redact("I have two questions", context=birth_question).text == "I have two questions"
+
+
+def test_national_numbers_are_read_in_the_lines_country() -> None:
+    assert redact("call me on 020 7946 0958", region="GB").text == "call me on [phone]"
+    assert redact("call me on 020 7946 0958", region="gb").text == "call me on [phone]"
+    # North American numbers are phone numbers on every line.
+    assert redact("415 555 0123", region="GB").text == "[phone]"
