@@ -115,4 +115,6 @@ def test_hold_and_unhold_by_command_detach_and_reattach_the_agent(
     after = received[back[0] * 320 : (back[-1] + 1) * 320]
     start = int((held_to - times[0]) / 1e9 * 16000) + 16000
     score, _ = echo_match(sent[start : start + 8000], after)
-    assert score > 0.9, f"the agent did not come back (corr {score:.2f})"
+    # Unrelated audio scores under 0.3 (the check above); a loaded machine's jitter took one
+    # faithful echo down to 0.74.
+    assert score > 0.6, f"the agent did not come back (corr {score:.2f})"
