@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import faulthandler
 import json
 import logging
@@ -234,6 +235,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from admin.logs import configure
     from admin.sync_commands import worker_disclosures
     from admin.worker_loss import HostStampedSpool, reset_event, worker_host
+    from agent.failover import EnginePool
     from agent.profiles import create_session, needs_server
     from telephony.readiness import LineReadiness
     from telephony.worker import serve
@@ -248,15 +250,24 @@ def cmd_worker(args: argparse.Namespace) -> int:
     stored.emit(reset_event(worker=args.index, host=host, cause="boot"))
     outlet = _with_live_fanout(settings, args.index, stored)
     shipper = start_shipper(settings, spool)
+    engines = settings.engine.urls()
     readiness = LineReadiness(
-        settings.lines_config(),
-        lambda line: settings.session_target(line).engine_url if needs_server(line.agent) else None,
+        settings.lines_config(), lambda line: engines if needs_server(line.agent) else ()
     )
+    served = {url: readiness.health[url] for url in engines if url in readiness.health}
+    pool = EnginePool(served) if served else None  # None: no line uses Parley's engine
+
+    def session(line: Any) -> Any:
+        target = settings.session_target(line)
+        if pool is not None:
+            target = dataclasses.replace(target, engines=pool)
+        return create_session(line.agent, target)
+
     try:
         serve(
             config,
             router=settings.router(),
-            session_factory=lambda line: create_session(line.agent, settings.session_target(line)),
+            session_factory=session,
             outlet=outlet,
             disclosures=worker_disclosures(settings),
             readiness=readiness,
@@ -372,6 +383,7 @@ def cmd_engine(args: argparse.Namespace) -> int:
     from admin.logs import configure
     from admin.settings import loopback
     from agent.app import EngineOptions, serve
+    from agent.device import DeviceError, resolve_device
 
     settings = _settings(args)
     configure("engine", level=settings.log_level, fmt=settings.log_format)
@@ -384,6 +396,11 @@ def cmd_engine(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_SETUP
+    try:
+        resolve_device(engine.device)
+    except DeviceError as error:
+        print(f"parley: {error}", file=sys.stderr)
+        return EXIT_SETUP
     serve(
         EngineOptions(
             host=host,
@@ -394,6 +411,7 @@ def cmd_engine(args: argparse.Namespace) -> int:
             batching=not args.no_batching,
             prerender=engine.prerender,
             token=engine.token_value(),
+            device=engine.device,
         )
     )
     return 0

@@ -11,6 +11,7 @@ import hashlib
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlsplit
 
 import phonenumbers
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
@@ -28,6 +29,7 @@ from admin.keyfile import Keys, keys_home, load_keys, move_legacy_keys
 from agent.pii import DEFAULT_REGION
 from agent.profiles import ADAPTERS, PROFILES, ModelTarget, SessionTarget
 from agent.redaction import RedactionPolicy
+from agent.remote import safe_url
 from escalation.acd import QueuePolicy
 from escalation.triggers import policy_from_settings
 from telephony.browserleg import audio_path
@@ -224,6 +226,12 @@ class EngineSettings(Section):
     host: str = "127.0.0.1"
     port: int = Field(8765, ge=1, le=65535)
     url: str | None = Field(None, description="use this engine instead of starting one")
+    servers: list[str] = Field(
+        default_factory=list,
+        description="more engine servers (ws://host:8765/v1/realtime), each started with "
+        "`parley engine` and the same token: the workers spread calls over all of them, skip "
+        "one that fails its health check, and move a call whose engine dies to another",
+    )
     knowledge_bases: dict[str, Path] = Field(
         default_factory=dict, description="name -> folder; 'sample' is built in"
     )
@@ -231,6 +239,12 @@ class EngineSettings(Section):
     asr_threads: int = Field(2, ge=1)
     prerender: bool = Field(
         True, description="synthesize the knowledge bases' fixed replies at start-up"
+    )
+    device: str = Field(
+        "auto",
+        pattern=r"^(auto|cpu|cuda(:\d+)?)$",
+        description="where Whisper and the embeddings run: auto (a CUDA GPU when torch sees "
+        "one), cpu, cuda or cuda:N; the VAD and the voice stay on the CPU",
     )
     token: SecretStr | None = Field(
         None,
@@ -247,8 +261,25 @@ class EngineSettings(Section):
             )
         return self
 
+    @field_validator("servers")
+    @classmethod
+    def _server_urls(cls, value: list[str]) -> list[str]:
+        for url in value:
+            parts = urlsplit(url)
+            if parts.scheme not in ("ws", "wss") or not parts.hostname:
+                raise ValueError(f"an engine server is a ws:// or wss:// URL, not {url!r}")
+            if parts.username or parts.password or parts.query:
+                raise ValueError(
+                    f"{safe_url(url)}: no credentials in the URL (the token is engine.token)"
+                )
+        return value
+
     def ws_url(self) -> str:
         return self.url or f"ws://{self.host}:{self.port}/v1/realtime"
+
+    def urls(self) -> tuple[str, ...]:
+        """Every engine server the workers use: this one (started or `url`), then `servers`."""
+        return tuple(dict.fromkeys([self.ws_url(), *self.servers]))
 
     def token_value(self) -> str:
         return self.token.get_secret_value() if self.token is not None else ""
@@ -700,6 +731,7 @@ class Settings(BaseSettings):
                 disclosure=line.disclosure,
                 queue=line.queue,
                 fallback_transfer=line.fallback_transfer,
+                escalates=self.escalation_needed(),
                 supervisor_hangup=line.supervisor_hangup,
                 redaction=self.redaction_policy(line.name),
                 record_calls=line.record_calls,

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.backchannel import judge_overlap
+from agent.device import resolve_device
 from agent.engine import Dialogue, EngineConfig, Turns
 from agent.hub import ModelHub
 from agent.knowledge import (
@@ -42,15 +43,17 @@ class EngineOptions:
     # What a client must send (Authorization: Bearer …) to open a session; "" for none (an
     # engine on loopback only: settings refuse a wider one without a token).
     token: str = ""
+    # Where Whisper and the embeddings run: auto (a CUDA GPU if torch sees one), cpu, cuda[:N].
+    device: str = "auto"
 
 
 class Knowledge:
     """Every configured knowledge base, indexed once with one shared embedder."""
 
-    def __init__(self, folders: dict[str, Path]) -> None:
+    def __init__(self, folders: dict[str, Path], *, device: str = "cpu") -> None:
         started = time.perf_counter()
         # One thread: torch's pool is process-wide, and two threads were slower under load.
-        self.embedder = MiniLmEmbedder(threads=1)
+        self.embedder = MiniLmEmbedder(threads=1, device=device)
         self.bases: dict[str, tuple[Any, KnowledgeIndex]] = {}
         for name, folder in {"sample": SAMPLE_KB, **folders}.items():
             kb = load_knowledge_base(folder)
@@ -94,12 +97,15 @@ def fixed_replies(kb: KnowledgeBase) -> list[str]:
 
 
 def build_server(options: EngineOptions) -> tuple[EngineServer, ModelHub, Knowledge]:
+    device = resolve_device(options.device)
+    log.info("engine models on %s", device)
     hub = ModelHub.load(
         vad_threads=options.vad_threads,
         asr_threads=options.asr_threads,
         batching=options.batching,
+        device=device,
     )
-    knowledge = Knowledge(options.knowledge_bases)
+    knowledge = Knowledge(options.knowledge_bases, device=device)
     server = EngineServer(
         models=hub,
         dialogue_factory=knowledge.conversation,

@@ -64,6 +64,7 @@ from faster_whisper import WhisperModel  # type: ignore[import-untyped]
 from faster_whisper.tokenizer import Tokenizer  # type: ignore[import-untyped]
 
 from agent.audio import Float32Array, to_float32
+from agent.device import ctranslate2_device
 from agent.session import SAMPLE_RATE
 
 log = logging.getLogger(__name__)
@@ -142,8 +143,9 @@ class WhisperAsr:
         self,
         model_dir: Path | None = None,
         threads: int = 2,
-        compute_type: str = "int8",
+        compute_type: str | None = None,
         *,
+        device: str = "cpu",
         padding_seconds: float = 3.0,
         max_seconds: float = 25.0,
         language: str = "en",
@@ -162,10 +164,14 @@ class WhisperAsr:
         if max_seconds + padding_seconds > _MAX_SECONDS_WINDOW:
             raise ValueError("max_seconds + padding_seconds must fit Whisper's 30 s window")
         started = time.perf_counter()
+        where, index = ctranslate2_device(device)
+        self.device = device
         self._whisper = WhisperModel(
             str(path),
-            device="cpu",
-            compute_type=compute_type,
+            device=where,
+            device_index=index,
+            # int8 on a CPU (measured fastest there); float16 on a GPU.
+            compute_type=compute_type or ("float16" if where == "cuda" else "int8"),
             cpu_threads=max(1, threads),
             num_workers=1,
             local_files_only=True,

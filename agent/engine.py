@@ -229,6 +229,7 @@ class EngineSession:
         self._lookahead: asyncio.Task[_Heard] | None = None
         self._prepared: _Prepared | None = None
         self._epoch = 0  # bumped whenever the real dialogue's state may have changed
+        self._unanswered: Any = None  # the reply to a user message added, until response.create
         self._last_backchannel_ms = 0
         self._backchannel_task: asyncio.Task[None] | None = None
         self.floor = FloorControl(self.config.floor(), judge_overlap)
@@ -286,11 +287,25 @@ class EngineSession:
         await self.send("parley.agent_resumed", {"note": bool(note)})
         await self._speak(reply)
 
-    async def user_text(self, text: str) -> None:
-        """A typed user message (conversation.item.create): answered like a spoken turn."""
-        await self._interrupt_agent("new_turn")
+    async def add_user_text(self, text: str) -> None:
+        """A user message (conversation.item.create) joins the conversation, as in the
+        Realtime API: nothing is said until `response.create`. A worker that moves a call
+        here from an engine that died replays the call's turns this way, so the dialogue
+        (the facts, the last answer) is where the caller left it."""
+        self._drop_prepared()
         self._epoch += 1
-        await self._speak(await asyncio.to_thread(self.dialogue.respond, text))
+        self._unanswered = await asyncio.to_thread(self.dialogue.respond, text)
+        self._last_activity_ms = self.t_ms
+
+    async def create_response(self) -> None:
+        """`response.create`: answers the last user message not yet answered; with none,
+        there is nothing new to say (the greeting is the session's own, `greet`)."""
+        reply, self._unanswered = self._unanswered, None
+        if reply is None:
+            log.info("response.create with nothing unanswered")
+            return
+        await self._interrupt_agent("new_turn")
+        await self._speak(reply)
 
     async def truncate(self, item_id: str, audio_end_ms: int) -> None:
         response = self._response

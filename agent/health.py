@@ -68,6 +68,12 @@ class ServerHealth:
             log.warning("model server is not answering", extra={"url": self.url})
             self.ready = False
 
+    def mark_down(self, now: float) -> None:
+        """A session found the server gone: down now, until a probe says it is back."""
+        self.checked_mono = now
+        self._failures = self.failures_to_down
+        self.ready = False
+
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             ok = await asyncio.to_thread(probe, self.url)

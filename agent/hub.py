@@ -94,13 +94,21 @@ class ModelHub:
         vad_threads: int = 1,
         asr_threads: int = 2,
         batching: bool = True,
+        device: str = "cpu",
     ) -> ModelHub:
+        """The engine's models; Whisper on `device` (agent/device.py), the VAD and the voice
+        on the CPU."""
         started = time.perf_counter()
         vad = BatchedVad(vad_model, threads=vad_threads)
-        asr = WhisperAsr(asr_model, threads=asr_threads)
+        asr = WhisperAsr(asr_model, threads=asr_threads, device=device)
         tts = PiperTts(tts_voice)
         log.info("models loaded", extra={"seconds": round(time.perf_counter() - started, 2)})
         return cls(vad=vad, asr=asr, tts=tts, batching=batching)
+
+    @property
+    def device(self) -> str:
+        """Where Whisper runs ("cpu", "cuda", "cuda:1")."""
+        return str(getattr(self._asr, "device", "cpu"))
 
     # --- VAD ----------------------------------------------------------------------------
 

@@ -518,7 +518,9 @@ class MiniLmEmbedder:
     Loading takes about ten seconds, so build one per process and share it between calls.
     """
 
-    def __init__(self, model_path: Path | None = None, *, threads: int | None = None) -> None:
+    def __init__(
+        self, model_path: Path | None = None, *, threads: int | None = None, device: str = "cpu"
+    ) -> None:
         path = model_path or default_model_path()
         if not (path / "modules.json").is_file() and not (path / "config.json").is_file():
             raise ValueError(f"{path} is not a sentence-transformers model folder")
@@ -532,7 +534,7 @@ class MiniLmEmbedder:
             # Process-wide in torch: the engine decides how many cores embeddings may use.
             torch.set_num_threads(threads)
         self._model: SentenceTransformer = SentenceTransformer(
-            str(path), device="cpu", local_files_only=True
+            str(path), device=device, local_files_only=True
         )
         self.model_path = path
 

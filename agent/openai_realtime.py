@@ -39,7 +39,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from websockets.asyncio.client import ClientConnection
 
-from agent.realtime import audio_bytes
+from agent.realtime import audio_bytes, message_item
 from agent.remote import Peer, RealtimeSession, open_socket
 from agent.session import (
     CallerAudio,
@@ -281,10 +281,7 @@ class OpenAIRealtimeSession(RealtimeSession):
     def _remember(self, role: str, text: str) -> None:
         if not text.strip():
             return
-        kind = "input_text" if role == "user" else "output_text"
-        self._history.append(
-            {"type": "message", "role": role, "content": [{"type": kind, "text": text}]}
-        )
+        self._history.append(message_item(role, text))
 
     async def _renew_in_time(self) -> None:
         while not self._closing:

@@ -1,6 +1,7 @@
 """Who answers a line's calls: a registry of session adapters, chosen by the line's `agent`.
 
-- `embedded`: Parley's own engine server (Realtime protocol over WebSocket, 16 kHz);
+- `embedded`: Parley's own engine servers (Realtime protocol over WebSocket, 16 kHz), several
+  if configured: a call moves to another when its engine dies (agent/failover.py);
 - `realtime`: a model that speaks OpenAI's Realtime API, GA protocol (GPT-realtime; a second
   Parley engine server also speaks it), at 24 kHz, with the shared tools (agent/tools.py);
 - `gemini-live`: Google's Gemini Live API (BidiGenerateContent), 16 kHz up and 24 kHz down,
@@ -20,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from agent.echo import EchoSession
+from agent.failover import EnginePool, FailoverSession
 from agent.gemini_live import URL as GEMINI_URL
 from agent.gemini_live import GeminiLiveSession, GeminiOptions
 from agent.openai_realtime import OpenAIOptions, OpenAIRealtimeSession
@@ -72,6 +74,9 @@ class SessionTarget:
     knowledge_base: str = "sample"
     agent_backchannels: bool = False
     model: ModelTarget = field(default_factory=ModelTarget)
+    # A media worker's engine servers (health and load): an embedded line's call goes to
+    # one of them and moves to another if its engine dies. None: `engine_url` alone.
+    engines: EnginePool | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,15 +90,21 @@ class Adapter:
 
 
 def _embedded(target: SessionTarget) -> DuplexSession:
-    return RealtimeSession(
-        target.engine_url,
-        headers=engine_headers(target.engine_token),
-        metadata={
-            "line": target.line,
-            "knowledge_base": target.knowledge_base,
-            "agent_backchannels": "true" if target.agent_backchannels else "false",
-        },
-    )
+    def at(url: str, greet: bool) -> RealtimeSession:
+        return RealtimeSession(
+            url,
+            headers=engine_headers(target.engine_token),
+            metadata={
+                "line": target.line,
+                "knowledge_base": target.knowledge_base,
+                "agent_backchannels": "true" if target.agent_backchannels else "false",
+                "greet": "true" if greet else "false",
+            },
+        )
+
+    if target.engines is None:
+        return at(target.engine_url, True)
+    return FailoverSession(target.engines, at)
 
 
 def _realtime(target: SessionTarget) -> DuplexSession:

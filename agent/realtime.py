@@ -165,6 +165,12 @@ def _rate(fmt: object, where: str) -> int | None:
     return int(rate)
 
 
+def message_item(role: str, text: str) -> dict[str, Any]:
+    """A text message for `conversation.item.create` (a user's or the assistant's turn)."""
+    kind = "input_text" if role == "user" else "output_text"
+    return {"type": "message", "role": role, "content": [{"type": kind, "text": text}]}
+
+
 def _text_of(item: dict[str, Any]) -> str:
     parts = item.get("content") or []
     texts = [p.get("text", "") for p in parts if isinstance(p, dict)]

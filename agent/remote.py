@@ -204,6 +204,14 @@ class RealtimeSession:
                 }
             )
 
+    async def replay(self, items: list[dict[str, Any]], *, answer: bool) -> None:
+        """The conversation so far, into a new session (`conversation.item.create` each);
+        `answer`: the last turn is the caller's and still unanswered (`response.create`)."""
+        for item in items:
+            await self._send({"type": "conversation.item.create", "item": item})
+        if answer:
+            await self._send({"type": "response.create"})
+
     async def _read(self, ws: ClientConnection) -> None:
         try:
             async for message in ws:

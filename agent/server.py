@@ -97,6 +97,9 @@ class EngineServer:
         path, _, query = request.path.partition("?")
         if path == "/healthz":
             health: dict[str, Any] = {"status": "ok", "sessions": self.sessions}
+            device = getattr(self.models, "device", None)
+            if isinstance(device, str):
+                health["device"] = device
             stats = getattr(self.models, "stats", None)
             if dataclasses.is_dataclass(stats) and not isinstance(stats, type):
                 health["models"] = dataclasses.asdict(stats)
@@ -238,8 +241,10 @@ class EngineServer:
         if not isinstance(metadata, dict):
             metadata = {}
         wants = str(metadata.get("agent_backchannels", "")).lower() == "true"
+        # A call moved here from another engine is under way: no greeting.
+        greet = self.config.greet and str(metadata.get("greet", "")).lower() != "false"
         return dataclasses.replace(
-            self.config, agent_backchannels=wants, tools=_declared_tools(session)
+            self.config, agent_backchannels=wants, greet=greet, tools=_declared_tools(session)
         )
 
     async def _transcribe(
@@ -276,7 +281,9 @@ class EngineServer:
         elif isinstance(event, rt.ResponseCancel):
             await session.cancel()
         elif isinstance(event, rt.ItemCreate) and event.role == "user" and event.text:
-            await session.user_text(event.text)
+            await session.add_user_text(event.text)
+        elif isinstance(event, rt.ResponseCreate):
+            await session.create_response()
 
 
 def _bearer_matches(header: str | None, token: str) -> bool:

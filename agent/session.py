@@ -81,6 +81,9 @@ class EventKind(enum.StrEnum):
     INSTRUCTION_APPLIED = "instruction_applied"
     # The agent is back on the call after a supervisor's takeover (data: note, a bool).
     AGENT_RESUMED = "agent_resumed"
+    # The call's engine died and another took it over with the conversation (data: from,
+    # to, why, move_ms, turns, audio_ms).
+    SESSION_MOVED = "session_moved"
     ERROR = "error"
 
 

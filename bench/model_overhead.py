@@ -21,17 +21,22 @@ import asyncio
 import base64
 import json
 import statistics
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from websockets.asyncio.server import ServerConnection, serve
 
-from agent.gemini_live import GeminiLiveSession, GeminiOptions
-from agent.openai_realtime import OpenAIOptions, OpenAIRealtimeSession
-from agent.session import AgentAudio, CallerAudio, DuplexSession, EventKind, SessionEvent
-from bench.machine import describe
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run as `python bench/…` from anywhere
+
+from agent.gemini_live import GeminiLiveSession, GeminiOptions  # noqa: E402
+from agent.openai_realtime import OpenAIOptions, OpenAIRealtimeSession  # noqa: E402
+from agent.session import AgentAudio, CallerAudio, DuplexSession, EventKind, SessionEvent  # noqa: E402
+from bench.machine import describe  # noqa: E402
 
 ANSWER = (np.sin(2 * np.pi * 220 * np.arange(24_000) / 24_000) * 8000).astype("<i2").tobytes()
 PIECE = 4800  # bytes: 100 ms at 24 kHz

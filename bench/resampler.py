@@ -14,12 +14,17 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
-from agent.resample import Resampler
-from bench.machine import describe
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run as `python bench/…` from anywhere
+
+from agent.resample import Resampler  # noqa: E402
+from bench.machine import describe  # noqa: E402
 
 
 def _speechlike(rate: int, seconds: float) -> bytes:

@@ -59,6 +59,7 @@ from telephony.events import CallEvent, CallEventKind, EventOutlet
 from telephony.fanout import RedisChannel, follow, subscribe
 from telephony.inbox import InboxError
 from telephony.mixing import Leg
+from telephony.prompts import fallback_prompt
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +147,7 @@ class LiveCall:
     notes: CallNotes = field(default_factory=CallNotes)  # for the supervisor's briefing
     briefing: Briefing | None = None  # the summary of the current offer
     stepping_in: str | None = None  # a supervisor someone else rang into the call
+    agent_failed: bool = False  # its model failed: there is no agent to go back to
 
 
 def worker_sender(config: ServiceConfig) -> SendCommand:
@@ -247,6 +249,8 @@ class EscalationService:
             return  # late stats of a call that is over would otherwise never be forgotten
         call = self._call(event)
         call.notes.observe(event)
+        if kind is CallEventKind.SESSION_FAILED:
+            call.agent_failed = True
         if kind is CallEventKind.COMMAND:
             self._commanded(call, event)
         elif kind is CallEventKind.PHASE:
@@ -460,12 +464,10 @@ class EscalationService:
         )
         self._later_do(self.config.goodbye_s, functools.partial(self._hang_up, call.call_id))
 
-    async def _hang_up(self, call_id: str) -> None:
+    async def _hang_up(self, call_id: str, reason: str = "callback") -> None:
         call = self.calls.get(call_id)
         if call is not None:
-            await self._command(
-                call, commands.Hangup(call_id=call_id, actor=ACTOR, reason="callback")
-            )
+            await self._command(call, commands.Hangup(call_id=call_id, actor=ACTOR, reason=reason))
 
     def _call_over(self, call: LiveCall, now: float) -> None:
         if self.calls.pop(call.call_id, None) is not None and call.escalation is not None:
@@ -517,6 +519,14 @@ class EscalationService:
                     self._step(call, lifecycle.offer_timed_out, at=now)
                 else:
                     self._step(call, lifecycle.decline, supervisor_id=supervisor, at=now)
+            case Fallback() if call.agent_failed:
+                # Nobody came and there is no agent to go back to: the caller is asked to
+                # call back ("our assistant isn't available"), then the call ends.
+                await self._command(
+                    call, commands.PlayPrompt(call_id=call.call_id, actor=ACTOR, prompt="fallback")
+                )
+                hang_up = functools.partial(self._hang_up, call.call_id, reason="nobody_free")
+                self._later_do(len(fallback_prompt()) / 32_000 + 0.5, hang_up)
             case Fallback(kind=FallbackKind.AI):
                 reply = await self._command(call, self._reattach(call, FALLBACK_AI_NOTE))
                 if reply.ok:

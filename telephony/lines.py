@@ -18,6 +18,9 @@ class Line:
     disclosure: str | None = None
     queue: str | None = None
     fallback_transfer: str | None = None  # SIP URI to transfer to when the model fails
+    # Supervisors can take this line's calls (the escalation service runs): a call whose model
+    # fails waits for one of them instead of ending.
+    escalates: bool = False
     supervisor_hangup: str = "agent"  # a supervisor's leg ended: "agent" or "queue"
     # What is redacted from the call's words before they leave the worker (agent/redaction.py).
     redaction: RedactionPolicy = field(default_factory=RedactionPolicy)

@@ -5,6 +5,7 @@
                                    ▼  │ hand back   ▼
                                with a human (monitor / whisper / barge / takeover)
     any live phase ─► fallback (the model failed: apology, then hang up or transfer) ─► ended
+    (a line whose callers supervisors take: the apology, then queued for a person instead)
 
 Each transition takes the call's `CallState` and returns the next state and a list of actions
 the media worker carries out in order (audio connections on the pjsua2 thread, prompts, the
@@ -247,18 +248,45 @@ def consent_refused(
     return state, [*actions, EndCall(reason)]
 
 
-def session_failed(state: CallState, *, transfer_to: str | None) -> Step:
-    """The model is gone. Never dead air: the caller hears the fallback prompt at once."""
+def session_failed(state: CallState, *, transfer_to: str | None, queue: bool = False) -> Step:
+    """The model is gone. Never dead air: the caller hears the fallback prompt at once.
+
+    A supervisor on the call takes it over. Otherwise the call goes to the line's
+    `fallback_transfer`; without one, to a person (`queue`: the line's callers can be taken by
+    supervisors, and the escalation service queues the call on hearing of the failure), with
+    hold music after the prompt; only without either does it end after the prompt."""
     if not state.live or state.phase is Phase.FALLBACK:
         return state, []
-    if state.phase is Phase.WITH_HUMAN and state.mode is Mode.TAKEOVER:
-        # A person has the caller: the call goes on; there is just no agent to hand back to.
-        return _to(state, [DetachAgent(close=True)], agent=AgentLink.NONE)
-    actions: list[Action] = [StopPrompts()]
+    if state.phase is Phase.WITH_HUMAN and state.supervisor:
+        # A person has the caller: the call goes on with them; no agent to hand back to.
+        actions: list[Action] = (
+            [DetachAgent(close=True)] if state.agent is not AgentLink.NONE else []
+        )
+        return _to(state, actions, mode=Mode.TAKEOVER, agent=AgentLink.NONE)
+    if state.phase is Phase.QUEUED and queue:
+        # Already waiting for a person: the agent they would go back to is gone, that is all.
+        actions = [DetachAgent(close=True)] if state.agent is not AgentLink.NONE else []
+        return _to(state, actions, agent=AgentLink.NONE)
+    actions = [StopPrompts()]
     if state.agent is not AgentLink.NONE:
         actions.append(DetachAgent(close=True))
     if state.supervisor or state.ringing:
         actions.append(DropSupervisor())
+    if queue and not transfer_to:
+        new, actions = _to(
+            state,
+            actions,
+            phase=Phase.QUEUED,
+            agent=AgentLink.NONE,
+            mode=None,
+            supervisor=False,
+            ringing=False,
+        )
+        return new, [
+            *actions,
+            PlayPrompt("fallback_hold", wait=True),
+            PlayPrompt("hold", loop=True),
+        ]
     new, actions = _to(
         state,
         actions,
@@ -276,7 +304,10 @@ def session_failed(state: CallState, *, transfer_to: str | None) -> Step:
 
 
 def hold(state: CallState) -> Step:
-    """The caller waits for a person: the agent steps out, hold audio plays."""
+    """The caller waits for a person: the agent steps out, hold audio plays. A call already
+    on hold (its model failed and put it there) stays as it is."""
+    if state.phase is Phase.QUEUED and state.agent is AgentLink.NONE:
+        return state, []
     _expect(state, Phase.WITH_AGENT, what="put on hold")
     actions: list[Action] = [DetachAgent()]
     new, actions = _to(state, actions, phase=Phase.QUEUED, agent=AgentLink.DETACHED)

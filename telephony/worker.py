@@ -1005,6 +1005,8 @@ class MediaWorker:
             return
         if prompt == "fallback":
             pcm = fallback_prompt()
+        elif prompt == "fallback_hold":
+            pcm = fallback_prompt(hold=True)
         elif prompt == "hold":
             pcm = hold_audio()
         elif prompt.startswith(control.SPEECH):
@@ -1030,6 +1032,8 @@ class MediaWorker:
             self._background(record, _play_looped(player, prompt, pcm, sound), "hold")
         elif wait:
             await player.play(prompt, pcm, sound)
+        elif record.state.phase is phases.Phase.QUEUED:
+            self._over_hold(record, player, prompt, pcm, sound)
         else:
             self._background(record, _played(player, prompt, pcm, sound), "prompt")
 
@@ -1044,16 +1048,26 @@ class MediaWorker:
                 extra={"call_id": record.call_id, "reason": error.reason},
             )
             return
-        queued = record.state.phase is phases.Phase.QUEUED
-        if queued:
-            player.flush(Cause.CONTROL)  # ends the hold loop's current phrase
-        self._background(record, self._announced(record, player, pcm, queued), "announcement")
+        if record.state.phase is phases.Phase.QUEUED:
+            self._over_hold(record, player, "announcement", pcm, Sound.HOLD)
+        else:
+            self._background(
+                record, _played(player, "announcement", pcm, Sound.HOLD), "announcement"
+            )
 
-    async def _announced(
-        self, record: ActiveCall, player: Playout, pcm: bytes, queued: bool
+    def _over_hold(
+        self, record: ActiveCall, player: Playout, tag: str, pcm: bytes, sound: Sound
     ) -> None:
-        heard = await player.play("announcement", pcm, Sound.HOLD)
-        if heard and queued and record.state.phase is phases.Phase.QUEUED:
+        """A prompt for a caller on hold (a queue announcement, the model failure's "please
+        call back"): it cuts the hold audio, which starts again after it if they still wait."""
+        player.flush(Cause.CONTROL)  # ends the hold loop's current phrase, and the loop
+        self._background(record, self._then_hold(record, player, tag, pcm, sound), "announcement")
+
+    async def _then_hold(
+        self, record: ActiveCall, player: Playout, tag: str, pcm: bytes, sound: Sound
+    ) -> None:
+        heard = await player.play(tag, pcm, sound)
+        if heard and record.state.phase is phases.Phase.QUEUED:
             await _play_looped(player, "hold", hold_audio(), Sound.HOLD)
 
     async def _disclose(self, record: ActiveCall, run: Disclosure, player: Playout) -> None:
@@ -1417,8 +1431,12 @@ class MediaWorker:
         if not record.state.live or record.state.phase is phases.Phase.FALLBACK:
             return
         self._emit(CallEvent(record.call_id, CallEventKind.SESSION_FAILED, {"error": why}))
+        line = record.line
         self._step(
-            record, phases.session_failed(record.state, transfer_to=record.line.fallback_transfer)
+            record,
+            phases.session_failed(
+                record.state, transfer_to=line.fallback_transfer, queue=line.escalates
+            ),
         )
 
     def _pj_transfer(self, record: ActiveCall, target: str, reason: str) -> None:

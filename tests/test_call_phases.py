@@ -281,6 +281,47 @@ def test_one_phone_rings_at_a_time_and_a_ringing_phone_can_be_called_off() -> No
     assert joined.supervisor and not joined.ringing
 
 
+def test_on_a_line_supervisors_take_a_failed_model_puts_the_caller_on_hold_for_them() -> None:
+    """No fallback_transfer, but people can take the line's calls: the apology that says so,
+    then hold music, queued; the escalation service's hold is then no change at all."""
+    state, actions = phases.session_failed(_with_agent(), transfer_to=None, queue=True)
+    assert (state.phase, state.agent) == (Phase.QUEUED, AgentLink.NONE)
+    assert actions == [
+        StopPrompts(),
+        DetachAgent(close=True),
+        ApplyMix(Mix.PROMPTS),
+        PlayPrompt("fallback_hold", wait=True),
+        PlayPrompt("hold", loop=True),
+    ]
+    assert phases.hold(state) == (state, [])
+    with pytest.raises(NotNow, match="nobody to hand it back to"):
+        phases.hand_back(state, note="back to you")
+    # A person's number on the line still wins: the call goes there.
+    _, actions = phases.session_failed(_with_agent(), transfer_to="sip:desk@pbx", queue=True)
+    assert actions[-1] == Transfer("sip:desk@pbx", "session_failed")
+    # A caller already on hold stays there; only the agent they would go back to is gone.
+    held, _ = phases.hold(_with_agent())
+    state, actions = phases.session_failed(held, transfer_to=None, queue=True)
+    assert (state.phase, state.agent, actions) == (
+        Phase.QUEUED,
+        AgentLink.NONE,
+        [DetachAgent(close=True)],
+    )
+
+
+@pytest.mark.parametrize("mode", [Mode.MONITOR, Mode.WHISPER, Mode.BARGE])
+def test_a_supervisor_on_the_call_takes_it_over_when_the_model_fails(mode: Mode) -> None:
+    state, actions = phases.session_failed(_with_supervisor(mode), transfer_to=None)
+    assert (state.phase, state.mode, state.agent, state.supervisor) == (
+        Phase.WITH_HUMAN,
+        Mode.TAKEOVER,
+        AgentLink.NONE,
+        True,
+    )
+    assert actions[0] == DetachAgent(close=True)
+    assert state.mix is _with_supervisor(Mode.TAKEOVER).mix  # caller and supervisor, as one
+
+
 def test_a_model_failure_calls_off_a_ringing_phone() -> None:
     state, actions = phases.session_failed(_rung(_with_agent()), transfer_to=None)
     assert DropSupervisor() in actions and not state.ringing

@@ -10,11 +10,13 @@ PROMPTS = Path(__file__).parent
 
 
 @functools.cache
-def fallback_prompt() -> bytes:
-    """The apology played when the voice model is unreachable (16 kHz PCM16 mono)."""
-    with wave.open(str(PROMPTS / "engine_unavailable.wav"), "rb") as wav:
+def fallback_prompt(*, hold: bool = False) -> bytes:
+    """The apology played when the voice model is unreachable (16 kHz PCM16 mono): "please
+    call back", or with `hold`, "please hold for a member of our team"."""
+    name = "engine_unavailable_hold.wav" if hold else "engine_unavailable.wav"
+    with wave.open(str(PROMPTS / name), "rb") as wav:
         if (wav.getframerate(), wav.getnchannels(), wav.getsampwidth()) != (16000, 1, 2):
-            raise ValueError("engine_unavailable.wav must be 16 kHz mono 16-bit")
+            raise ValueError(f"{name} must be 16 kHz mono 16-bit")
         return wav.readframes(wav.getnframes())
 
 
