@@ -525,6 +525,8 @@ class TurnMetrics(Base):
     responder_ms: Mapped[int | None]
     first_audio_ms: Mapped[int | None]
     voice_to_voice_ms: Mapped[int | None]
+    # Who answered: "parley-embedded", or the hosted model's name ("gpt-realtime").
+    model: Mapped[str | None] = mapped_column(String(120))
 
 
 class CallMetrics(Base):

@@ -712,6 +712,7 @@ class Projection:
                 responder_ms=parts[1],
                 first_audio_ms=parts[2],
                 voice_to_voice_ms=turn_voice_to_voice_ms(data),
+                model=_text(data.get("model"))[:120] or None,
             )
         )
 

@@ -46,6 +46,8 @@ from agent.turns import is_filled_pause
 
 log = logging.getLogger(__name__)
 
+MODEL_NAME = "parley-embedded"  # how its turns are told apart from a hosted model's
+
 RATE = 16_000
 VAD_WINDOW = 512  # samples: 32 ms
 
@@ -821,6 +823,7 @@ class EngineSession:
                                 **latency,
                                 "first_audio_ms": round(first_audio_ms, 1),
                                 "item_id": response.item_id,
+                                "model": MODEL_NAME,
                             },
                         )
                 await self.send(

@@ -305,10 +305,19 @@ def seed_calls(session: Session) -> Fixture:
             CallMetrics(call_id=contained.id, duration_ms=62_000, turns=2, barge_ins=1),
             CallMetrics(call_id=escalated.id, duration_ms=64_000, turns=1, barge_ins=0),
             *[
-                TurnMetrics(call_id=contained.id, turn_index=i, voice_to_voice_ms=ms)
+                TurnMetrics(
+                    call_id=contained.id,
+                    turn_index=i,
+                    voice_to_voice_ms=ms,
+                    endpointing_ms=ms // 2,
+                    first_audio_ms=ms // 4,
+                    model="parley-embedded",
+                )
                 for i, ms in enumerate([300, 500])
             ],
-            TurnMetrics(call_id=escalated.id, turn_index=0, voice_to_voice_ms=700),
+            TurnMetrics(
+                call_id=escalated.id, turn_index=0, voice_to_voice_ms=700, model="gpt-realtime"
+            ),
         ]
     )
     seed_escalations(session, escalated.id)

@@ -53,6 +53,7 @@ SCRIPT: list[tuple[int, CallEventKind, dict[str, Any]]] = [
             responder_ms=30.2,
             first_audio_ms=80.1,
             item_id="u2",
+            model="parley-embedded",
         ),
     ),
     (3710, *_agent("agent_utterance_started", utterance_id="u2")),

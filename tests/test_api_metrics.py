@@ -67,6 +67,28 @@ def test_the_summary_over_the_api(api: Api, client: httpx.Client) -> None:
         "2026-03-01T10:00:00Z",
     ]
     assert [_figures(b) for b in body["buckets"]] == [EMPTY, EXPECTED, EMPTY]
+    assert body["models"] == MODELS
+
+
+# Side by side: the embedded engine's two turns (300, 500 ms) and a hosted model's one.
+MODELS = [
+    {
+        "model": "gpt-realtime",
+        "turns": 1,
+        "voice_to_voice_p50_ms": 700,
+        "voice_to_voice_p95_ms": 700,
+        "endpointing_ms": None,
+        "first_audio_ms": None,
+    },
+    {
+        "model": "parley-embedded",
+        "turns": 2,
+        "voice_to_voice_p50_ms": 300,
+        "voice_to_voice_p95_ms": 500,
+        "endpointing_ms": 200.0,
+        "first_audio_ms": 100.0,
+    },
+]
 
 
 @pytest.mark.parametrize(
@@ -90,6 +112,7 @@ def test_the_same_figures_on_both_databases(session: Session) -> None:
     summary = summarize(session, start=start, end=start + dt.timedelta(days=2), bucket="day")
     assert _figures(summary.total.model_dump()) == EXPECTED
     assert [_figures(b.model_dump()) for b in summary.buckets] == [EXPECTED, EMPTY]
+    assert [m.model_dump() for m in summary.models] == MODELS
     hourly = summarize(session, start=start, end=start + dt.timedelta(days=1), bucket="hour")
     assert len(hourly.buckets) == 24
     assert _figures(hourly.buckets[9].model_dump()) == EXPECTED

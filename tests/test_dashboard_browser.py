@@ -284,7 +284,7 @@ def test_history_opens_a_past_call_with_its_audit_trail_and_the_charts_draw_it(
     expect(calls.locator("svg rect:not([height='0'])").first).to_be_visible()
     label = calls.locator("svg").get_attribute("aria-label") or ""
     assert int(re.search(r"(\d+) calls in all", label).group(1)) >= 1, label  # type: ignore[union-attr]
-    for chart in ("containment", "reasons", "latency", "queues"):
+    for chart in ("containment", "reasons", "latency", "models", "queues"):
         expect(auditor.locator(f"#chart-{chart} svg")).to_be_visible()
     screenshot(auditor, "charts")
     auditor.close()

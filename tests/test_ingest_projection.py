@@ -74,6 +74,7 @@ def test_a_scripted_call_becomes_its_records(session: Session) -> None:
         120,
         610,
     )
+    assert turn.model == "parley-embedded"
     [escalation] = session.scalars(select(Escalation).where(Escalation.call_id == call_id))
     assert (escalation.reason, escalation.queue) == (EscalationReason.CALLER_REQUEST, "support")
 

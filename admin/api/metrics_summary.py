@@ -17,7 +17,7 @@ from typing import Any, Literal
 from sqlalchemy import ColumnElement, case, exists, func, literal, select
 from sqlalchemy.orm import Session
 
-from admin.api.schemas import MetricsBucket, MetricsSummary, QueueFigures
+from admin.api.schemas import MetricsBucket, MetricsSummary, ModelFigures, QueueFigures
 from admin.models import Call, CallMetrics, Escalation, Outcome, TurnMetrics
 from escalation.acd import QueuePolicy
 from escalation.lifecycle import EscalationState
@@ -86,7 +86,38 @@ def summarize(
             _bucket_out(s, s + step, per_bucket.get(_label_of(s), _Figures())) for s in starts
         ],
         queues=_queues(session, dialect, start, end, service_level_targets or {}),
+        models=_models(session, start, end),
     )
+
+
+def _models(session: Session, start: dt.datetime, end: dt.datetime) -> list[ModelFigures]:
+    """Voice-to-voice per model (turns stored before models were recorded: "unknown")."""
+    model = func.coalesce(TurnMetrics.model, literal("unknown"))
+    in_range = (Call.started_at >= start, Call.started_at < end)
+    ranks = {str(name): ranked for name, ranked in _v2v_percentiles(session, model, in_range)}
+    rows = session.execute(
+        select(
+            model,
+            func.count(),
+            func.avg(TurnMetrics.endpointing_ms),
+            func.avg(TurnMetrics.first_audio_ms),
+        )
+        .join(Call, Call.id == TurnMetrics.call_id)
+        .where(*in_range)
+        .group_by(model)
+        .order_by(model)
+    )
+    return [
+        ModelFigures(
+            model=str(name),
+            turns=int(turns),
+            voice_to_voice_p50_ms=ranks.get(str(name), (None, None))[0],
+            voice_to_voice_p95_ms=ranks.get(str(name), (None, None))[1],
+            endpointing_ms=_ms(endpointing),
+            first_audio_ms=_ms(first_audio),
+        )
+        for name, turns, endpointing, first_audio in rows
+    ]
 
 
 def _queues(
@@ -214,26 +245,7 @@ def _figures(
         figures[bucket].escalation_asa_ms = _ms(wait)
 
     bucket_column = label(Call.started_at) if callable(label) else label
-    value = TurnMetrics.voice_to_voice_ms
-    ranked = (
-        select(
-            bucket_of(Call.started_at),
-            value.label("v"),
-            func.row_number().over(partition_by=bucket_column, order_by=value).label("rn"),
-            func.count().over(partition_by=bucket_column).label("n"),
-        )
-        .join(Call, Call.id == TurnMetrics.call_id)
-        .where(*in_range, value.is_not(None))
-        .subquery()
-    )
-    r = ranked.c
-    for bucket, p50, p95 in session.execute(
-        select(
-            r.bucket,
-            func.max(case((r.rn == (r.n + 1) // 2, r.v))),  # ceil(n / 2)
-            func.max(case((r.rn == (95 * r.n + 99) // 100, r.v))),  # ceil(0.95 n)
-        ).group_by(r.bucket)
-    ):
+    for bucket, (p50, p95) in _v2v_percentiles(session, bucket_column, in_range):
         figures[bucket].p50, figures[bucket].p95 = p50, p95
 
     barge_ins = (
@@ -247,6 +259,34 @@ def _figures(
     ):
         figures[bucket].barge_ins_per_call = None if mean is None else round(float(mean), 3)
     return dict(figures)
+
+
+def _v2v_percentiles(
+    session: Session, key: Any, where: tuple[ColumnElement[bool], ...]
+) -> list[tuple[Any, tuple[int | None, int | None]]]:
+    """Voice-to-voice p50 and p95 (nearest rank) of the turns of calls matching `where`, per
+    value of `key` (a bucket's label, a model)."""
+    value = TurnMetrics.voice_to_voice_ms
+    ranked = (
+        select(
+            key.label("key"),
+            value.label("v"),
+            func.row_number().over(partition_by=key, order_by=value).label("rn"),
+            func.count().over(partition_by=key).label("n"),
+        )
+        .join(Call, Call.id == TurnMetrics.call_id)
+        .where(*where, value.is_not(None))
+        .subquery()
+    )
+    r = ranked.c
+    rows = session.execute(
+        select(
+            r.key,
+            func.max(case((r.rn == (r.n + 1) // 2, r.v))),  # ceil(n / 2)
+            func.max(case((r.rn == (95 * r.n + 99) // 100, r.v))),  # ceil(0.95 n)
+        ).group_by(r.key)
+    )
+    return [(key_value, (p50, p95)) for key_value, p50, p95 in rows]
 
 
 def _ms(value: object) -> float | None:

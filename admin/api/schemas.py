@@ -297,6 +297,18 @@ class QueueFigures(BaseModel):
     abandonment_rate: float | None = Field(description="abandoned / escalations")
 
 
+class ModelFigures(BaseModel):
+    """One model's turns over the range (turns of calls that started in it), measured the
+    same way for every adapter: from the caller's end of speech to the model's first audio."""
+
+    model: str = Field(description='"parley-embedded", or the hosted model\'s name')
+    turns: int
+    voice_to_voice_p50_ms: int | None
+    voice_to_voice_p95_ms: int | None
+    endpointing_ms: float | None = Field(description="mean: end of speech to the turn's end")
+    first_audio_ms: float | None = Field(description="mean: the turn's end to the first audio")
+
+
 class MetricsSummary(BaseModel):
     from_: dt.datetime = Field(alias="from")
     to: dt.datetime
@@ -304,6 +316,7 @@ class MetricsSummary(BaseModel):
     total: MetricsBucket
     buckets: list[MetricsBucket]
     queues: list[QueueFigures] = Field(default_factory=list)
+    models: list[ModelFigures] = Field(default_factory=list)
 
     model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
 
