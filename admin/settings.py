@@ -309,9 +309,11 @@ class ModelSettings(Section):
         "unset: the provider's usual one; null: no key (a Parley engine server)",
     )
     voice: str | None = Field(None, min_length=1, description="default: the provider's")
-    turn_detection: Literal["server_vad", "semantic_vad"] = Field(
+    turn_detection: Literal["server_vad", "semantic_vad", "parley"] = Field(
         "server_vad",
-        description="realtime: who decides the caller has finished (the model's VAD)",
+        description="realtime: who decides the caller has finished: the model's VAD "
+        "(server_vad, semantic_vad) or Parley's engine (parley: its hesitation-aware "
+        "turn-taking, the model answers when asked)",
     )
     eagerness: Literal["low", "medium", "high", "auto"] = Field(
         "auto", description="realtime, semantic_vad: how soon the model answers"

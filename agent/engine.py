@@ -145,6 +145,9 @@ class EngineConfig:
     # then also a function call, as a hosted model makes it (a client of the plain Realtime
     # protocol does not read parley.* events).
     tools: frozenset[str] = frozenset()
+    # False: the engine only decides the caller's turns (speech started, the turn's end and
+    # its words) and says nothing: Parley's turn-taking for a hosted model (agent/turn_source.py).
+    answers: bool = True
 
     def floor(self) -> FloorConfig:
         return FloorConfig(
@@ -773,6 +776,8 @@ class EngineSession:
         )
 
     async def _speak(self, reply: Any, latency: dict[str, Any] | None = None) -> None:
+        if not self.config.answers:
+            return  # another model answers; this session decides turns only
         text = str(getattr(reply, "text", "") or "")
         response = _Response(new_id("resp"), new_id("item"), text)
         response.end_call = bool(getattr(reply, "end_call", False))

@@ -50,6 +50,7 @@ from agent.session import (
     SessionOutput,
 )
 from agent.tools import Tools, hand_back_note, key_note, whisper_note
+from agent.turn_source import EngineTurns
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +94,10 @@ class OpenAIRealtimeSession(RealtimeSession):
         options: OpenAIOptions,
         instructions: str = "",
         tools: Tools | None = None,
+        turns: EngineTurns | None = None,
         connect_timeout_s: float = 5.0,
     ) -> None:
+        """`turns`: Parley's engine decides the caller's turns (`turn_detection: parley`)."""
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         super().__init__(
             with_model(url, options.model),
@@ -105,6 +108,8 @@ class OpenAIRealtimeSession(RealtimeSession):
         )
         self.options = options
         self.tools = tools or Tools()
+        self.turns = turns
+        self._following: asyncio.Task[None] | None = None
         self._response_id: str | None = None  # the response being generated
         self._sent_ms = 0.0  # caller audio appended so far, in ms of the input buffer
         self._sent_at: list[tuple[float, float]] = []  # (ms appended, monotonic s) per frame
@@ -124,10 +129,12 @@ class OpenAIRealtimeSession(RealtimeSession):
 
     def _session_config(self) -> dict[str, Any]:
         fmt = {"type": "audio/pcm", "rate": RATE}
-        detection: dict[str, Any] = {"type": self.options.turn_detection}
-        if self.options.turn_detection == "semantic_vad":
-            detection["eagerness"] = self.options.eagerness
-        detection.update(create_response=True, interrupt_response=True)
+        detection: dict[str, Any] | None = None  # with `turns`: the model answers when asked
+        if self.turns is None:
+            detection = {"type": self.options.turn_detection}
+            if self.options.turn_detection == "semantic_vad":
+                detection["eagerness"] = self.options.eagerness
+            detection.update(create_response=True, interrupt_response=True)
         config: dict[str, Any] = {
             "type": "realtime",
             "model": self.options.model,
@@ -152,11 +159,37 @@ class OpenAIRealtimeSession(RealtimeSession):
         # A hosted model waits to be spoken to; on the phone the one who answers speaks first.
         await self._send({"type": "response.create", "response": {"instructions": GREETING}})
         self._renewing = asyncio.create_task(self._renew_in_time(), name="realtime-renew")
+        if self.turns is not None:
+            await self.turns.start()
+            self._following = asyncio.create_task(self._follow_turns(self.turns), name="turns")
+
+    async def _follow_turns(self, turns: EngineTurns) -> None:
+        """Parley's turn-taking drives the model: a caller who starts to speak cuts its
+        answer (as its own VAD would with interrupt_response); a turn's end commits the input
+        buffer and asks for the answer. Losing the engine fails the session."""
+        try:
+            async for turn in turns.events():
+                if turn.kind == "started":
+                    for item in self._caller_started():
+                        self._out.put_nowait(item)
+                    if self._response_id is not None:
+                        await self._send({"type": "response.cancel"})
+                elif turn.text.strip():
+                    self._speech_stopped = (turn.endpointing_ms / 1000, time.monotonic())
+                    self._turn_open = True
+                    await self._send({"type": "input_audio_buffer.commit"})
+                    await self._send({"type": "response.create"})
+        except SessionError as error:
+            if not self._closing:
+                self._out.put_nowait(error)
 
     # --- what the call sends ----------------------------------------------------------------
 
     async def send_audio(self, frame: CallerAudio) -> None:
         await super().send_audio(frame)
+        if self.turns is not None:
+            with contextlib.suppress(SessionError):  # a lost engine is reported by _follow_turns
+                await self.turns.send_audio(frame.pcm)
         self._sent_ms += 20.0
         self._sent_at.append((self._sent_ms, time.monotonic()))
         if len(self._sent_at) > 3000:  # a minute of frames is plenty to place a turn's end
@@ -328,6 +361,12 @@ class OpenAIRealtimeSession(RealtimeSession):
     async def close(self) -> None:
         if self._renewing is not None:
             self._renewing.cancel()
+        if self.turns is not None:
+            await self.turns.close()
+        if self._following is not None:
+            self._following.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._following
         await super().close()
 
 

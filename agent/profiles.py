@@ -28,6 +28,7 @@ from agent.openai_realtime import OpenAIOptions, OpenAIRealtimeSession
 from agent.remote import RealtimeSession
 from agent.session import DuplexSession, SessionError
 from agent.tools import Tools, engine_lookup
+from agent.turn_source import EngineTurns
 
 
 class UnknownProfile(ValueError):
@@ -117,12 +118,20 @@ def _realtime(target: SessionTarget) -> DuplexSession:
         eagerness=model.eagerness,
         transcription_model=model.transcription_model or defaults.transcription_model,
     )
+    turns = None
+    if model.turn_detection == "parley":
+        # Parley's engine decides the caller's turns beside the model (agent/turn_source.py).
+        url = (target.engines.choose() if target.engines else None) or target.engine_url
+        turns = EngineTurns(
+            url, headers=engine_headers(target.engine_token), knowledge_base=target.knowledge_base
+        )
     return OpenAIRealtimeSession(
         model.url or OPENAI_URL,
         api_key=model.api_key(),
         options=options,
         instructions=model.instructions,
         tools=_tools(target),
+        turns=turns,
     )
 
 

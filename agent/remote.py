@@ -242,13 +242,7 @@ class RealtimeSession:
             )
             return []
         if kind == "input_audio_buffer.speech_started":
-            # The server may have finished sending an answer long before it finished playing:
-            # whatever is still queued here is cut. With nothing playing the clear is a no-op.
-            self._down.reset()  # what the filter held of the cut answer is never heard
-            return [
-                ClearPlayout(reason="barge_in"),
-                SessionEvent(EventKind.CALLER_SPEECH_STARTED, {}),
-            ]
+            return self._caller_started()
         if kind == "input_audio_buffer.speech_stopped":
             return [SessionEvent(EventKind.CALLER_SPEECH_STOPPED, {})]
         if kind == "conversation.item.input_audio_transcription.completed":
@@ -295,6 +289,13 @@ class RealtimeSession:
                 )
             ]
         return []
+
+    def _caller_started(self) -> list[SessionOutput]:
+        """The caller began to speak. The server may have finished sending an answer long
+        before it finished playing: whatever is still queued is cut (with nothing playing the
+        clear is a no-op)."""
+        self._down.reset()  # what the filter held of the cut answer is never heard
+        return [ClearPlayout(reason="barge_in"), SessionEvent(EventKind.CALLER_SPEECH_STARTED, {})]
 
     def _agent_audio(self, item_id: str, pcm_at_rate: bytes) -> list[SessionOutput]:
         outputs: list[SessionOutput] = []

@@ -243,8 +243,14 @@ class EngineServer:
         wants = str(metadata.get("agent_backchannels", "")).lower() == "true"
         # A call moved here from another engine is under way: no greeting.
         greet = self.config.greet and str(metadata.get("greet", "")).lower() != "false"
+        # A hosted model's turns decided here (agent/turn_source.py): nothing is said.
+        answers = str(metadata.get("answers", "")).lower() != "false"
         return dataclasses.replace(
-            self.config, agent_backchannels=wants, greet=greet, tools=_declared_tools(session)
+            self.config,
+            agent_backchannels=wants and answers,
+            greet=greet and answers,
+            answers=answers,
+            tools=_declared_tools(session),
         )
 
     async def _transcribe(
