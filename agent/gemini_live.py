@@ -38,6 +38,7 @@ import numpy as np
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
+from agent.audio import rms_dbfs
 from agent.remote import END, Peer, open_socket, queued_outputs
 from agent.resample import Resampler
 from agent.session import (
@@ -52,7 +53,7 @@ from agent.session import (
     SessionEvent,
     SessionOutput,
 )
-from agent.tools import Tools, hand_back_note, key_note, whisper_note
+from agent.tools import Tools, hand_back_note, key_note, log_failure, whisper_note
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ OUTPUT_RATE = 24_000
 INPUT_MIME = f"audio/pcm;rate={SAMPLE_RATE}"
 MODEL = Peer("model", "API key")
 GREETING = "(The caller has just been connected.) Greet them in one short sentence."
-LOUD = 500  # a caller frame this loud (RMS) is voice, for the per-turn latency
+LOUD_DBFS = -36.3  # a caller frame this loud (RMS 500 of 32768) is voice, for turn latency
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,7 +185,7 @@ class GeminiLiveSession:
     # --- what the call sends ----------------------------------------------------------------
 
     async def send_audio(self, frame: CallerAudio) -> None:
-        if _rms(frame.pcm) > LOUD:
+        if rms_dbfs(np.frombuffer(frame.pcm, dtype="<i2")) > LOUD_DBFS:
             self._last_voice = time.monotonic()
         data = base64.b64encode(frame.pcm).decode()
         await self._send({"realtimeInput": {"audio": {"mimeType": INPUT_MIME, "data": data}}})
@@ -242,7 +243,7 @@ class GeminiLiveSession:
         if "toolCall" in message:
             for call in message["toolCall"].get("functionCalls") or []:
                 task = asyncio.create_task(self._tool_call(call), name="gemini-tool")
-                task.add_done_callback(_log_failure)
+                task.add_done_callback(log_failure)
         if "toolCallCancellation" in message:
             log.info(
                 "tool calls cancelled", extra={"ids": message["toolCallCancellation"].get("ids")}
@@ -340,7 +341,7 @@ class GeminiLiveSession:
         name = str(call.get("name", ""))
         result = await self.tools.call(name, json.dumps(call.get("args") or {}))
         for outcome in result.events:
-            self._out.put_nowait(SessionEvent(outcome.kind, {**outcome.data, "tool": name}))
+            self._out.put_nowait(outcome)
         response = {"id": call.get("id"), "name": name, "response": json.loads(result.output)}
         await self._send({"toolResponse": {"functionResponses": [response]}})
 
@@ -405,13 +406,3 @@ def _declaration(tool: dict[str, Any]) -> dict[str, Any]:
         "description": tool["description"],
         "parametersJsonSchema": tool["parameters"],
     }
-
-
-def _rms(pcm: bytes) -> float:
-    samples = np.frombuffer(pcm, dtype="<i2").astype(np.float32)
-    return float(np.sqrt(np.mean(samples**2))) if len(samples) else 0.0
-
-
-def _log_failure(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.warning("tool call failed", extra={"error": str(task.exception())})

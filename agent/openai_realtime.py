@@ -49,7 +49,7 @@ from agent.session import (
     SessionEvent,
     SessionOutput,
 )
-from agent.tools import Tools, hand_back_note, key_note, whisper_note
+from agent.tools import Tools, hand_back_note, key_note, log_failure, whisper_note
 from agent.turn_source import EngineTurns
 
 log = logging.getLogger(__name__)
@@ -235,7 +235,7 @@ class OpenAIRealtimeSession(RealtimeSession):
             self._turn_open = False
         if kind == "response.function_call_arguments.done":
             task = asyncio.create_task(self._tool_call(event), name="realtime-tool")
-            task.add_done_callback(_log_failure)
+            task.add_done_callback(log_failure)
             return []
         if kind == "conversation.item.input_audio_transcription.completed":
             self._remember("user", str(event.get("transcript") or ""))
@@ -273,7 +273,7 @@ class OpenAIRealtimeSession(RealtimeSession):
         arguments = str(event.get("arguments") or "")
         result = await self.tools.call(name, arguments)
         for outcome in result.events:
-            self._out.put_nowait(SessionEvent(outcome.kind, {**outcome.data, "tool": name}))
+            self._out.put_nowait(outcome)
         call = {"type": "function_call", "call_id": call_id, "name": name, "arguments": arguments}
         output = {"type": "function_call_output", "call_id": call_id, "output": result.output}
         self._history += [call, output]
@@ -377,8 +377,3 @@ def with_model(url: str, model: str) -> str:
     if model and "model" not in query:
         query["model"] = model
     return urlunsplit(parts._replace(query=urlencode(query)))
-
-
-def _log_failure(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.warning("tool call failed", extra={"error": str(task.exception())})

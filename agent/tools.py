@@ -134,7 +134,7 @@ class Tools:
             if reason not in HANDOFF_REASONS:
                 reason = "caller_asked"  # the caller has been told a person is coming
             detail = args.get("detail")
-            data: dict[str, object] = {"reason": reason, "via": "tool"}
+            data: dict[str, object] = {"reason": reason, "via": "tool", "tool": name}
             if isinstance(detail, str) and detail.strip():
                 data["detail"] = detail.strip()[:300]
             return ToolResult(
@@ -145,7 +145,11 @@ class Tools:
         if name == END_CALL:
             return ToolResult(
                 json.dumps({"status": "the call ends once your last words are heard"}),
-                (SessionEvent(EventKind.HANGUP_REQUESTED, {"reason": "agent_ended"}),),
+                (
+                    SessionEvent(
+                        EventKind.HANGUP_REQUESTED, {"reason": "agent_ended", "tool": name}
+                    ),
+                ),
                 respond=False,
             )
         if name == LOOKUP and self.lookup is not None:
@@ -188,3 +192,10 @@ def hand_back_note(note: str | None) -> str:
 
 def _error(message: str) -> ToolResult:
     return ToolResult(json.dumps({"error": message}))
+
+
+def log_failure(task: asyncio.Task[None]) -> None:
+    """A tool call's task ended in an error (logged; the model was already answered or the
+    session is gone)."""
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("tool call failed", extra={"error": str(task.exception())})
