@@ -627,9 +627,11 @@ class EngineSession:
             prepared.understood = bool(getattr(reply, "understood", True))
             prepared.number_taken = bool(getattr(reply, "number_taken", False))
             self._tell_judged()
+        # The reply's first sentence lands in the hub's TTS cache; a session that does not
+        # answer (a hosted model's turns) needs only the responder's judgment above.
         sentences = self.models.sentences(str(getattr(reply, "text", "") or ""))
-        if sentences:
-            await self.models.synthesize(sentences[0])  # lands in the hub's TTS cache
+        if sentences and self.config.answers:
+            await self.models.synthesize(sentences[0])
         return reply, responder_ms
 
     def _prepared_for_turn(self) -> _Prepared | None:

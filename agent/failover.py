@@ -282,11 +282,18 @@ class FailoverSession:
             self._lost(session, str(error))
 
     async def send_audio(self, frame: CallerAudio) -> None:
+        """Per caller frame (50 a second): kept for a move, then straight to the engine."""
         self._unheard.append(frame)
         self._frames_in += 1
-        if self._moving is not None:
-            return  # kept in `_unheard`: the new engine gets it
-        await self._call(lambda s: s.send_audio(frame))
+        session = self._inner
+        if self._moving is not None or session is None:
+            return  # kept in `_unheard`: the new engine gets it (or no engine took the call)
+        try:
+            await session.send_audio(frame)
+        except SessionError as error:
+            if self._closing or not error.retryable:
+                raise
+            self._lost(session, str(error))
 
     async def send_dtmf(self, digit: CallerDtmf) -> None:
         await self._call(lambda s: s.send_dtmf(digit))

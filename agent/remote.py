@@ -352,35 +352,35 @@ class RealtimeTranscriber:
         self.headers = dict(headers or {})
         self.connect_timeout_s = connect_timeout_s
         self._ws: ClientConnection | None = None
+        self.closing = False
 
     async def start(self) -> None:
         self._ws = await open_socket(
             self.url, self.headers, peer=ENGINE, timeout_s=self.connect_timeout_s, max_size=2**22
         )
+        await self._send({"type": "session.update", "session": self._session()})
+
+    def _session(self) -> dict[str, Any]:
         fmt = {"type": "audio/pcm", "rate": SAMPLE_RATE}
-        await self._send(
-            {
-                "type": "session.update",
-                "session": {
-                    "type": "transcription",
-                    "audio": {
-                        "input": {
-                            "format": fmt,
-                            "transcription": {"model": "whisper-tiny.en", "language": "en"},
-                            "turn_detection": {"type": "server_vad"},
-                        }
-                    },
-                },
-            }
-        )
+        return {
+            "type": "transcription",
+            "audio": {
+                "input": {
+                    "format": fmt,
+                    "transcription": {"model": "whisper-tiny.en", "language": "en"},
+                    "turn_detection": {"type": "server_vad"},
+                }
+            },
+        }
 
     async def _send(self, event: dict[str, Any]) -> None:
         if self._ws is None:
-            raise SessionError("transcriber is not connected", retryable=False)
+            raise SessionError("not connected to the engine", retryable=False)
         try:
             await self._ws.send(json.dumps(event, separators=(",", ":")))
         except ConnectionClosed:
-            raise SessionError("engine connection closed", retryable=True) from None
+            if not self.closing:
+                raise SessionError("engine connection closed", retryable=True) from None
 
     async def send_audio(self, pcm: bytes) -> None:
         """16 kHz PCM16 of the caller."""
@@ -410,6 +410,7 @@ class RealtimeTranscriber:
             return
 
     async def close(self) -> None:
+        self.closing = True
         if self._ws is not None:
             with contextlib.suppress(Exception):
                 await self._ws.close()

@@ -10,18 +10,15 @@ the adapter then commits the model's input buffer and asks for the answer.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
-from agent.realtime import audio_b64
-from agent.remote import ENGINE, open_socket
+from agent.remote import RealtimeTranscriber
 from agent.session import SAMPLE_RATE, SessionError
 
 
@@ -35,8 +32,10 @@ class TurnEvent:
     endpointing_ms: float = 0.0
 
 
-class EngineTurns:
-    """A listening session on Parley's engine server that decides the caller's turns."""
+class EngineTurns(RealtimeTranscriber):
+    """A listening session on Parley's engine server that decides the caller's turns: the
+    transcriber's connection (audio in as it comes), on a conversation session that says
+    nothing instead of a transcription-only one."""
 
     def __init__(
         self,
@@ -46,20 +45,13 @@ class EngineTurns:
         knowledge_base: str = "sample",
         connect_timeout_s: float = 3.0,
     ) -> None:
-        self.url = url
-        self.headers = dict(headers or {})
+        super().__init__(url, headers=headers, connect_timeout_s=connect_timeout_s)
         self.knowledge_base = knowledge_base
-        self.connect_timeout_s = connect_timeout_s
-        self._ws: ClientConnection | None = None
         self._stopped_at: float | None = None
-        self.closing = False
 
-    async def start(self) -> None:
-        self._ws = await open_socket(
-            self.url, self.headers, peer=ENGINE, timeout_s=self.connect_timeout_s
-        )
+    def _session(self) -> dict[str, Any]:
         fmt = {"type": "audio/pcm", "rate": SAMPLE_RATE}
-        session = {
+        return {
             "type": "realtime",
             "audio": {"input": {"format": fmt}, "output": {"format": fmt}},
             "metadata": {
@@ -69,27 +61,11 @@ class EngineTurns:
                 "agent_backchannels": "false",
             },
         }
-        await self._send({"type": "session.update", "session": session})
-
-    async def _send(self, event: dict[str, Any]) -> None:
-        if self._ws is None:
-            raise SessionError("turn-taking session is not connected", retryable=False)
-        try:
-            await self._ws.send(json.dumps(event, separators=(",", ":")))
-        except ConnectionClosed:
-            if not self.closing:
-                raise SessionError(
-                    "engine connection closed (turn-taking)", retryable=True
-                ) from None
-
-    async def send_audio(self, pcm: bytes) -> None:
-        """16 kHz PCM16 of the caller, as it comes."""
-        await self._send({"type": "input_audio_buffer.append", "audio": audio_b64(pcm)})
 
     async def events(self) -> AsyncIterator[TurnEvent]:
         """The caller's turns, until the connection ends; a lost one raises SessionError."""
         if self._ws is None:
-            raise SessionError("turn-taking session is not connected", retryable=False)
+            raise SessionError("not connected to the engine", retryable=False)
         try:
             async for message in self._ws:
                 event = json.loads(message)
@@ -118,9 +94,3 @@ class EngineTurns:
             self._stopped_at = None
             return TurnEvent("ended", str(event.get("transcript") or ""), round(waited * 1000, 1))
         return None
-
-    async def close(self) -> None:
-        self.closing = True
-        if self._ws is not None:
-            with contextlib.suppress(Exception):
-                await self._ws.close()

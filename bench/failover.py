@@ -9,7 +9,7 @@ worker's `session_moved`), and `total_ms` from the kill to that event, which is 
 caller who speaks at that moment waits before a server hears them (their words are kept and
 sent again, not lost). The killed engine is restarted between rounds (its models load again).
 
-Usage: python bench/failover.py [--rounds 5]
+Usage: python bench/failover.py [--rounds 5] [--voice en-gb-x-rp+m1]
 """
 
 from __future__ import annotations
@@ -78,10 +78,10 @@ class Engine:
         self.process.wait()
 
 
-def question_audio() -> bytes:
-    """ "How much does shipping cost?" in espeak-ng's voice, 16 kHz PCM16, then 2 s of quiet."""
+def question_audio(voice: str) -> bytes:
+    """The question in an espeak-ng voice, 16 kHz PCM16, then 2 s of quiet."""
     wav = subprocess.run(
-        ["espeak-ng", "-v", "en-us+m3", "-s", "165", "--stdout", QUESTION],
+        ["espeak-ng", "-v", voice, "-s", "165", "--stdout", QUESTION],
         check=True,
         capture_output=True,
     ).stdout
@@ -161,13 +161,13 @@ async def one_round(
     return result
 
 
-async def main(rounds: int, log_dir: Path) -> None:
+async def main(rounds: int, log_dir: Path, voice: str) -> None:
     engines = {e.url: e for e in (Engine(18765, log_dir), Engine(18766, log_dir))}
     for engine in engines.values():
         engine.start()
     for engine in engines.values():
         print(f"engine {engine.port} ready in {engine.wait_ready():.1f} s", flush=True)
-    question = question_audio()
+    question = question_audio(voice)
     health = {url: ServerHealth(health_url(url), interval_s=0.5) for url in engines}
     pool = EnginePool(health)
     stop = asyncio.Event()
@@ -202,6 +202,9 @@ async def main(rounds: int, log_dir: Path) -> None:
                 engine.process.terminate()
                 engine.process.wait()
     print(describe())
+    answered = sum(int(r["answered"]) for r in results)
+    calm_answered = sum(int(r["calm_answered"]) for r in results)
+    print(f"the shipping answer: {answered} of {len(results)} with a kill, {calm_answered} without")
     for key in ("detect_ms", "move_ms", "total_ms", "answer_ms", "calm_answer_ms"):
         values = [r[key] for r in results]
         print(
@@ -212,7 +215,13 @@ async def main(rounds: int, log_dir: Path) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--voice",
+        default="en-gb-x-rp+m1",
+        help="espeak-ng voice of the caller (default: one of the turn corpus's held-out half)",
+    )
     parser.add_argument("--logs", type=Path, default=Path("var/bench-failover"))
     args = parser.parse_args()
     args.logs.mkdir(parents=True, exist_ok=True)
-    asyncio.run(main(args.rounds, args.logs))
+    print(f"caller voice: espeak-ng {args.voice}")
+    asyncio.run(main(args.rounds, args.logs, args.voice))

@@ -272,35 +272,24 @@ def session_failed(state: CallState, *, transfer_to: str | None, queue: bool = F
         actions.append(DetachAgent(close=True))
     if state.supervisor or state.ringing:
         actions.append(DropSupervisor())
-    if queue and not transfer_to:
-        new, actions = _to(
-            state,
-            actions,
-            phase=Phase.QUEUED,
-            agent=AgentLink.NONE,
-            mode=None,
-            supervisor=False,
-            ringing=False,
-        )
-        return new, [
-            *actions,
-            PlayPrompt("fallback_hold", wait=True),
-            PlayPrompt("hold", loop=True),
-        ]
+    waits = queue and not transfer_to  # on hold for a person
     new, actions = _to(
         state,
         actions,
-        phase=Phase.FALLBACK,
+        phase=Phase.QUEUED if waits else Phase.FALLBACK,
         agent=AgentLink.NONE,
         mode=None,
         supervisor=False,
         ringing=False,
     )
-    actions.append(PlayPrompt("fallback", wait=True))
-    actions.append(
-        Transfer(transfer_to, "session_failed") if transfer_to else EndCall("session_failed")
-    )
-    return new, actions
+    if waits:
+        return new, [
+            *actions,
+            PlayPrompt("fallback_hold", wait=True),
+            PlayPrompt("hold", loop=True),
+        ]
+    then = Transfer(transfer_to, "session_failed") if transfer_to else EndCall("session_failed")
+    return new, [*actions, PlayPrompt("fallback", wait=True), then]
 
 
 def hold(state: CallState) -> Step:
